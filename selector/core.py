@@ -1,0 +1,215 @@
+"""`select_tokens`: ENTROPY-SELECT end to end (Algorithm 1 of the paper), and its result type."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import allocate, maps
+from .config import SelectorConfig, SelectorError
+
+__all__ = ["Selection", "select_tokens", "num_kept"]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the selector kept and why. Tensors live on the device of the input tokens.
+
+    Attributes:
+        keep: bool (T, H, W), True at every position in `indices` (fused anchors included).
+        indices: int64 (K,), ascending flat indices into T·H·W.
+        entropy: float32 (T, H, W), normalized local entropy Ĥ in [0, 1].
+        gradient: float32 (T, H, W), min-max normalized gradient magnitude Ĝ in [0, 1].
+        score: float32 (T, H, W), S = α·Ĥ + (1-α)·Ĝ in [0, 1].
+        budgets: int64 (T,), tokens per frame B_f, summing to K.
+        tokens: (K, D) in the dtype of the input, rows in the order of `indices`.
+        fused: bool (K,), True for rows that are grid-fusion tokens (anchored at `indices`).
+        frame_saliency: float32 (T,), top-q mean score S̄_f.
+        frame_weights: float32 (T,), softmax weights w_f of Eq. (4).
+        timings_ms: wall time per stage (empty when timing was switched off).
+        config: the SelectorConfig used; retention: the r asked for.
+    """
+
+    keep: torch.Tensor
+    indices: torch.Tensor
+    entropy: torch.Tensor
+    gradient: torch.Tensor
+    score: torch.Tensor
+    budgets: torch.Tensor
+    tokens: torch.Tensor
+    fused: torch.Tensor
+    frame_saliency: torch.Tensor
+    frame_weights: torch.Tensor
+    config: SelectorConfig
+    retention: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int]:
+        """(T, H, W) of the token grid."""
+        t_, h_, w_ = self.keep.shape
+        return (t_, h_, w_)
+
+    @property
+    def num_tokens(self) -> int:
+        """K, the number of output rows."""
+        return int(self.indices.numel())
+
+    @property
+    def anchors(self) -> torch.Tensor:
+        """Flat indices where fused tokens are anchored (empty without grid fusion)."""
+        return self.indices[self.fused]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready numbers: token counts, grid, budgets, timings."""
+        t_, h_, w_ = self.grid_shape
+        return {
+            "tokens_total": t_ * h_ * w_,
+            "tokens_kept": self.num_tokens,
+            "fused_tokens": int(self.fused.sum()),
+            "retention": self.retention,
+            "grid": [t_, h_, w_],
+            "budgets": [int(b) for b in self.budgets.tolist()],
+            "timings_ms": {k: round(v, 4) for k, v in self.timings_ms.items()},
+            "config": {k: getattr(self.config, k) for k in self.config.__dataclass_fields__},
+        }
+
+
+def num_kept(retention: float, n: int) -> int:
+    """K = max(1, floor(r·N)); a 1e-9 slack absorbs binary rounding of decimal r (0.57·100 = 57).
+
+    >>> num_kept(0.35, 16 * 27 * 27), num_kept(0.57, 100), num_kept(1e-9, 10)
+    (4082, 57, 1)
+    """
+    return max(1, min(n, math.floor(retention * n + 1e-9)))
+
+
+def _check(tokens: object, retention: object) -> None:
+    if not isinstance(tokens, torch.Tensor):
+        raise SelectorError(f"tokens must be a torch.Tensor of shape (T, H, W, D), got {type(tokens).__name__}")
+    shape = tuple(tokens.shape)
+    if tokens.ndim != 4:
+        raise SelectorError(f"tokens must have 4 dims (T, H, W, D), got {tokens.ndim} dims with shape {shape}")
+    if min(shape) == 0:
+        raise SelectorError(f"tokens has an empty dimension: shape {shape} (T, H, W, D must all be >= 1)")
+    if not tokens.is_floating_point():
+        raise SelectorError(f"tokens must be a float tensor, got dtype {tokens.dtype} with shape {shape}")
+    if not bool(torch.isfinite(tokens).all()):
+        bad = int((~torch.isfinite(tokens)).sum())
+        raise SelectorError(f"tokens contain {bad} NaN/Inf values (shape {shape})")
+    if isinstance(retention, bool) or not isinstance(retention, (int, float)):
+        raise SelectorError(f"retention must be a number in (0, 1], got {retention!r}")
+    r = float(retention)
+    if math.isnan(r) or not 0.0 < r <= 1.0:
+        raise SelectorError(f"retention must be in (0, 1], got {retention} for tokens of shape {shape}")
+
+
+EntropyFn = Callable[[torch.Tensor, SelectorConfig], torch.Tensor]
+
+
+def select_tokens(
+    tokens: torch.Tensor,
+    retention: float = 0.35,
+    config: SelectorConfig | None = None,
+    *,
+    timed: bool = True,
+    entropy_fn: EntropyFn | None = None,
+) -> Selection:
+    """Select K = max(1, floor(r·T·H·W)) tokens of a (T, H, W, D) grid with ENTROPY-SELECT.
+
+    Computed in float32 on the device of `tokens`. `entropy_fn` replaces the portable entropy
+    stage (fast paths pass theirs); `timed=False` skips the per-stage clock (and its CUDA syncs).
+
+    >>> x = torch.randn(4, 6, 6, 8, generator=torch.Generator().manual_seed(0))
+    >>> sel = select_tokens(x, retention=0.25)
+    >>> sel.num_tokens, int(sel.budgets.sum()), tuple(sel.tokens.shape)
+    (36, 36, (36, 8))
+    >>> bool((sel.tokens == x.reshape(-1, 8)[sel.indices]).all())
+    True
+    """
+    cfg = SelectorConfig() if config is None else config
+    if not isinstance(cfg, SelectorConfig):
+        raise SelectorError(f"config must be a SelectorConfig, got {type(cfg).__name__}")
+    _check(tokens, retention)
+    t_, h_, w_, d_ = tokens.shape
+    n, m = t_ * h_ * w_, h_ * w_
+    k = num_kept(float(retention), n)
+    clock = _Clock(tokens.device, timed)
+
+    xn = maps.normalize(tokens)
+    entropy = (entropy_fn or maps.entropy_map)(xn, cfg)
+    clock.lap("entropy")
+    gradient = maps.gradient_map(tokens)
+    clock.lap("gradient")
+    score = (cfg.alpha * entropy + (1.0 - cfg.alpha) * gradient).clamp_(0.0, 1.0)
+    flat = score.reshape(t_, m)
+    budgets, saliency, weights = allocate.frame_budgets(flat, k, cfg)
+    clock.lap("budgets")
+    cells = allocate.cell_ids(h_, w_, cfg.grid, tokens.device)
+    keep, rank, quota = allocate.pick(flat, budgets, cells, cfg)
+    clock.lap("select")
+    anchor = torch.zeros_like(keep)
+    fused_feat = None
+    if cfg.grid_fusion:
+        keep, anchor, fused_feat = allocate.fuse(
+            tokens, flat, keep, rank, quota, budgets, cells, cfg.grid * cfg.grid
+        )
+    indices = _flat_indices(keep.reshape(-1), k)
+    rows = tokens.reshape(n, d_)[indices]
+    fused = anchor.reshape(-1)[indices]
+    if fused_feat is not None:
+        rows = torch.where(fused[:, None], fused_feat.reshape(n, d_)[indices].to(rows.dtype), rows)
+    clock.lap("gather")
+    return Selection(
+        keep=keep.view(t_, h_, w_),
+        indices=indices,
+        entropy=entropy,
+        gradient=gradient,
+        score=score,
+        budgets=budgets,
+        tokens=rows,
+        fused=fused,
+        frame_saliency=saliency,
+        frame_weights=weights,
+        config=cfg,
+        retention=float(retention),
+        timings_ms=clock.result(),
+    )
+
+
+def _flat_indices(keep: torch.Tensor, k: int) -> torch.Tensor:
+    """Ascending positions of the k True entries, without a host sync (k is known)."""
+    pos = torch.cumsum(keep.to(torch.int64), 0) - 1
+    target = torch.where(keep, pos, torch.full_like(pos, k))
+    out = torch.empty(k + 1, dtype=torch.int64, device=keep.device)
+    out.scatter_(0, target, torch.arange(keep.numel(), device=keep.device))
+    return out[:k]
+
+
+class _Clock:
+    def __init__(self, device: torch.device, enabled: bool) -> None:
+        self.enabled = enabled
+        self.cuda = device.type == "cuda"
+        self.laps: dict[str, float] = {}
+        self.t0 = self.last = self._now()
+
+    def _now(self) -> float:
+        if self.enabled and self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.enabled:
+            now = self._now()
+            self.laps[name] = (now - self.last) * 1e3
+            self.last = now
+
+    def result(self) -> dict[str, float]:
+        if not self.enabled:
+            return {}
+        return {**self.laps, "total": (self.last - self.t0) * 1e3}

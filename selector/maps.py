@@ -1,0 +1,112 @@
+"""Per-token maps of ENTROPY-SELECT: local window entropy (Sec. 3.2) and gradient magnitude (Eq. 3).
+
+Portable implementation: one tensor operation per window offset. It is the reference the fast paths
+(`selector.fast`) are checked against.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .config import SelectorConfig
+
+__all__ = ["stencil", "normalize", "entropy_map", "gradient_map", "entropy_from_logits"]
+
+
+@functools.lru_cache(maxsize=64)
+def stencil(window: int, temporal_window: int, past_window: int) -> tuple[tuple[int, int, int], ...]:
+    """Offsets (dt, dr, dc) of the 3-D neighbourhood, centre excluded in the current frame only.
+
+    >>> len(stencil(5, 3, 3))  # (k²-1) + (K_t-1)·k_past², Eq. (1)
+    42
+    >>> (0, 0, 0) in stencil(5, 3, 3), (-1, 0, 0) in stencil(5, 3, 3)
+    (False, True)
+    """
+    offsets: list[tuple[int, int, int]] = []
+    for dt in range(-(temporal_window - 1), 1):
+        side = window if dt == 0 else past_window
+        rad = side // 2
+        for dr in range(-rad, rad + 1):
+            for dc in range(-rad, rad + 1):
+                if (dt, dr, dc) != (0, 0, 0):
+                    offsets.append((dt, dr, dc))
+    return tuple(offsets)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Unit-length features t̂ (fp32); an all-zero token stays zero (cosine 0 with everything)."""
+    x = x.float()
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _shift_slices(size: int, d: int) -> tuple[slice, slice]:
+    """Slices (dst, src) so that dst[i] pairs with src[i + d], truncated at the borders."""
+    if d >= 0:
+        return slice(0, max(size - d, 0)), slice(d, size)
+    return slice(-d, size), slice(0, max(size + d, 0))
+
+
+def _valid_count(shape: tuple[int, int, int], cfg: SelectorConfig, device: torch.device) -> torch.Tensor:
+    """Number of in-bounds neighbours of every token, from index arithmetic alone."""
+    t_, h_, w_ = shape
+    out = torch.zeros(shape, dtype=torch.float32, device=device)
+    for dt, dr, dc in stencil(cfg.window, cfg.temporal_window, cfg.past_window):
+        ts, _ = _shift_slices(t_, dt)
+        hs, _ = _shift_slices(h_, dr)
+        ws, _ = _shift_slices(w_, dc)
+        out[ts, hs, ws] += 1
+    return out
+
+
+def entropy_from_logits(logits: torch.Tensor, valid: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:
+    """Normalized Shannon entropy Ĥ = H / log(n) over the last axis of masked logits.
+
+    Ambiguity (FACTS): the paper divides by log(|N_i| - 1); we divide by log(n) where n is the
+    number of neighbours that are in bounds after truncation (the centre never counts). This is
+    the true maximum of H, so Ĥ is in [0, 1] at borders too. With n <= 1 the distribution is
+    certain and Ĥ = 0.
+    """
+    logits = logits.masked_fill(~valid, float("-inf"))
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+    logp = logits - lse
+    p = logp.exp()
+    h = -(p * logp.masked_fill(~valid, 0.0)).sum(-1)
+    denom = n_valid.clamp_min(2).log()
+    return torch.where(n_valid >= 2, h / denom, torch.zeros_like(h)).clamp_(0.0, 1.0)
+
+
+def entropy_map(xn: torch.Tensor, cfg: SelectorConfig) -> torch.Tensor:
+    """Ĥ for every token of unit features xn (T, H, W, D): one op per offset of the stencil."""
+    t_, h_, w_, _ = xn.shape
+    offs = stencil(cfg.window, cfg.temporal_window, cfg.past_window)
+    sims = xn.new_zeros((t_, h_, w_, len(offs)))
+    valid = torch.zeros((t_, h_, w_, len(offs)), dtype=torch.bool, device=xn.device)
+    for i, (dt, dr, dc) in enumerate(offs):
+        td, tsrc = _shift_slices(t_, dt)
+        hd, hsrc = _shift_slices(h_, dr)
+        wd, wsrc = _shift_slices(w_, dc)
+        sims[td, hd, wd, i] = (xn[td, hd, wd] * xn[tsrc, hsrc, wsrc]).sum(-1)
+        valid[td, hd, wd, i] = True
+    n_valid = valid.sum(-1)
+    return entropy_from_logits(sims / cfg.tau, valid, n_valid)
+
+
+def gradient_map(x: torch.Tensor) -> torch.Tensor:
+    """Ĝ: min-max normalized L2 gradient magnitude of the raw features (Eq. 3).
+
+    Ambiguities (FACTS): differences are central, (t[c+1] - t[c-1]) / 2, and one-sided at the
+    borders (numpy.gradient's rule), so an edge between two tokens marks both of them and no map
+    is shifted by half a token; an axis of length 1 has zero gradient. Min-max runs over the whole
+    video, not per frame, so frames stay comparable for the budget step. A constant map gives 0.
+    """
+    x = x.float()
+    g2 = torch.zeros(x.shape[:-1], dtype=torch.float32, device=x.device)
+    for axis in (1, 2):
+        if x.shape[axis] > 1:
+            g2 += torch.gradient(x, dim=axis)[0].square().sum(-1)
+    g = g2.sqrt()
+    lo, hi = g.min(), g.max()
+    span = hi - lo
+    return torch.where(span > 0, (g - lo) / span.clamp_min(1e-30), torch.zeros_like(g))
