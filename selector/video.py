@@ -1,0 +1,275 @@
+"""Video in, uint8 frames out: uniform sampling by seeking, decord first and PyAV as the fallback.
+
+Adapter beside the core: imports numpy, decord and av (lazily), never gradio.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["VideoError", "Clip", "read_clip", "read_frames", "sample_indices", "describe", "MAX_SIDE"]
+
+#: Frames whose longer side exceeds this are downscaled on read (aspect kept) to bound memory.
+MAX_SIDE = int(os.environ.get("ENTROPY_SELECT_MAX_SIDE", "1024"))
+
+
+class VideoError(ValueError):
+    """A video that cannot be read; the message says what is wrong in words a user can act on."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Sampled frames and what we know about where they came from."""
+
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    timestamps: np.ndarray  # float64 (T,), seconds
+    fps: float
+    duration: float  # seconds
+    source_size: tuple[int, int]  # (height, width) as displayed, before any downscale
+    backend: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def downscaled(self) -> bool:
+        return self.frames.shape[1:3] != self.source_size
+
+
+def read_frames(path: str | os.PathLike[str], num_frames: int = 16) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames sampled uniformly over the whole video, T = min(num_frames, available)."""
+    return read_clip(path, num_frames).frames
+
+
+def sample_indices(available: int, num_frames: int) -> np.ndarray:
+    """Centres of num_frames equal slices of [0, available): uniform over the whole duration.
+
+    >>> sample_indices(100, 4).tolist(), sample_indices(1, 16).tolist()
+    ([12, 37, 62, 87], [0])
+    """
+    t = max(1, min(num_frames, available))
+    return np.minimum(((np.arange(t) + 0.5) * available / t).astype(np.int64), available - 1)
+
+
+def _check_path(path: str | os.PathLike[str]) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise VideoError(f"expected a path to a video file, got {path!r}")
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"no such file: {p}")
+    if p.is_dir():
+        raise VideoError(f"{p} is a directory, not a video file")
+    if p.stat().st_size == 0:
+        raise VideoError(f"{p.name} is empty (0 bytes)")
+    return p
+
+
+def _target_size(h: int, w: int, max_side: int) -> tuple[int, int]:
+    s = max(h, w)
+    if s <= max_side:
+        return h, w
+    k = max_side / s
+    return max(2, round(h * k) // 2 * 2), max(2, round(w * k) // 2 * 2)
+
+
+def _probe(p: Path) -> dict[str, float | int]:
+    """Open with PyAV to tell apart 'not a video', 'audio only' and friends before decoding."""
+    import av
+
+    try:
+        with av.open(str(p), metadata_errors="ignore") as c:
+            if not c.streams.video:
+                kinds = sorted({s.type for s in c.streams})
+                what = "audio only" if "audio" in kinds else f"streams: {', '.join(kinds) or 'none'}"
+                raise VideoError(f"{p.name} has no video stream ({what})")
+            fmt = c.format.name or ""
+            if fmt == "image2" or (fmt.endswith("_pipe") and fmt != "gif_pipe"):
+                raise VideoError(f"{p.name} is a still image ({fmt.replace('_pipe', '')}), not a video")
+            s = c.streams.video[0]
+            if s.codec_context is None or not s.codec_context.name:
+                raise VideoError(f"{p.name}: the video stream has no known codec")
+            fps = float(s.average_rate or s.guessed_rate or 0) or 25.0
+            if s.duration and s.time_base:
+                dur = float(s.duration * s.time_base)
+            elif c.duration:
+                dur = c.duration / 1e6
+            else:
+                dur = 0.0
+            return {"fps": fps, "duration": dur, "frames": int(s.frames or 0),
+                    "height": int(s.codec_context.height or 0), "width": int(s.codec_context.width or 0)}
+    except VideoError:
+        raise
+    except av.error.InvalidDataError as e:
+        raise VideoError(f"{p.name} is not a video file that can be decoded ({e.strerror or e})") from None
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{p.name} could not be opened as a video ({e.strerror or e})") from None
+
+
+def read_clip(path: str | os.PathLike[str], num_frames: int = 16, max_side: int | None = None) -> Clip:
+    """Sample `num_frames` frames uniformly over the whole video (seeking, never decoding it all).
+
+    decord is tried first; PyAV takes over when decord is missing or refuses the file. Gray and
+    alpha become RGB, rotation metadata is applied, frames larger than `max_side` are downscaled.
+    Raises VideoError with a readable message for anything that is not a decodable video.
+    """
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise VideoError(f"num_frames must be a positive int, got {num_frames!r}")
+    p = _check_path(path)
+    info = _probe(p)
+    limit = MAX_SIDE if max_side is None else max_side
+    notes: list[str] = []
+    try:
+        clip = _read_decord(p, num_frames, limit, info)
+    except _Fallback as e:
+        notes.append(f"decord: {e}; decoded with PyAV")
+        clip = _read_pyav(p, num_frames, limit, info)
+    if clip.frames.shape[0] == 0:
+        raise VideoError(f"{p.name}: no frame could be decoded")
+    return Clip(**{**clip.__dict__, "notes": tuple(notes) + clip.notes})
+
+
+class _Fallback(Exception):
+    pass
+
+
+def _read_decord(p: Path, num_frames: int, max_side: int, info: dict) -> Clip:
+    try:
+        import decord
+    except ImportError:
+        raise _Fallback("not installed") from None
+    try:
+        vr = decord.VideoReader(str(p), ctx=decord.cpu(0), num_threads=2)
+        n = len(vr)
+        if n < 1:
+            raise _Fallback("no frames")
+        h, w = vr[0].shape[:2]
+        th, tw = _target_size(h, w, max_side)
+        if (th, tw) != (h, w):
+            vr = decord.VideoReader(str(p), ctx=decord.cpu(0), width=tw, height=th, num_threads=2)
+        idx = sample_indices(n, num_frames)
+        frames = vr.get_batch(idx.tolist()).asnumpy()
+        fps = float(vr.get_avg_fps() or info["fps"])
+        try:
+            ts = np.asarray(vr.get_frame_timestamp(idx.tolist()))[:, 0].astype(np.float64)
+        except Exception:  # timestamps are a nicety; index/fps is a fine estimate
+            ts = idx / fps
+    except _Fallback:
+        raise
+    except Exception as e:  # decord raises DECORDError with C++ locations; say it in words
+        raise _Fallback(type(e).__name__) from None
+    frames = _to_rgb(frames)
+    duration = float(info["duration"]) or n / fps
+    return Clip(frames, ts, fps, duration, (h, w), "decord")
+
+
+def _to_rgb(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 3:
+        a = a[..., None]
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return np.ascontiguousarray(a[..., :3], dtype=np.uint8)
+
+
+def _read_pyav(p: Path, num_frames: int, max_side: int, info: dict) -> Clip:
+    import av
+
+    fps = float(info["fps"])
+    duration = float(info["duration"])
+    total = int(info["frames"]) or max(1, int(round(duration * fps)))
+    frames: list[np.ndarray] = []
+    stamps: list[float] = []
+    errors = 0
+    try:
+        with av.open(str(p), metadata_errors="ignore") as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            h, w = int(s.codec_context.height), int(s.codec_context.width)
+            if not duration or total <= max(num_frames * 4, 300):
+                # short or unknown length: decode straight through once and sample after
+                for fr in _frames(c, s):
+                    frames.append(_frame_rgb(fr, max_side))
+                    stamps.append(float(fr.time or 0.0))
+                idx = sample_indices(len(frames), num_frames) if frames else np.zeros(0, np.int64)
+                frames = [frames[i] for i in idx]
+                stamps = [stamps[i] for i in idx]
+            else:
+                for t in (np.arange(min(num_frames, total)) + 0.5) * duration / min(num_frames, total):
+                    try:
+                        fr = _seek_frame(c, s, float(t))
+                    except av.error.FFmpegError:
+                        errors += 1
+                        continue
+                    if fr is not None:
+                        frames.append(_frame_rgb(fr, max_side))
+                        stamps.append(float(fr.time if fr.time is not None else t))
+    except av.error.FFmpegError as e:
+        if not frames:
+            why = e.strerror or e
+            raise VideoError(f"{p.name} is damaged or truncated: no frame could be decoded ({why})") from None
+    if not frames:
+        raise VideoError(f"{p.name}: no frame could be decoded")
+    notes = (f"{errors} seek(s) failed; the frames around them were used",) if errors else ()
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:  # resolution changes mid-stream: bring all to the first frame's size
+        frames = [_resize(f, frames[0].shape[:2]) for f in frames]
+    quarter = frames[0].shape[:2] != _target_size(h, w, max_side)  # rotated by ±90°
+    src = (w, h) if quarter else (h, w)
+    return Clip(np.stack(frames), np.asarray(stamps), fps, duration or len(frames) / fps, src, "pyav", notes)
+
+
+def _frames(c, s):
+    import av
+
+    try:
+        for packet in c.demux(s):
+            try:
+                yield from packet.decode()
+            except av.error.FFmpegError:
+                continue  # a damaged packet: skip it, keep what decodes
+    except av.error.FFmpegError:
+        return
+
+
+def _seek_frame(c, s, t: float):
+    """First frame at or after time t (seconds), seeking to the keyframe before it."""
+    tb = s.time_base
+    target = int(t / tb) if tb else int(t * 1e6)
+    c.seek(target, stream=s, backward=True, any_frame=False)
+    last = None
+    for fr in _frames(c, s):
+        last = fr
+        if fr.pts is None or fr.pts >= target:
+            return fr
+    return last
+
+
+def _frame_rgb(fr, max_side: int) -> np.ndarray:
+    h, w = fr.height, fr.width
+    th, tw = _target_size(h, w, max_side)
+    if (th, tw) != (h, w):
+        fr = fr.reformat(width=tw, height=th)
+    a = fr.to_ndarray(format="rgb24")
+    rot = getattr(fr, "rotation", 0) or 0
+    if rot:
+        # display matrix rotation is counter-clockwise in degrees
+        a = np.ascontiguousarray(np.rot90(a, k=int(round(rot / 90)) % 4))
+    return a
+
+
+def _resize(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(a).permute(2, 0, 1)[None].float()
+    t = F.interpolate(t, size=hw, mode="bilinear", antialias=True, align_corners=False)
+    return t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def describe(clip: Clip) -> str:
+    """One line for progress messages and captions."""
+    t, h, w, _ = clip.frames.shape
+    sh, sw = clip.source_size
+    size = f"{w}×{h}" + (f" (from {sw}×{sh})" if (sh, sw) != (h, w) else "")
+    return f"{t} frames, {size}, {clip.duration:.1f} s at {clip.fps:.3g} fps via {clip.backend}"

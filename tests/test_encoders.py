@@ -1,0 +1,172 @@
+"""Encoders: the DINOv2 conversion against the ONNX graph, shapes, hub path on tiny local models, cache, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, SAMPLE
+
+import media
+from selector.encoders import EncoderError, _onnx_path, _dinov2_model, load_encoder
+from selector.features import FeatureCache, extract
+
+
+def test_dinov2_conversion_matches_onnx_graph():
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load(str(_onnx_path()))
+    name = "/backbone/layernorm/Add_1_output_0"  # the backbone's last hidden state inside the graph
+    model.graph.output.insert(0, onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    x = np.random.RandomState(0).randn(1, 3, 224, 224).astype(np.float32)
+    ref = ReferenceEvaluator(model).run([name], {"input_image": x})[0]
+    with torch.inference_mode():
+        ours = _dinov2_model(torch.device("cpu"))(pixel_values=torch.from_numpy(x)).last_hidden_state.numpy()
+    assert ours.shape == ref.shape == (1, 257, 384)
+    assert np.abs(ours - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("name,grid,dim", [("dinov2-s", (27, 27), 384), ("efficientnet-lite0", (12, 12), 1280)])
+@pytest.mark.parametrize("hw", [(96, 160), (200, 60)])
+def test_offline_encoders_any_aspect(name, grid, dim, hw):
+    enc = load_encoder(name, "cpu")
+    frames = media.pattern(3, *hw)
+    seen = []
+    x = enc.encode(frames, progress=lambda d, t: seen.append((d, t)))
+    assert x.shape == (3, *grid, dim) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert seen[-1] == (3, 3)
+    # different frames give different tokens; the encoder is deterministic
+    assert not torch.allclose(x[0], x[2]) and torch.equal(x, enc.encode(frames))
+
+
+def test_dinov2_patch_tokens_follow_the_image():
+    enc = load_encoder("dinov2-s", "cpu")
+    f = np.full((1, 378, 378, 3), 40, np.uint8)
+    f[0, 140:240, 140:240] = 230  # a bright square in the middle
+    x = enc.encode(f)[0]
+    xn = x / x.norm(dim=-1, keepdim=True)
+    centre, corner = xn[13, 13], xn[1, 1]
+    assert float(centre @ xn[12, 12]) > float(centre @ corner)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 8, 8), np.uint8), np.zeros((2, 8, 8, 3), np.float32),
+                                 np.zeros((0, 8, 8, 3), np.uint8), [[1, 2]]])
+def test_encode_rejects_bad_frames(bad):
+    with pytest.raises(EncoderError, match="frames"):
+        load_encoder("efficientnet-lite0", "cpu").encode(bad)
+
+
+@pytest.mark.parametrize("name,msg", [("", "non-empty"), ("no-such-org/no-such-model", "not available offline"),
+                                      ("   ", "non-empty")])
+def test_unknown_or_unreachable_encoder(name, msg):
+    with pytest.raises(EncoderError, match=msg):
+        load_encoder(name, "cpu")
+
+
+def _save_tiny(kind: str, d):
+    from transformers import (CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model, SiglipImageProcessor,
+                              SiglipVisionConfig, SiglipVisionModel)
+
+    torch.manual_seed(0)
+    if kind == "siglip":
+        m = SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                 num_attention_heads=2, image_size=56, patch_size=14))
+    elif kind == "clip":
+        m = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                             num_attention_heads=2, image_size=56, patch_size=14))
+    else:
+        m = Dinov2Model(Dinov2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2, image_size=56, patch_size=14))
+    m.save_pretrained(d)
+    SiglipImageProcessor(size={"height": 56, "width": 56}).save_pretrained(d)
+    return m
+
+
+@pytest.mark.parametrize("kind", ["siglip", "clip", "dinov2"])
+def test_hub_path_with_tiny_local_models(kind, tmp_path):
+    m = _save_tiny(kind, tmp_path)
+    enc = load_encoder(str(tmp_path), "cpu")
+    assert enc.grid == (4, 4) and enc.dim == 32
+    frames = media.pattern(2, 56, 56)
+    x = enc.encode(frames)
+    assert x.shape == (2, 4, 4, 32)
+    with torch.inference_mode():
+        ref = m(pixel_values=enc.preprocess(frames)).last_hidden_state
+    prefix = 0 if kind == "siglip" else 1
+    torch.testing.assert_close(x.reshape(2, 16, 32), ref[:, prefix:], atol=1e-5, rtol=1e-5)
+
+
+def test_llava_onevision_tokens_are_the_pooled_projected_features(tmp_path):
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config,
+                              SiglipVisionConfig)
+
+    torch.manual_seed(0)
+    cfg = LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, image_size=56, patch_size=14).to_dict(),
+        text_config=Qwen2Config(hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+                                num_key_value_heads=2, vocab_size=128).to_dict(),
+        vision_feature_layer=-1,
+    )
+    model = LlavaOnevisionForConditionalGeneration(cfg).eval()
+    model.save_pretrained(tmp_path)
+    enc = load_encoder(f"llava-onevision:{tmp_path}", "cpu")
+    frames = media.pattern(3, 56, 56)
+    x = enc.encode(frames)
+    assert x.shape == (3, 2, 2, 48) and enc.grid == (2, 2)
+    with torch.inference_mode():
+        out = model.model.get_video_features(pixel_values_videos=enc.preprocess(frames)[None])
+    feats = out.pooler_output if hasattr(out, "pooler_output") else out
+    feats = torch.cat(list(feats)) if isinstance(feats, (list, tuple)) else feats
+    torch.testing.assert_close(x.reshape(-1, 48), feats.reshape(-1, 48)[:12], atol=1e-5, rtol=1e-5)
+
+
+def test_feature_cache_hits_by_content_and_stays_bounded(tmp_path):
+    a = media.write(tmp_path / "a.mp4", media.pattern(6, 64, 64))
+    b = tmp_path / "b_same_content.mp4"
+    b.write_bytes(a.read_bytes())
+    c = media.write(tmp_path / "c.mp4", media.pattern(6, 64, 64, seed=99))
+    cache = FeatureCache(max_bytes=10**9)
+    f1 = extract(a, "efficientnet-lite0", 4, cache=cache)
+    f2 = extract(b, "efficientnet-lite0", 4, cache=cache)
+    assert f2 is f1 and cache.hits == 1
+    f3 = extract(c, "efficientnet-lite0", 4, cache=cache)
+    assert f3 is not f1 and not torch.equal(f3.tokens, f1.tokens)
+    assert extract(a, "efficientnet-lite0", 3, cache=cache) is not f1  # frames are part of the key
+    small = FeatureCache(max_bytes=f1.nbytes + 1)
+    extract(a, "efficientnet-lite0", 4, cache=small)
+    extract(c, "efficientnet-lite0", 4, cache=small)
+    assert len(small) == 1 and small.nbytes <= f1.nbytes + 1
+
+
+def test_cli_writes_json_and_npz(tmp_path):
+    for suffix in (".json", ".npz"):
+        out = tmp_path / f"r{suffix}"
+        r = subprocess.run([sys.executable, "-m", "selector", str(SAMPLE), "--encoder", "efficientnet-lite0",
+                            "--frames", "4", "--retention", "0.2", "--out", str(out)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "encoding frames" in r.stderr and "kept 115 of 576" in r.stdout
+        if suffix == ".json":
+            d = json.loads(out.read_text())
+            assert d["tokens_kept"] == 115 and sum(d["budgets"]) == 115 and d["grid"] == [4, 12, 12]
+            assert len(d["indices"]) == 115 and np.asarray(d["entropy"]).shape == (4, 12, 12)
+        else:
+            z = np.load(out, allow_pickle=False)
+            assert z["indices"].shape == (115,) and z["score"].shape == (4, 12, 12)
+            assert json.loads(str(z["summary"]))["encoder"] == "efficientnet-lite0"
+
+
+def test_cli_bad_input_is_one_clear_line(tmp_path):
+    bad = tmp_path / "x.mp4"
+    bad.write_text("nope")
+    for args, msg in [([str(bad)], "not a video"), ([str(SAMPLE), "--retention", "2"], "retention must be in"),
+                      ([str(SAMPLE), "--window", "4"], "window must be odd"), ([str(SAMPLE), "--out", "r.txt"], ".npz")]:
+        r = subprocess.run([sys.executable, "-m", "selector", *args, "--encoder", "efficientnet-lite0"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
