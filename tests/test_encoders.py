@@ -6,13 +6,13 @@ import json
 import subprocess
 import sys
 
+import media
 import numpy as np
 import pytest
 import torch
 from conftest import ROOT, SAMPLE
 
-import media
-from selector.encoders import EncoderError, _onnx_path, _dinov2_model, load_encoder
+from selector.encoders import EncoderError, _dinov2_model, _onnx_path, load_encoder
 from selector.features import FeatureCache, extract
 
 
@@ -69,8 +69,15 @@ def test_unknown_or_unreachable_encoder(name, msg):
 
 
 def _save_tiny(kind: str, d):
-    from transformers import (CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model, SiglipImageProcessor,
-                              SiglipVisionConfig, SiglipVisionModel)
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        Dinov2Config,
+        Dinov2Model,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
 
     torch.manual_seed(0)
     if kind == "siglip":
@@ -102,8 +109,12 @@ def test_hub_path_with_tiny_local_models(kind, tmp_path):
 
 
 def test_llava_onevision_tokens_are_the_pooled_projected_features(tmp_path):
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config,
-                              SiglipVisionConfig)
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
 
     torch.manual_seed(0)
     cfg = LlavaOnevisionConfig(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 
+import media
 import numpy as np
 import pytest
 from conftest import SAMPLE, require_tool
 
-import media
 from selector import video
 from selector.video import VideoError, read_clip, read_frames
 
