@@ -119,11 +119,13 @@ def select_tokens(
     *,
     timed: bool = True,
     entropy_fn: EntropyFn | None = None,
+    gradient_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Selection:
     """Select K = max(1, floor(r·T·H·W)) tokens of a (T, H, W, D) grid with ENTROPY-SELECT.
 
     Computed in float32 on the device of `tokens`. `entropy_fn` replaces the portable entropy
-    stage (fast paths pass theirs); `timed=False` skips the per-stage clock (and its CUDA syncs).
+    stage (fast paths pass theirs) and `gradient_fn` the gradient stage (the app memoizes both);
+    `timed=False` skips the per-stage clock (and its CUDA syncs).
 
     >>> x = torch.randn(4, 6, 6, 8, generator=torch.Generator().manual_seed(0))
     >>> sel = select_tokens(x, retention=0.25)
@@ -144,7 +146,7 @@ def select_tokens(
     xn = maps.normalize(tokens)
     entropy = (entropy_fn or maps.entropy_map)(xn, cfg)
     clock.lap("entropy")
-    gradient = maps.gradient_map(tokens)
+    gradient = (gradient_fn or maps.gradient_map)(tokens)
     clock.lap("gradient")
     score = (cfg.alpha * entropy + (1.0 - cfg.alpha) * gradient).clamp_(0.0, 1.0)
     flat = score.reshape(t_, m)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -33,6 +34,7 @@ class Features:
     encoder: str
     digest: str
     encode_ms: float
+    from_cache: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -91,7 +93,7 @@ def extract(
     key = (digest, enc.name, num_frames, enc.image_size)
     hit = cache.get(key) if cache is not None else None
     if hit is not None:
-        return hit
+        return dataclasses.replace(hit, from_cache=True)
     if progress:
         progress(0.0, "decoding video")
     clip = read_clip(path, num_frames)

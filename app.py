@@ -1,0 +1,261 @@
+"""ENTROPY-SELECT Explorer: see, frame by frame, what the selector keeps and why.
+
+UI wiring only: the pipeline is selector.service, the views are viz. Run: python app.py
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default: no calls home
+
+import gradio as gr  # noqa: E402
+
+from selector import SelectorError
+from selector.encoders import DEFAULT_ENCODER, EncoderError, available_encoders
+from selector.export import to_json, to_npz
+from selector.service import MAX_FRAMES, Analysis, Params, analyze, latency_rows
+from selector.video import VideoError, describe
+from viz import latency_chart, render_frame, render_views, summary_markdown, thumbnails
+
+log = logging.getLogger("entropy_select.app")
+ROOT = Path(__file__).resolve().parent
+SAMPLE = ROOT / "assets" / "bigbuckbunny.mp4"
+MAX_UPLOAD = os.environ.get("ENTROPY_SELECT_MAX_UPLOAD", "200mb")
+QUEUE_SIZE = int(os.environ.get("ENTROPY_SELECT_QUEUE", "32"))
+CONCURRENCY = int(os.environ.get("ENTROPY_SELECT_CONCURRENCY", "2"))
+OUT_DIR = Path(tempfile.gettempdir()) / "entropy-select-downloads"
+USER_ERRORS = (SelectorError, VideoError, EncoderError)
+
+try:  # on a Hugging Face ZeroGPU Space the compute runs inside spaces.GPU; elsewhere it is a no-op
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    def gpu(fn):  # type: ignore[no-redef]
+        return fn
+
+INTRO = """# ENTROPY-SELECT Explorer
+Training-free video-token compression: every token is scored by the **entropy of its similarity to its
+spatio-temporal neighbours** (Ĥ) fused with the **feature gradient** (Ĝ), frames get budgets by saliency,
+and grid quotas keep coverage. Upload a video or pick the example, then move the sliders: only the
+selector re-runs, on features computed once."""
+
+
+def _thumbs(a: Analysis) -> Any:
+    cache = _thumbs.__dict__.setdefault("cache", {})
+    key = (a.features.digest, a.features.clip.frames.shape)
+    if key not in cache:
+        if len(cache) > 8:
+            cache.clear()
+        cache[key] = thumbnails(a.features.clip.frames)
+    return cache[key]
+
+
+def _downloads(a: Analysis) -> tuple[str, str]:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in OUT_DIR.glob("selection-*"):  # keep the folder small: files live 15 minutes
+        if now - old.stat().st_mtime > 900:
+            old.unlink(missing_ok=True)
+    stem = OUT_DIR / f"selection-{a.features.digest[:10]}-{time.time_ns()}"
+    extra = {"encoder": a.features.encoder, "video_digest": a.features.digest}
+    to_json(a.selection, f"{stem}.json", extra)
+    to_npz(a.selection, f"{stem}.npz", extra)
+    return f"{stem}.json", f"{stem}.npz"
+
+
+def _params(retention, alpha, tau, window, temporal_window, grid, num_frames, encoder, past_window=3, rho=0.5,
+            grid_fusion=False) -> Params:
+    def whole(name: str, v: Any) -> int:
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
+            raise SelectorError(f"{name} must be a whole number, got {v!r}")
+        return int(v)
+
+    def real(name: str, v: Any) -> float:
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise SelectorError(f"{name} must be a number, got {v!r}")
+        return float(v)
+
+    return Params(retention=real("retention", retention), alpha=real("alpha", alpha), tau=real("tau", tau),
+                  window=whole("window", window), temporal_window=whole("temporal_window", temporal_window),
+                  past_window=whole("past_window", past_window), grid=whole("grid", grid), rho=real("rho", rho),
+                  grid_fusion=bool(grid_fusion), num_frames=whole("num_frames", num_frames),
+                  encoder=(encoder or DEFAULT_ENCODER).strip())
+
+
+def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, files: bool = True
+         ) -> tuple[Analysis, list]:
+    if not video:
+        raise gr.Error("Upload a video or pick the example first.")
+    try:
+        a = analyze(video, p, progress=lambda f, msg: progress(f, desc=msg))
+    except USER_ERRORS as e:
+        raise gr.Error(str(e)) from None
+    except MemoryError:
+        raise gr.Error("Out of memory for this video: try fewer frames or a smaller encoder.") from None
+    except Exception as e:  # never a traceback in the page; the log keeps it
+        log.exception("analysis failed")
+        raise gr.Error(f"Internal error ({type(e).__name__}); the server log has the details.") from None
+    if not a.features.from_cache or any("capped" in n for n in a.notes):
+        for note in a.notes:
+            gr.Warning(note)
+    v = render_views(_thumbs(a), a.selection, stretch, a.features.clip.timestamps)
+    summary = a.summary()
+    summary["render_ms"] = round(v.render_ms, 1)
+    summary["video"] = describe(a.features.clip)
+    outputs = [summary_markdown(summary, v.notes), v.overlay, v.entropy, v.gradient, v.score, v.budgets, summary]
+    if files:
+        outputs += list(_downloads(a))
+    return a, outputs
+
+
+@gpu
+def analyze_endpoint(video: str, retention: float = 0.35, alpha: float = 0.5, tau: float = 1.0, window: int = 5,
+                     temporal_window: int = 3, grid: int = 4, num_frames: int = 16, encoder: str = DEFAULT_ENCODER,
+                     past_window: int = 3, rho: float = 0.5, grid_fusion: bool = False, stretch: bool = False,
+                     progress: gr.Progress = gr.Progress()) -> list:  # noqa: B008  (gradio's way to ask for progress)
+    """Decode + encode (cached by file content) and run ENTROPY-SELECT; returns the views and a JSON summary."""
+    try:
+        p = _params(retention, alpha, tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
+                    grid_fusion)
+    except USER_ERRORS as e:
+        raise gr.Error(str(e)) from None
+    _, outputs = _run(video, p, bool(stretch), progress)
+    return outputs
+
+
+def _ui_params(retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
+               grid_fusion) -> Params:
+    try:
+        return _params(retention, alpha, 10.0 ** float(log_tau), window, temporal_window, grid, num_frames, encoder,
+                       past_window, rho, grid_fusion)
+    except USER_ERRORS as e:
+        raise gr.Error(str(e)) from None
+
+
+def _ui_run(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
+            grid_fusion, stretch, frame_index, progress: gr.Progress = gr.Progress()):  # noqa: B008
+    """Slider path: views first; the frame view and the download files follow in a chained event."""
+    p = _ui_params(retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
+                   grid_fusion)
+    return _run(video, p, bool(stretch), progress, files=False)[1]
+
+
+def _cached_analysis(video, *ui) -> Analysis | None:
+    if not video:
+        return None
+    try:
+        return analyze(video, _ui_params(*ui))
+    except USER_ERRORS as e:
+        raise gr.Error(str(e)) from None
+
+
+def _frame_view(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window,
+                rho, grid_fusion, stretch, frame_index):
+    a = _cached_analysis(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder,
+                         past_window, rho, grid_fusion)
+    if a is None:
+        return None
+    frames = a.features.clip.frames
+    i = min(int(frame_index), len(frames) - 1)
+    return render_frame(frames[i], a.selection, i, bool(stretch))
+
+
+def _after_views(*ui):
+    """Frame view and download files for the selection now shown (all from caches)."""
+    a = _cached_analysis(*ui[:12])
+    if a is None:
+        return None, None, None
+    return (_frame_view(*ui), *_downloads(a))
+
+
+def _latency(video, *ui):
+    a = _cached_analysis(video, *ui[:11])
+    if a is None:
+        raise gr.Error("Upload a video or pick the example first.")
+    return latency_chart(latency_rows(a.features, a.params.config()))
+
+
+def build_demo() -> gr.Blocks:
+    encoders = list(available_encoders())
+    with gr.Blocks(title="ENTROPY-SELECT Explorer", delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                video = gr.Video(label="Video", sources=["upload"], height=260)
+                gr.Examples(examples=[[str(SAMPLE)]], inputs=[video], label="Example (Big Buck Bunny, CC-BY 3.0)")
+                retention = gr.Slider(0.01, 1.0, 0.35, step=0.01, label="Retention r (fraction of tokens kept)")
+                alpha = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="α: weight of entropy vs gradient")
+                log_tau = gr.Slider(-2.0, 0.7, 0.0, step=0.05, label="log₁₀ τ (τ from 0.01 to 5; 0 → τ = 1)")
+                tau_text = gr.Markdown("τ = 1")
+                with gr.Accordion("Windows, grid, frames, encoder", open=True):
+                    window = gr.Slider(3, 9, 5, step=2, label="Spatial window k (odd)")
+                    temporal_window = gr.Slider(1, 4, 3, step=1, label="Temporal window K_t (past frames + 1)")
+                    past_window = gr.Slider(1, 5, 3, step=2, label="Past-frame window k_past (odd)")
+                    grid = gr.Slider(1, 8, 4, step=1, label="Grid g (g×g coverage cells)")
+                    rho = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="ρ: share of each budget spread over cells")
+                    grid_fusion = gr.Checkbox(False, label="Grid fusion (merge each cell's dropped tokens)")
+                    num_frames = gr.Slider(4, MAX_FRAMES, 16, step=1, label="Frames sampled")
+                    encoder = gr.Dropdown(encoders, value=DEFAULT_ENCODER, allow_custom_value=True,
+                                          label="Encoder (offline: dinov2-s, efficientnet-lite0; others need the hub)")
+                stretch = gr.Checkbox(False, label="Stretch colours to each map's own range (read flat maps)")
+                run = gr.Button("Analyze", variant="primary")
+            with gr.Column(scale=2):
+                summary_md = gr.Markdown("Upload a video or pick the example to start.")
+                with gr.Tabs():
+                    with gr.Tab("Kept tokens"):
+                        overlay = gr.Image(label="Kept-token overlay", type="pil", format="jpeg", elem_id="overlay")
+                    with gr.Tab("Entropy Ĥ"):
+                        entropy = gr.Image(label="Entropy heatmaps", type="pil", format="jpeg")
+                    with gr.Tab("Gradient Ĝ"):
+                        gradient = gr.Image(label="Gradient heatmaps", type="pil", format="jpeg")
+                    with gr.Tab("Score S"):
+                        score = gr.Image(label="Fused score heatmaps", type="pil", format="jpeg")
+                    with gr.Tab("Frame"):
+                        frame_index = gr.Slider(0, MAX_FRAMES - 1, 0, step=1, label="Frame")
+                        frame_img = gr.Image(label="One frame: maps and kept tokens", type="pil", format="jpeg")
+                    with gr.Tab("Latency"):
+                        lat_btn = gr.Button("Measure selection latency vs retention")
+                        lat_plot = gr.Plot(label="Latency")
+                    with gr.Tab("Downloads"):
+                        json_file = gr.File(label="Selection (JSON)")
+                        npz_file = gr.File(label="Selection (NPZ)")
+                        summary_json = gr.JSON(label="Summary")
+                budgets = gr.Plot(label="Frame budgets")
+
+        views = [summary_md, overlay, entropy, gradient, score, budgets, summary_json, json_file, npz_file]
+        ui_inputs = [video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window,
+                     rho, grid_fusion, stretch, frame_index]
+        # the scriptable endpoint: explicit τ, not its log
+        api_tau = gr.Number(1.0, visible=False)
+        run.click(analyze_endpoint, [video, retention, alpha, api_tau, window, temporal_window, grid, num_frames,
+                                     encoder, past_window, rho, grid_fusion, stretch], views, api_name="analyze",
+                  concurrency_limit=CONCURRENCY, concurrency_id="compute")
+        log_tau.change(lambda x: (f"τ = {10 ** x:.3g}", 10 ** x), log_tau, [tau_text, api_tau],
+                       api_visibility="private", queue=False)
+        gr.on([video.change, retention.release, alpha.release, log_tau.release, window.release,
+               temporal_window.release, past_window.release, grid.release, rho.release, num_frames.release,
+               grid_fusion.change, stretch.change, encoder.change],
+              _ui_run, ui_inputs, views[:7], api_visibility="private", concurrency_limit=CONCURRENCY,
+              concurrency_id="compute", trigger_mode="always_last").then(
+            _after_views, ui_inputs, [frame_img, json_file, npz_file], api_visibility="private",
+            show_progress="hidden")
+        frame_index.release(_frame_view, ui_inputs, frame_img, api_visibility="private",
+                            concurrency_id="compute")
+        lat_btn.click(_latency, ui_inputs, lat_plot, api_visibility="private", concurrency_id="compute")
+    return demo
+
+
+demo = build_demo()
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY).launch(
+        max_file_size=MAX_UPLOAD, show_error=True)

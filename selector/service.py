@@ -1,0 +1,161 @@
+"""The app's pipeline without any UI: video → cached features → selection, with memoized maps.
+
+Used by app.py (gradio) and usable from Python: ``analyze("clip.mp4", Params(retention=0.2))``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import SelectorConfig, SelectorError, maps, select_tokens
+from .core import Selection
+from .encoders import DEFAULT_ENCODER
+from .features import Features, extract
+
+__all__ = ["Params", "Analysis", "analyze", "latency_rows", "MAX_FRAMES", "RETENTIONS"]
+
+MAX_FRAMES = int(os.environ.get("ENTROPY_SELECT_MAX_FRAMES", "64"))
+RETENTIONS = (0.05, 0.1, 0.35, 0.5, 0.9)
+
+
+@dataclass(frozen=True)
+class Params:
+    """Everything a user can set: selector knobs plus frames and encoder."""
+
+    retention: float = 0.35
+    alpha: float = 0.5
+    tau: float = 1.0
+    window: int = 5
+    temporal_window: int = 3
+    past_window: int = 3
+    grid: int = 4
+    rho: float = 0.5
+    grid_fusion: bool = False
+    num_frames: int = 16
+    encoder: str = DEFAULT_ENCODER
+
+    def config(self) -> SelectorConfig:
+        return SelectorConfig(alpha=self.alpha, tau=self.tau, window=self.window,
+                              temporal_window=self.temporal_window, past_window=self.past_window, grid=self.grid,
+                              rho=self.rho, grid_fusion=self.grid_fusion)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    features: Features
+    selection: Selection
+    params: Params
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        s = self.selection.summary()
+        c = self.features.clip
+        s.update(encoder=self.features.encoder, encode_ms=round(self.features.encode_ms, 1),
+                 features_cached=self.features.from_cache,
+                 device=str(self.selection.indices.device), video_digest=self.features.digest,
+                 frames=int(c.frames.shape[0]), timestamps=[round(float(x), 3) for x in c.timestamps],
+                 params=asdict(self.params), notes=self.notes)
+        return s
+
+
+class _LRU:
+    def __init__(self, n: int) -> None:
+        self.n, self.d, self.lock = n, OrderedDict[tuple, Any](), threading.Lock()
+
+    def get_or(self, key: tuple, make: Callable[[], Any]) -> Any:
+        with self.lock:
+            if key in self.d:
+                self.d.move_to_end(key)
+                return self.d[key]
+        value = make()
+        with self.lock:
+            self.d[key] = value
+            while len(self.d) > self.n:
+                self.d.popitem(last=False)
+        return value
+
+
+_ENTROPY = _LRU(16)
+_GRADIENT = _LRU(4)
+
+
+def _check_frames(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n) or not 1 <= n:
+        raise SelectorError(f"num_frames must be a whole number >= 1, got {n!r}")
+    return int(n)
+
+
+def analyze(path: str | os.PathLike[str], params: Params = Params(),
+            progress: Callable[[float, str], None] | None = None) -> Analysis:
+    """Decode + encode (cached by file content) and select. Frames above MAX_FRAMES are capped, with a note."""
+    notes = []
+    n = _check_frames(params.num_frames)
+    if n > MAX_FRAMES:
+        notes.append(f"frames capped at {MAX_FRAMES} (asked for {n}); set ENTROPY_SELECT_MAX_FRAMES to change it")
+        n = MAX_FRAMES
+    cfg = params.config()  # validates before the expensive part
+    feats = extract(path, params.encoder, n, progress=progress)
+    if feats.clip.downscaled:
+        sh, sw = feats.clip.source_size
+        h, w = feats.clip.frames.shape[1:3]
+        notes.append(f"frames downscaled on read from {sw}×{sh} to {w}×{h} to bound memory")
+    notes += [n for n in feats.clip.notes]
+    sel = select_cached(feats, params.retention, cfg)
+    return Analysis(feats, sel, Params(**{**asdict(params), "num_frames": n}), notes)
+
+
+def select_cached(feats: Features, retention: float, cfg: SelectorConfig, timed: bool = True) -> Selection:
+    """select_tokens with the entropy map memoized per (video, τ, k, K_t, k_past) and the gradient map per
+    video: moving α, ρ, g or the retention recomputes neither. The time the entropy map took when it was
+    computed is reported as `entropy_computed_ms`."""
+    key = (feats.digest, feats.encoder, tuple(feats.tokens.shape), cfg.tau, cfg.window, cfg.temporal_window,
+           cfg.past_window)
+    measured: dict[str, float] = {}
+
+    def entropy_fn(xn: torch.Tensor, c: SelectorConfig) -> torch.Tensor:
+        def make() -> tuple[torch.Tensor, float]:
+            t0 = time.perf_counter()
+            h = maps.entropy_map(xn, c)
+            return h, (time.perf_counter() - t0) * 1e3
+        h, ms = _ENTROPY.get_or(key, make)
+        measured["entropy_computed_ms"] = ms
+        return h
+
+    def gradient_fn(x: torch.Tensor) -> torch.Tensor:
+        return _GRADIENT.get_or(key[:3], lambda: maps.gradient_map(x))
+
+    sel = select_tokens(feats.tokens, retention, cfg, timed=timed, entropy_fn=entropy_fn, gradient_fn=gradient_fn)
+    if timed:
+        sel.timings_ms.update(measured)
+    return sel
+
+
+def latency_rows(feats: Features, cfg: SelectorConfig, retentions: tuple[float, ...] = RETENTIONS,
+                 repeats: int = 5) -> list[dict[str, float]]:
+    """Full selector time (entropy included, nothing memoized) at several retentions on cached features."""
+    rows = []
+    select_tokens(feats.tokens, retentions[0], cfg, timed=False)  # warm-up
+    for r in retentions:
+        times, kept = [], 0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sel = select_tokens(feats.tokens, r, cfg, timed=False)
+            times.append((time.perf_counter() - t0) * 1e3)
+            kept = sel.num_tokens
+        rows.append({"retention": r, "median_ms": statistics.median(times), "min_ms": min(times),
+                     "max_ms": max(times), "kept": kept})
+    return rows
+
+
+def frames_of(feats: Features) -> np.ndarray:
+    return feats.clip.frames

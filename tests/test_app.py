@@ -1,0 +1,202 @@
+"""The app: handlers, the /analyze endpoint through a real gradio_client, and a real headless browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLE, require_tool
+
+ARTIFACTS = ROOT / "test-artifacts"
+ENC = "efficientnet-lite0"  # the fast offline encoder keeps the suite quick; the default is covered below
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "app.log"
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_ANALYTICS_ENABLED": "False", "ENTROPY_SELECT_MAX_FRAMES": "24", "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"app exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("app did not start in 180 s")
+    yield url, proc, log
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server[0], verbose=False)
+
+
+def _analyze(client, video=SAMPLE, **kw):
+    from gradio_client import handle_file
+
+    kw.setdefault("encoder", ENC)
+    kw.setdefault("num_frames", 8)
+    return client.predict(video=handle_file(str(video)), api_name="/analyze", **kw)
+
+
+def test_api_lists_only_analyze(client):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == ["/analyze"]
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/analyze"]["parameters"]]
+    assert names[:9] == ["video", "retention", "alpha", "tau", "window", "temporal_window", "grid", "num_frames",
+                         "encoder"]
+    params = api["named_endpoints"]["/analyze"]["parameters"]
+    assert all(p["parameter_has_default"] for p in params[1:])
+
+
+def test_analyze_returns_views_and_summary(client):
+    out = _analyze(client, retention=0.2, tau=0.05)
+    md, overlay, entropy, gradient, score, budgets, summary, json_path, npz_path = out
+    assert {"tokens_total", "tokens_kept", "budgets", "grid", "timings_ms", "encoder"} <= set(summary)
+    assert summary["grid"] == [8, 12, 12] and summary["tokens_total"] == 1152
+    assert summary["tokens_kept"] == 230 and sum(summary["budgets"]) == 230
+    assert summary["encoder"] == ENC and summary["params"]["tau"] == pytest.approx(0.05)
+    for p in (overlay, entropy, gradient, score):
+        assert Path(p).stat().st_size > 10_000
+    assert "Kept 230 of 1,152 tokens" in md
+    d = json.loads(Path(json_path).read_text())
+    assert d["tokens_kept"] == 230 and len(d["indices"]) == 230
+    import numpy as np
+    z = np.load(npz_path, allow_pickle=False)
+    assert z["keep"].shape == (8, 12, 12) and int(z["keep"].sum()) == 230
+
+
+def test_repeated_call_reuses_cached_features(client, tmp_path):
+    first = _analyze(client, retention=0.3)[6]
+    copy = tmp_path / "same_content_other_name.mp4"
+    copy.write_bytes(SAMPLE.read_bytes())
+    again = _analyze(client, video=copy, retention=0.6)[6]
+    assert again["features_cached"] is True
+    assert again["video_digest"] == first["video_digest"] and again["encode_ms"] == first["encode_ms"]
+    assert again["tokens_kept"] == int(0.6 * 1152)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"window": 4}, "window must be odd"),
+    ({"tau": -1.0}, "tau must be in"),
+    ({"tau": 0.0}, "tau must be in"),
+    ({"encoder": "no-such-org/no-such-model"}, "not available offline"),
+    ({"num_frames": 5.5}, "num_frames must be a whole number"),
+    ({"retention": 0}, "less than minimum"),
+    ({"retention": 2}, "greater than maximum"),
+])
+def test_bad_parameters_give_clear_errors_and_server_keeps_serving(client, kw, msg):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=msg):
+        _analyze(client, **kw)
+    assert _analyze(client, retention=0.1)[6]["tokens_kept"] == 115
+
+
+def test_bad_video_gives_clear_error(client, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video at all")
+    with pytest.raises(AppError, match="not a video"):
+        _analyze(client, video=bad)
+
+
+def test_frames_above_the_cap_are_refused_by_the_api(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="greater than maximum value 24"):
+        _analyze(client, num_frames=40)
+
+
+def test_service_caps_frames_and_says_so(monkeypatch):
+    from selector import service
+
+    monkeypatch.setattr(service, "MAX_FRAMES", 6)
+    a = service.analyze(SAMPLE, service.Params(num_frames=500, encoder=ENC))
+    assert a.features.clip.frames.shape[0] == 6 and a.params.num_frames == 6
+    assert any("capped at 6" in n for n in a.notes) and any("downscaled" in n for n in a.notes)
+
+
+def test_handler_turns_errors_into_gr_error(tmp_path):
+    import gradio as gr
+
+    import app
+
+    with pytest.raises(gr.Error, match="Upload a video"):
+        app.analyze_endpoint(None)
+    with pytest.raises(gr.Error, match="window must be odd"):
+        app.analyze_endpoint(str(SAMPLE), window=6, encoder=ENC)
+    with pytest.raises(gr.Error, match="grid must be a whole number"):
+        app.analyze_endpoint(str(SAMPLE), grid=float("nan"), encoder=ENC)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(gr.Error, match="empty"):
+        app.analyze_endpoint(str(empty), encoder=ENC)
+
+
+def test_default_encoder_end_to_end(client):
+    s = _analyze(client, encoder="dinov2-s", num_frames=4)[6]
+    assert s["grid"] == [4, 27, 27] and s["encoder"] == "dinov2-s"
+
+
+@pytest.mark.browser
+def test_browser_upload_move_slider_and_screenshot(server):
+    chromium = require_tool("chromium")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(server[0])
+        page.wait_for_selector("text=ENTROPY-SELECT Explorer")
+        page.set_input_files("input[type=file]", str(SAMPLE))
+        page.wait_for_selector("text=/Kept [0-9,]+ of 11,664 tokens/", timeout=180_000)
+        overlay = page.locator("#overlay img").first
+        page.wait_for_function("el => el && el.complete && el.naturalWidth > 0", arg=overlay.element_handle())
+        before = overlay.get_attribute("src")
+        page.screenshot(path=str(ARTIFACTS / "app-after-upload.png"), full_page=True)
+        # move the retention slider: press on its track at 10 % and release
+        slider = page.locator("input[type=range]").first
+        box = slider.bounding_box()
+        t0 = time.perf_counter()
+        page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] / 2)
+        page.wait_for_function("([el, old]) => el.getAttribute('src') !== old",
+                               arg=[overlay.element_handle(), before], timeout=60_000)
+        elapsed = time.perf_counter() - t0
+        page.wait_for_selector("text=/Kept [0-9,]+ of 11,664 tokens \\((1[0-9]|[0-9])\\.[0-9] %\\)/", timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "app-after-slider.png"), full_page=True)
+        page.get_by_role("tab", name="Entropy Ĥ").click()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ARTIFACTS / "app-entropy-tab.png"), full_page=True)
+        browser.close()
+    (ARTIFACTS / "slider-latency.txt").write_text(f"slider release to overlay update: {elapsed:.3f} s\n")
+    assert (ARTIFACTS / "app-after-slider.png").stat().st_size > 50_000
