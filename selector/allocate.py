@@ -31,20 +31,16 @@ def _inverse(order: torch.Tensor) -> torch.Tensor:
 
 def _round_robin(cap: torch.Tensor, order: torch.Tensor, amount: torch.Tensor, m: int) -> torch.Tensor:
     """Hand out `amount` units one per frame per pass, frames visited in `order`, frame f taking at
-    most cap[f]. Equivalent to the paper's iterative loop, computed without iterating over units:
-    find the number L of full passes by bisection over [0, m], then give one more unit to the
-    first eligible frames. Requires amount <= cap.sum()."""
+    most cap[f]. Equivalent to the paper's iterative loop, computed without iterating over units: the
+    number L of full passes is the largest L with sum(min(cap, L)) <= amount (evaluated for every L in
+    [0, m] at once), then the first eligible frames get one more. Requires amount <= cap.sum()."""
     c = cap[order]
-    lo = torch.zeros((), dtype=torch.int64, device=cap.device)
-    hi = torch.full((), m, dtype=torch.int64, device=cap.device)
-    for _ in range(max(1, math.ceil(math.log2(m + 2)))):
-        mid = (lo + hi + 1) // 2
-        fits = torch.minimum(c, mid).sum() <= amount
-        lo = torch.where(fits, mid, lo)
-        hi = torch.where(fits, hi, mid - 1)
-    extra = torch.minimum(c, lo)
+    passes = torch.arange(m + 1, device=cap.device)
+    given = torch.minimum(c[None, :], passes[:, None]).sum(1)  # units after L full passes, for every L
+    full = (given <= amount).sum() - 1
+    extra = torch.minimum(c, full)
     left = amount - extra.sum()
-    eligible = c > lo
+    eligible = c > full
     rank = torch.cumsum(eligible.to(torch.int64), 0) - 1
     extra = extra + (eligible & (rank < left)).to(torch.int64)
     out = torch.empty_like(extra)
@@ -106,6 +102,14 @@ def cell_ids(h: int, w: int, g: int, device: torch.device) -> torch.Tensor:
     return (r[:, None] * g + c[None, :]).reshape(-1)
 
 
+def _cell_starts(cells: torch.Tensor, g2: int, t_: int) -> torch.Tensor:
+    """Start of every (frame, cell) segment in (frame, cell)-sorted order. Cell sizes follow from the
+    shape alone, so no data-dependent bincount (which would synchronise a GPU) is needed."""
+    counts = torch.zeros(g2, dtype=torch.int64, device=cells.device).index_add_(0, cells, torch.ones_like(cells))
+    counts = counts.repeat(t_)
+    return torch.cumsum(counts, 0) - counts
+
+
 def pick(
     score: torch.Tensor, budgets: torch.Tensor, cells: torch.Tensor, cfg: SelectorConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,8 +126,7 @@ def pick(
     bits = _desc_bits(score.reshape(-1))
     seg = frame * g2 + cells.repeat(t_)
     order = torch.sort((seg << 32) | bits, stable=True).indices
-    counts = torch.bincount(seg, minlength=t_ * g2)
-    start = torch.cumsum(counts, 0) - counts
+    start = _cell_starts(cells, g2, t_)
     rank_in_cell = _inverse(order) - start[seg]
     k_region = torch.clamp(torch.floor(budgets.double() * cfg.rho / g2).to(torch.int64), min=1)
     quota = rank_in_cell < k_region[frame]
@@ -179,9 +182,8 @@ def fuse(
     # anchor: best discarded score in the cell, ties to the lower index
     bits = torch.where(disc, _desc_bits(s), torch.full_like(s, 2**31, dtype=torch.int64))
     order = torch.sort((seg << 32) | bits, stable=True).indices
-    counts = torch.bincount(seg, minlength=nseg)
-    start = torch.cumsum(counts, 0) - counts
+    start = _cell_starts(cells, g2, t_)
     first = order[start.clamp_max(t_ * m - 1)]
-    anchor = torch.zeros(t_ * m, dtype=torch.bool, device=device)
-    anchor[first] = chosen & (counts > 0)
+    # index_add, not assignment: an empty cell's start equals its neighbour's, and duplicate writes race
+    anchor = torch.zeros(t_ * m, dtype=torch.int64, device=device).index_add_(0, first, chosen.to(torch.int64)) > 0
     return keep | anchor.view(t_, m), anchor.view(t_, m), fused[seg].view(t_, m, -1)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from . import allocate, maps
+from .fast import entropy_banded
 from .config import SelectorConfig, SelectorError
 
 __all__ = ["Selection", "select_tokens", "num_kept"]
@@ -89,6 +90,12 @@ def num_kept(retention: float, n: int) -> int:
     return max(1, min(n, math.floor(retention * n + 1e-9)))
 
 
+def check_finite(tokens: torch.Tensor) -> None:
+    if not bool(torch.isfinite(tokens).all()):
+        bad = int((~torch.isfinite(tokens)).sum())
+        raise SelectorError(f"tokens contain {bad} NaN/Inf values (shape {tuple(tokens.shape)})")
+
+
 def _check(tokens: object, retention: object) -> None:
     if not isinstance(tokens, torch.Tensor):
         raise SelectorError(f"tokens must be a torch.Tensor of shape (T, H, W, D), got {type(tokens).__name__}")
@@ -99,9 +106,6 @@ def _check(tokens: object, retention: object) -> None:
         raise SelectorError(f"tokens has an empty dimension: shape {shape} (T, H, W, D must all be >= 1)")
     if not tokens.is_floating_point():
         raise SelectorError(f"tokens must be a float tensor, got dtype {tokens.dtype} with shape {shape}")
-    if not bool(torch.isfinite(tokens).all()):
-        bad = int((~torch.isfinite(tokens)).sum())
-        raise SelectorError(f"tokens contain {bad} NaN/Inf values (shape {shape})")
     if isinstance(retention, bool) or not isinstance(retention, (int, float)):
         raise SelectorError(f"retention must be a number in (0, 1], got {retention!r}")
     r = float(retention)
@@ -120,12 +124,15 @@ def select_tokens(
     timed: bool = True,
     entropy_fn: EntropyFn | None = None,
     gradient_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    cuda_graph: bool = False,
 ) -> Selection:
     """Select K = max(1, floor(r·T·H·W)) tokens of a (T, H, W, D) grid with ENTROPY-SELECT.
 
-    Computed in float32 on the device of `tokens`. `entropy_fn` replaces the portable entropy
-    stage (fast paths pass theirs) and `gradient_fn` the gradient stage (the app memoizes both);
-    `timed=False` skips the per-stage clock (and its CUDA syncs).
+    Computed in float32 on the device of `tokens`. The entropy stage is the banded-matmul one
+    (`fast.entropy_banded`); `maps.entropy_map` is the one-op-per-offset reference. `entropy_fn` /
+    `gradient_fn` replace those stages (the app memoizes them); `timed=False` skips the per-stage clock
+    (and its CUDA syncs); `cuda_graph=True` on a CUDA tensor captures the selector once per shape,
+    retention and config and replays it (`graphs.graph_select`).
 
     >>> x = torch.randn(4, 6, 6, 8, generator=torch.Generator().manual_seed(0))
     >>> sel = select_tokens(x, retention=0.25)
@@ -138,13 +145,29 @@ def select_tokens(
     if not isinstance(cfg, SelectorConfig):
         raise SelectorError(f"config must be a SelectorConfig, got {type(cfg).__name__}")
     _check(tokens, retention)
+    if cuda_graph and tokens.is_cuda:
+        from .graphs import graph_select
+
+        return graph_select(tokens, float(retention), cfg)
+    check_finite(tokens)
+    k = num_kept(float(retention), tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
+    return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), entropy_fn, gradient_fn)
+
+
+def run_selector(
+    tokens: torch.Tensor,
+    k: int,
+    retention: float,
+    cfg: SelectorConfig,
+    clock: Clock,
+    entropy_fn: EntropyFn | None = None,
+    gradient_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Selection:
+    """The method on checked inputs; no host synchronisation (so a CUDA graph can capture it)."""
     t_, h_, w_, d_ = tokens.shape
     n, m = t_ * h_ * w_, h_ * w_
-    k = num_kept(float(retention), n)
-    clock = _Clock(tokens.device, timed)
-
     xn = maps.normalize(tokens)
-    entropy = (entropy_fn or maps.entropy_map)(xn, cfg)
+    entropy = (entropy_fn or entropy_banded)(xn, cfg)
     clock.lap("entropy")
     gradient = (gradient_fn or maps.gradient_map)(tokens)
     clock.lap("gradient")
@@ -179,7 +202,7 @@ def select_tokens(
         frame_saliency=saliency,
         frame_weights=weights,
         config=cfg,
-        retention=float(retention),
+        retention=retention,
         timings_ms=clock.result(),
     )
 
@@ -193,7 +216,7 @@ def _flat_indices(keep: torch.Tensor, k: int) -> torch.Tensor:
     return out[:k]
 
 
-class _Clock:
+class Clock:
     def __init__(self, device: torch.device, enabled: bool) -> None:
         self.enabled = enabled
         self.cuda = device.type == "cuda"

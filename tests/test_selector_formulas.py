@@ -26,9 +26,13 @@ CONFIGS = [
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"k{c.window}-Kt{c.temporal_window}-kp{c.past_window}-tau{c.tau}")
 @pytest.mark.parametrize("shape", [(3, 5, 6, 4), (1, 1, 1, 3), (2, 1, 7, 2), (4, 3, 3, 1)])
-def test_entropy_matches_naive_loop(cfg, shape):
+@pytest.mark.parametrize("impl", ["reference", "banded"])
+def test_entropy_matches_naive_loop(cfg, shape, impl):
+    from selector.fast import entropy_banded
+
     x = grid(*shape)
-    got = maps.entropy_map(maps.normalize(x), cfg)
+    fn = maps.entropy_map if impl == "reference" else entropy_banded
+    got = fn(maps.normalize(x), cfg)
     want = naive.entropy(x, cfg)
     torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=0)
 

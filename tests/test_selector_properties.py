@@ -60,6 +60,15 @@ def test_counts_ranges_and_consistency(shape, cfg, r, seed):
         assert not bool(sel.fused.any())
 
 
+@settings(max_examples=80, deadline=None)
+@given(shape=shapes, cfg=configs, seed=st.integers(0, 2**16))
+def test_banded_entropy_equals_reference(shape, cfg, seed):
+    from selector.fast import entropy_banded
+
+    xn = maps.normalize(tensor(shape, seed))
+    assert float((entropy_banded(xn, cfg) - maps.entropy_map(xn, cfg)).abs().max()) < 1e-5
+
+
 @settings(max_examples=40, deadline=None)
 @given(shape=shapes, cfg=configs, r=st.floats(0.01, 1.0), seed=st.integers(0, 2**16))
 def test_deterministic(shape, cfg, r, seed):
@@ -264,3 +273,54 @@ def test_cuda_matches_cpu():
         assert torch.equal(b.budgets.cpu(), a.budgets)
         agree = (b.keep.cpu() == a.keep).float().mean()
         assert float(agree) > 0.995  # only near-ties may flip
+
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+
+@pytest.mark.cuda
+@cuda_only
+@pytest.mark.parametrize("cfg", [SelectorConfig(), SelectorConfig(tau=0.05, grid_fusion=True),
+                                 SelectorConfig(window=3, temporal_window=1, grid=3)])
+@pytest.mark.parametrize("r", [0.05, 0.35, 1.0])
+def test_cuda_graph_replay_equals_eager(cfg, r):
+    x = tensor((8, 14, 14, 96), 11).cuda()
+    eager = select_tokens(x, r, cfg, timed=False)
+    graph = select_tokens(x, r, cfg, cuda_graph=True)
+    again = select_tokens(x, r, cfg, cuda_graph=True)  # a replay, not a capture
+    for s in (graph, again):
+        assert torch.equal(s.indices, eager.indices) and torch.equal(s.tokens, eager.tokens)
+        assert torch.equal(s.budgets, eager.budgets) and torch.equal(s.score, eager.score)
+
+
+@pytest.mark.cuda
+@cuda_only
+def test_cuda_graph_outputs_do_not_alias_and_nan_is_caught():
+    a, b = tensor((4, 10, 10, 32), 1).cuda(), tensor((4, 10, 10, 32), 2).cuda()
+    sa = select_tokens(a, 0.3, cuda_graph=True)
+    ia = sa.indices.clone()
+    sb = select_tokens(b, 0.3, cuda_graph=True)
+    assert torch.equal(sa.indices, ia) and not torch.equal(sa.indices, sb.indices)
+    assert torch.equal(sb.indices, select_tokens(b, 0.3).indices)
+    bad = b.clone()
+    bad[1, 2, 3, 4] = float("nan")
+    with pytest.raises(SelectorError, match="NaN/Inf"):
+        select_tokens(bad, 0.3, cuda_graph=True)
+
+
+@pytest.mark.cuda
+@cuda_only
+@pytest.mark.parametrize("shape", [(16, 27, 27, 1152), (16, 14, 14, 896), (3, 5, 7, 16)])
+def test_cuda_banded_entropy_matches_reference_and_cpu(shape):
+    from selector.fast import entropy_banded
+
+    x = tensor(shape, 5)
+    for cfg in (SelectorConfig(), SelectorConfig(tau=0.02)):
+        xn = maps.normalize(x.cuda())
+        fast, ref = entropy_banded(xn, cfg), maps.entropy_map(xn, cfg)
+        assert float((fast - ref).abs().max()) < 2e-5
+        cpu = entropy_banded(maps.normalize(x), cfg)
+        assert float((fast.cpu() - cpu).abs().max()) < 2e-5
+    sel_gpu, sel_cpu = select_tokens(x.cuda(), 0.35), select_tokens(x, 0.35)
+    agree = float((sel_gpu.keep.cpu() == sel_cpu.keep).float().mean())
+    assert agree > 0.995 and torch.equal(sel_gpu.budgets.cpu().sum(), sel_cpu.budgets.sum())

@@ -1,0 +1,135 @@
+"""Selector benchmark: python -m selector.bench [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--quick]
+
+Prints one row per (grid, retention): median ms of the fast path, tokens/s, peak memory, the spread over
+retentions (max/min of the medians), and the speed-up over a straightforward PyTorch version of the same
+formulas (one tensor op per window offset, `maps.entropy_map`). `--encoders` times the offline encoders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from . import SelectorConfig, maps, select_tokens
+
+SHAPES = [(16, 27, 27, 1152), (16, 14, 14, 896), (64, 27, 27, 1152), (256, 27, 27, 1152)]
+RETENTIONS = [0.05, 0.1, 0.35, 0.5, 0.9]
+
+
+def _timer(device: torch.device, fn: Callable[[], object], repeats: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        for _ in range(repeats):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+    else:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS, MiB
+
+
+def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int, int]],
+                   repeats: int, ref_max_tokens: int) -> None:
+    cfg = SelectorConfig()
+    graph = device.type == "cuda"
+    print(f"device: {torch.cuda.get_device_name(device) if graph else 'cpu'} · torch {torch.__version__} · "
+          f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: banded GEMM entropy"
+          + (" + CUDA graph" if graph else "") + f" · {repeats} repeats, median")
+    head = (f"{'grid T×H×W×D':<18}{'r':>6}{'K':>10}{'median ms':>11}{'p90 ms':>9}{'Mtok/s':>9}{'peak MiB':>10}"
+            f"{'max/min':>9}{'ref ms':>10}{'speed-up':>9}")
+    print(head)
+    print("-" * len(head))
+    for shape in shapes:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        x = torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+        n = shape[0] * shape[1] * shape[2]
+        rows = []
+        for r in RETENTIONS:
+            if graph:
+                torch.cuda.reset_peak_memory_stats(device)
+            t = _timer(device, lambda r=r: select_tokens(x, r, cfg, timed=False, cuda_graph=graph), repeats)
+            med = statistics.median(t)
+            p90 = sorted(t)[int(0.9 * (len(t) - 1))]
+            rows.append((r, int(r * n), med, p90, _peak_mb(device)))
+        ref_ms = None
+        if n <= ref_max_tokens:
+            ref = _timer(device, lambda: select_tokens(x, 0.35, cfg, timed=False, entropy_fn=maps.entropy_map),
+                         max(3, repeats // 4), warmup=1)
+            ref_ms = statistics.median(ref)
+        spread = max(m for _, _, m, _, _ in rows) / min(m for _, _, m, _, _ in rows)
+        for i, (r, k, med, p90, peak) in enumerate(rows):
+            grid = "×".join(map(str, shape)) if i == 0 else ""
+            ref_txt = f"{ref_ms:10.2f}" if (ref_ms is not None and r == 0.35) else f"{'':>10}"
+            sp = f"{ref_ms / rows[2][2]:8.1f}×" if (ref_ms is not None and r == 0.35) else f"{'':>9}"
+            spread_txt = f"{spread:9.3f}" if i == 0 else f"{'':>9}"
+            print(f"{grid:<18}{r:>6}{k:>10}{med:>11.3f}{p90:>9.3f}{n / med / 1e3:>9.1f}{peak:>10.0f}{spread_txt}"
+                  f"{ref_txt}{sp}")
+        del x
+        if graph:
+            from .graphs import clear_graphs
+
+            clear_graphs()
+            torch.cuda.empty_cache()
+
+
+def bench_encoders(device: torch.device, frames: int) -> None:
+    import numpy as np
+
+    from .encoders import OFFLINE, load_encoder
+
+    print(f"encoders on {device} · {frames} frames of 720×1280 · torch threads {torch.get_num_threads()}")
+    print(f"{'encoder':<22}{'grid':>14}{'load s':>9}{'ms/frame':>10}")
+    video = np.random.RandomState(0).randint(0, 255, (frames, 720, 1280, 3), dtype=np.uint8)
+    for name in OFFLINE:
+        t0 = time.perf_counter()
+        enc = load_encoder(name, device)
+        load = time.perf_counter() - t0
+        enc.encode(video[:2])
+        t = _timer(device, lambda enc=enc: enc.encode(video), 3, warmup=0)
+        print(f"{name:<22}{'×'.join(map(str, (*enc.grid, enc.dim))):>14}{load:>9.2f}"
+              f"{statistics.median(t) / frames:>10.1f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m selector.bench", description=__doc__)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--quick", action="store_true", help="the two 16-frame grids, fewer repeats")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--encoders", action="store_true", help="time the offline encoders instead")
+    ap.add_argument("--frames", type=int, default=16)
+    a = ap.parse_args(argv)
+    device = torch.device(a.device)
+    if a.encoders:
+        bench_encoders(device, a.frames)
+        return
+    shapes = SHAPES[:2] if a.quick else SHAPES
+    repeats = a.repeats or (10 if a.quick else 30)
+    # the straightforward version is timed where it takes seconds at most
+    ref_max = 64 * 27 * 27 if device.type == "cuda" else 16 * 27 * 27
+    bench_selector(device, getattr(torch, a.dtype), shapes, repeats, ref_max)
+
+
+if __name__ == "__main__":
+    main()
