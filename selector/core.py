@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from . import allocate, maps
-from .fast import entropy_banded
 from .config import SelectorConfig, SelectorError
+from .fast import entropy_banded
 
 __all__ = ["Selection", "select_tokens", "num_kept"]
 
