@@ -289,8 +289,10 @@ def test_cuda_graph_replay_equals_eager(cfg, r):
     graph = select_tokens(x, r, cfg, cuda_graph=True)
     again = select_tokens(x, r, cfg, cuda_graph=True)  # a replay, not a capture
     for s in (graph, again):
-        assert torch.equal(s.indices, eager.indices) and torch.equal(s.tokens, eager.tokens)
-        assert torch.equal(s.budgets, eager.budgets) and torch.equal(s.score, eager.score)
+        assert torch.equal(s.indices, eager.indices) and torch.equal(s.budgets, eager.budgets)
+        assert torch.equal(s.score, eager.score) and torch.equal(s.fused, eager.fused)
+        # fused rows are sums by atomics on a GPU: equal up to the order of additions
+        torch.testing.assert_close(s.tokens, eager.tokens, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.cuda
