@@ -6,6 +6,7 @@ retention, no host synchronisation, and the pick itself is two stable sorts.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -110,31 +111,57 @@ def _cell_starts(cells: torch.Tensor, g2: int, t_: int) -> torch.Tensor:
     return torch.cumsum(counts, 0) - counts
 
 
+@functools.lru_cache(maxsize=32)
+def _cell_table(h: int, w: int, g: int, device: str) -> torch.Tensor:
+    """(g², L) positions of each cell's tokens in ascending order, padded with m = h·w (L = largest cell)."""
+    cells = cell_ids(h, w, g, torch.device("cpu"))
+    members = [torch.nonzero(cells == c).flatten() for c in range(g * g)]
+    size = max(len(mm) for mm in members)
+    table = torch.full((g * g, size), h * w, dtype=torch.int64)
+    for c, mm in enumerate(members):
+        table[c, : len(mm)] = mm
+    return table.to(device)
+
+
+def _asc_bits32(score: torch.Tensor) -> torch.Tensor:
+    """int32 key that orders non-negative float32 scores like the floats (exact; at most 0x3F800000)."""
+    return (score.float().clamp(0.0, 1.0) + 0.0).contiguous().view(torch.int32)
+
+
+def _row_ranks(order: torch.Tensor) -> torch.Tensor:
+    """Inverse permutation of each row: rank[t, order[t, i]] = i."""
+    ar = torch.arange(order.shape[-1], device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, ar)
+
+
 def pick(
-    score: torch.Tensor, budgets: torch.Tensor, cells: torch.Tensor, cfg: SelectorConfig
+    score: torch.Tensor, budgets: torch.Tensor, hw: tuple[int, int], cfg: SelectorConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep mask (T, m), rank of each token in its frame's priority order, and the quota mask.
 
     Priority within a frame: first the quota picks (the k_region best tokens of every grid cell,
     k_region = max(1, floor(B_f·ρ/g²))) by score, then all others by score; a frame keeps its first
     B_f. If B_f is below the number of non-empty cells, only the B_f best cell winners stay.
-    Sort 1 ranks tokens inside their cell, sort 2 orders each frame; ties go to the lower index.
+    Two segmented sorts on 32-bit keys: one inside every (frame, cell), one inside every frame;
+    ties go to the lower index (stable sorts over ascending positions).
     """
     t_, m = score.shape
     g2 = cfg.grid * cfg.grid
-    frame = torch.arange(t_, device=score.device).repeat_interleave(m)
-    bits = _desc_bits(score.reshape(-1))
-    seg = frame * g2 + cells.repeat(t_)
-    order = torch.sort((seg << 32) | bits, stable=True).indices
-    start = _cell_starts(cells, g2, t_)
-    rank_in_cell = _inverse(order) - start[seg]
+    table = _cell_table(hw[0], hw[1], cfg.grid, str(score.device))
+    bits = _asc_bits32(score)
+    padded = torch.cat([bits, torch.full((t_, 1), -1, dtype=torch.int32, device=score.device)], dim=1)
+    keys = padded[:, table]  # (T, g², L); padding sorts last
+    order = torch.sort(keys, dim=-1, descending=True, stable=True).indices
+    pos = torch.gather(table.expand(t_, -1, -1), 2, order).reshape(t_, -1)
+    lrank = torch.arange(table.shape[1], device=score.device).expand(t_, g2, -1).reshape(t_, -1)
+    rank_in_cell = torch.empty((t_, m + 1), dtype=torch.int64, device=score.device).scatter_(1, pos, lrank)[:, :m]
     k_region = torch.clamp(torch.floor(budgets.double() * cfg.rho / g2).to(torch.int64), min=1)
-    quota = rank_in_cell < k_region[frame]
-    klass = frame * 2 + (~quota).to(torch.int64)
-    order = torch.sort((klass << 32) | bits, stable=True).indices
-    rank = _inverse(order) - frame * m
-    keep = rank < budgets[frame]
-    return keep.view(t_, m), rank.view(t_, m), quota.view(t_, m)
+    quota = rank_in_cell < k_region[:, None]
+    key2 = bits + quota.to(torch.int32) * (1 << 30)
+    order2 = torch.sort(key2, dim=1, descending=True, stable=True).indices
+    rank = _row_ranks(order2)
+    keep = rank < budgets[:, None]
+    return keep, rank, quota
 
 
 def fuse(

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from . import allocate, maps
+from . import allocate, maps, triton_maps
 from .config import SelectorConfig, SelectorError
 from .fast import entropy_banded
 
@@ -128,8 +128,9 @@ def select_tokens(
 ) -> Selection:
     """Select K = max(1, floor(r·T·H·W)) tokens of a (T, H, W, D) grid with ENTROPY-SELECT.
 
-    Computed in float32 on the device of `tokens`. The entropy stage is the banded-matmul one
-    (`fast.entropy_banded`); `maps.entropy_map` is the one-op-per-offset reference. `entropy_fn` /
+    Computed in float32 on the device of `tokens`. On a CUDA device with Triton, one fused kernel
+    computes both maps (`triton_maps`); elsewhere the entropy stage is the banded-matmul one
+    (`fast.entropy_banded`). `maps.entropy_map` is the one-op-per-offset reference. `entropy_fn` /
     `gradient_fn` replace those stages (the app memoizes them); `timed=False` skips the per-stage clock
     (and its CUDA syncs); `cuda_graph=True` on a CUDA tensor captures the selector once per shape,
     retention and config and replays it (`graphs.graph_select`).
@@ -166,17 +167,22 @@ def run_selector(
     """The method on checked inputs; no host synchronisation (so a CUDA graph can capture it)."""
     t_, h_, w_, d_ = tokens.shape
     n, m = t_ * h_ * w_, h_ * w_
-    xn = maps.normalize(tokens)
-    entropy = (entropy_fn or entropy_banded)(xn, cfg)
-    clock.lap("entropy")
-    gradient = (gradient_fn or maps.gradient_map)(tokens)
-    clock.lap("gradient")
+    if entropy_fn is None and gradient_fn is None and triton_maps.usable(tokens, cfg):
+        entropy, raw = triton_maps.maps_triton(tokens, cfg)  # both maps in one pass over the features
+        clock.lap("entropy")
+        gradient = maps.minmax(raw)
+        clock.lap("gradient")
+    else:
+        entropy = (entropy_fn or entropy_banded)(maps.normalize(tokens), cfg)
+        clock.lap("entropy")
+        gradient = (gradient_fn or maps.gradient_map)(tokens)
+        clock.lap("gradient")
     score = (cfg.alpha * entropy + (1.0 - cfg.alpha) * gradient).clamp_(0.0, 1.0)
     flat = score.reshape(t_, m)
     budgets, saliency, weights = allocate.frame_budgets(flat, k, cfg)
     clock.lap("budgets")
     cells = allocate.cell_ids(h_, w_, cfg.grid, tokens.device)
-    keep, rank, quota = allocate.pick(flat, budgets, cells, cfg)
+    keep, rank, quota = allocate.pick(flat, budgets, (h_, w_), cfg)
     clock.lap("select")
     anchor = torch.zeros_like(keep)
     fused_feat = None

@@ -12,7 +12,7 @@ import torch
 
 from .config import SelectorConfig
 
-__all__ = ["stencil", "normalize", "entropy_map", "gradient_map", "entropy_from_logits"]
+__all__ = ["stencil", "normalize", "entropy_map", "gradient_map", "minmax", "entropy_from_logits"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -46,18 +46,6 @@ def _shift_slices(size: int, d: int) -> tuple[slice, slice]:
     if d >= 0:
         return slice(0, max(size - d, 0)), slice(d, size)
     return slice(-d, size), slice(0, max(size + d, 0))
-
-
-def _valid_count(shape: tuple[int, int, int], cfg: SelectorConfig, device: torch.device) -> torch.Tensor:
-    """Number of in-bounds neighbours of every token, from index arithmetic alone."""
-    t_, h_, w_ = shape
-    out = torch.zeros(shape, dtype=torch.float32, device=device)
-    for dt, dr, dc in stencil(cfg.window, cfg.temporal_window, cfg.past_window):
-        ts, _ = _shift_slices(t_, dt)
-        hs, _ = _shift_slices(h_, dr)
-        ws, _ = _shift_slices(w_, dc)
-        out[ts, hs, ws] += 1
-    return out
 
 
 def entropy_from_logits(logits: torch.Tensor, valid: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:
@@ -106,7 +94,11 @@ def gradient_map(x: torch.Tensor) -> torch.Tensor:
     for axis in (1, 2):
         if x.shape[axis] > 1:
             g2 += torch.gradient(x, dim=axis)[0].square().sum(-1)
-    g = g2.sqrt()
+    return minmax(g2.sqrt())
+
+
+def minmax(g: torch.Tensor) -> torch.Tensor:
+    """(g - min) / (max - min) over the whole tensor; a constant map gives 0."""
     lo, hi = g.min(), g.max()
     span = hi - lo
     return torch.where(span > 0, (g - lo) / span.clamp_min(1e-30), torch.zeros_like(g))

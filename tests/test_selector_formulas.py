@@ -103,8 +103,7 @@ def test_pick_matches_naive_loop(seed, shape, cfg):
     gen = torch.Generator().manual_seed(seed)
     score = (torch.rand(shape, generator=gen) * 8).round() / 8  # many ties on purpose
     b = torch.randint(1, h * w + 1, (t,), generator=gen)
-    cells = allocate.cell_ids(h, w, cfg.grid, torch.device("cpu"))
-    keep, _, _ = allocate.pick(score.reshape(t, -1), b, cells, cfg)
+    keep, _, _ = allocate.pick(score.reshape(t, -1), b, (h, w), cfg)
     assert torch.equal(keep.view(shape), naive.pick(score, b.tolist(), cfg))
 
 
@@ -148,3 +147,35 @@ def test_grid_fusion_rows_are_score_weighted_means_of_discarded_cells():
     # real rows are untouched input tokens
     real = sel.indices[~sel.fused]
     assert torch.equal(sel.tokens[~sel.fused], flat_x[real])
+
+
+def test_triton_kernel_in_interpreter_matches_reference(tmp_path):
+    """The GPU kernel's arithmetic, run by Triton's interpreter on the CPU (no GPU needed)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    code = """
+import torch
+from selector import SelectorConfig, maps
+from selector.triton_maps import maps_triton
+torch.manual_seed(0)
+worst = 0.0
+for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window=4, past_window=3),
+            SelectorConfig(window=1, temporal_window=1)):
+    for shape in ((3, 5, 6, 40), (1, 1, 1, 3), (2, 4, 1, 2), (2, 3, 27, 33)):
+        x = torch.randn(*shape)
+        h, g = maps_triton(x, cfg)
+        ref_h = maps.entropy_map(maps.normalize(x), cfg)
+        g2 = torch.zeros(shape[:3])
+        for ax in (1, 2):
+            if shape[ax] > 1:
+                g2 += torch.gradient(x, dim=ax)[0].square().sum(-1)
+        worst = max(worst, float((h - ref_h).abs().max()), float((g - g2.sqrt()).abs().max()))
+print(worst)
+"""
+    import os
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert float(r.stdout.strip().splitlines()[-1]) < 2e-5

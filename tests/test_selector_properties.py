@@ -326,3 +326,24 @@ def test_cuda_banded_entropy_matches_reference_and_cpu(shape):
     sel_gpu, sel_cpu = select_tokens(x.cuda(), 0.35), select_tokens(x, 0.35)
     agree = float((sel_gpu.keep.cpu() == sel_cpu.keep).float().mean())
     assert agree > 0.995 and torch.equal(sel_gpu.budgets.cpu().sum(), sel_cpu.budgets.sum())
+
+
+@pytest.mark.cuda
+@cuda_only
+@pytest.mark.parametrize("shape", [(16, 27, 27, 1152), (16, 14, 14, 896), (5, 9, 31, 64), (2, 1, 1, 8)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_triton_maps_match_reference(shape, dtype):
+    from selector import triton_maps
+
+    if not triton_maps.available():
+        pytest.skip("triton is not installed")
+    x = tensor(shape, 9).to(dtype)
+    for cfg in (SelectorConfig(), SelectorConfig(tau=0.02, window=3, temporal_window=4, past_window=3)):
+        h, raw = triton_maps.maps_triton(x.cuda(), cfg)
+        ref = maps.entropy_map(maps.normalize(x.float().cuda()), cfg)
+        assert float((h - ref).abs().max()) < 2e-5
+        torch.testing.assert_close(maps.minmax(raw), maps.gradient_map(x.cuda()), atol=2e-5, rtol=0)
+    sel = select_tokens(x.cuda(), 0.35)  # the Triton path
+    base = select_tokens(x.cuda(), 0.35, entropy_fn=maps.entropy_map)  # the portable path
+    agree = float((sel.keep == base.keep).float().mean())
+    assert agree > 0.995 and torch.equal(sel.budgets.sum(), base.budgets.sum())
