@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from . import triton_maps
 from .config import SelectorConfig, SelectorError
 
 __all__ = ["frame_budgets", "cell_ids", "pick", "fuse"]
@@ -80,6 +81,8 @@ def frame_budgets(
     nq = max(1, math.ceil(cfg.q * m))
     saliency = score.topk(nq, dim=1).values.mean(1)
     weights = torch.softmax(saliency / cfg.tau_alloc, dim=0)
+    if score.is_cuda and triton_maps.ENABLED and triton_maps.available() and t_ <= triton_maps.MAX_BUDGET_FRAMES:
+        return triton_maps.budgets_triton(weights, k, b_min, b_max, m), saliency, weights
     budgets = torch.floor(weights.double() * k).to(torch.int64).clamp(b_min, b_max)
     # highest weight first, ties by frame index; a stable sort keeps that order
     desc = torch.sort(-weights, stable=True).indices

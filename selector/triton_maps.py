@@ -14,6 +14,7 @@ Imports torch and triton only; `available()` says whether it can run here.
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import torch
@@ -51,101 +52,58 @@ def available() -> bool:
     return torch.cuda.is_available()
 
 
-@functools.lru_cache(maxsize=1)
-def _kernel():
-    import triton
-    import triton.language as tl
+def _kernels():
+    from . import _triton_kernels
 
-    @triton.jit
-    def maps_kernel(x_ptr, h_ptr, g_ptr, T, H, W, D, inv_tau,
-                    RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, NCUR: tl.constexpr,
-                    BW: tl.constexpr, NK: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr):
-        pid = tl.program_id(0)
-        t = pid // H
-        r = pid % H
-        q = tl.arange(0, BW)  # query columns
-        kk = tl.arange(0, NK * BW)  # keys: key row j = kk // BW, column kk % BW
-        j = kk // BW
-        kc = kk % BW
-        # key row j → (dt, dr): rows 0..NCUR-1 are frame t, then PROWS rows per past frame
-        prows = 2 * PRAD + 1
-        is_cur = j < NCUR
-        pj = j - NCUR
-        dt = tl.where(is_cur, 0, -(pj // prows) - 1)
-        dr = tl.where(is_cur, j - RAD, pj % prows - PRAD)
-        krow = r + dr
-        kframe = t + dt
-        krow_ok = (j < NCUR + (KT - 1) * prows) & (krow >= 0) & (krow < H) & (kframe >= 0)
-        kvalid_tok = krow_ok & (kc < W)
-        q_ok = q < W
-        row_base = (t * H + r) * W
-        k_base = (kframe * H + krow) * W + kc
-        # gradient neighbours (numpy.gradient rule: central inside, one-sided at the borders)
-        cl = tl.maximum(q - 1, 0)
-        cr = tl.minimum(q + 1, W - 1)
-        ru = tl.maximum(r - 1, 0)
-        rd = tl.minimum(r + 1, H - 1)
-        fx = 1.0 / tl.maximum(cr - cl, 1).to(tl.float32)
-        fy = 1.0 / tl.maximum(rd - ru, 1).to(tl.float32)
-        s = tl.zeros((BW, NK * BW), dtype=tl.float32)
-        nq = tl.zeros((BW,), dtype=tl.float32)
-        nk = tl.zeros((NK * BW,), dtype=tl.float32)
-        g2 = tl.zeros((BW,), dtype=tl.float32)
-        for d0 in range(0, D, BD):
-            d = d0 + tl.arange(0, BD)
-            d_ok = d < D
-            qv = tl.load(x_ptr + (row_base + q)[:, None] * D + d[None, :], mask=q_ok[:, None] & d_ok[None, :],
-                         other=0.0).to(tl.float32)
-            kv = tl.load(x_ptr + k_base[:, None] * D + d[None, :], mask=kvalid_tok[:, None] & d_ok[None, :],
-                         other=0.0).to(tl.float32)
-            s = tl.dot(qv, tl.trans(kv), s, input_precision=PREC)
-            nq += tl.sum(qv * qv, axis=1)
-            nk += tl.sum(kv * kv, axis=1)
-            m2 = q_ok[:, None] & d_ok[None, :]
-            xl = tl.load(x_ptr + (row_base + cl)[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
-            xr = tl.load(x_ptr + (row_base + cr)[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
-            xu = tl.load(x_ptr + ((t * H + ru) * W + q)[:, None] * D + d[None, :], mask=m2,
-                         other=0.0).to(tl.float32)
-            xd = tl.load(x_ptr + ((t * H + rd) * W + q)[:, None] * D + d[None, :], mask=m2,
-                         other=0.0).to(tl.float32)
-            gx = (xr - xl) * fx[:, None]
-            gy = (xd - xu) * fy
-            g2 += tl.sum(gx * gx + gy * gy, axis=1)
-        # window mask: |column offset| within the row's radius, never the query itself
-        rad_j = tl.where(is_cur, RAD, PRAD)
-        dc = kc[None, :] - q[:, None]
-        valid = kvalid_tok[None, :] & q_ok[:, None] & (dc <= rad_j[None, :]) & (dc >= -rad_j[None, :])
-        valid = valid & ~(is_cur[None, :] & (dr[None, :] == 0) & (dc == 0))
-        inv_q = 1.0 / tl.maximum(tl.sqrt(nq), 1e-12)
-        inv_k = 1.0 / tl.maximum(tl.sqrt(nk), 1e-12)
-        logits = s * inv_q[:, None] * inv_k[None, :] * inv_tau
-        logits = tl.where(valid, logits, float("-inf"))
-        n = tl.sum(valid.to(tl.float32), axis=1)
-        mx = tl.max(logits, axis=1)
-        mx = tl.where(n > 0, mx, 0.0)
-        p = tl.where(valid, tl.exp(logits - mx[:, None]), 0.0)
-        s0 = tl.sum(p, axis=1)
-        s1 = tl.sum(p * tl.where(valid, logits, 0.0), axis=1)
-        s0 = tl.maximum(s0, 1e-30)
-        ent = mx + tl.log(s0) - s1 / s0
-        ent = tl.where(n >= 2, ent / tl.log(tl.maximum(n, 2.0)), 0.0)
-        ent = tl.minimum(tl.maximum(ent, 0.0), 1.0)
-        tl.store(h_ptr + row_base + q, ent, mask=q_ok)
-        tl.store(g_ptr + row_base + q, tl.sqrt(g2), mask=q_ok)
-
-    return maps_kernel
+    return _triton_kernels
 
 
-def maps_triton(x: torch.Tensor, cfg: SelectorConfig, precision: str = "tf32x3") -> tuple[torch.Tensor, torch.Tensor]:
-    """(Ĥ, raw gradient magnitude) for a contiguous (T, H, W, D) CUDA tensor of any float dtype."""
+#: launch parameters (measured on an H200, see tools/gpu_triton_sweep.py)
+CONFIG = {"NKP": 16, "BD": 32, "num_warps": 8, "STAGES": 1}
+
+
+def maps_triton(x: torch.Tensor, cfg: SelectorConfig, precision: str = "tf32x3",
+                **launch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Ĥ, raw gradient magnitude) for a (T, H, W, D) tensor of any float dtype (CUDA, or the Triton
+    interpreter). `launch` overrides CONFIG (key rows per program NKP, D chunk BD, num_warps, STAGES)."""
     t_, h_, w_, d_ = x.shape
     x = x.contiguous()
-    h = torch.empty((t_, h_, w_), device=x.device, dtype=torch.float32)
-    g = torch.empty_like(h)
-    nk = 1 << (_key_rows(cfg) - 1).bit_length()  # key rows padded to a power of two
-    _kernel()[(t_ * h_,)](
-        x, h, g, t_, h_, w_, d_, 1.0 / cfg.tau,
+    n = t_ * h_ * w_
+    c = {**CONFIG, **launch}
+    nkp = min(c["NKP"], 1 << (_key_rows(cfg) - 1).bit_length())
+    parts = -(-_key_rows(cfg) // nkp)
+    stats = torch.empty((parts, 4, n), device=x.device, dtype=torch.float32)
+    g = torch.empty((t_, h_, w_), device=x.device, dtype=torch.float32)
+    _kernels().maps_kernel[(t_ * h_, parts)](
+        x, stats, g, t_, h_, w_, d_, n, 1.0 / cfg.tau,
         RAD=cfg.window // 2, PRAD=cfg.past_window // 2, KT=cfg.temporal_window, NCUR=cfg.window,
-        BW=BLOCK_W, NK=nk, BD=32, PREC=precision, num_warps=8,
+        BW=BLOCK_W, NKP=nkp, BD=c["BD"], PREC=precision, STAGES=c["STAGES"], num_warps=c["num_warps"],
     )
-    return h, g
+    return _merge(stats).view(t_, h_, w_), g
+
+
+def _merge(stats: torch.Tensor) -> torch.Tensor:
+    """Combine per-part (max, Σe, Σe·l, count) into normalized entropy: H = m + log Σe - Σe·l / Σe."""
+    mx, s0, s1, n = stats.unbind(1)
+    if stats.shape[0] == 1:
+        m, z, zl, cnt = mx[0], s0[0], s1[0], n[0]
+    else:
+        m = mx.max(0).values
+        w = torch.exp(mx - m)
+        z, zl, cnt = (s0 * w).sum(0), (s1 * w).sum(0), n.sum(0)
+    z = z.clamp_min(1e-30)
+    h = m + torch.log(z) - zl / z
+    return torch.where(cnt >= 2, h / torch.log(cnt.clamp_min(2.0)), torch.zeros_like(h)).clamp_(0.0, 1.0)
+
+
+MAX_BUDGET_FRAMES = 256
+
+
+def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int) -> torch.Tensor:
+    """Clamp + round-robin redistribution of `allocate.frame_budgets` in one single-program launch."""
+    t_ = weights.numel()
+    out = torch.empty(t_, dtype=torch.int64, device=weights.device)
+    bt = max(16, 1 << (t_ - 1).bit_length())
+    iters = max(1, math.ceil(math.log2(m + 2)))
+    _kernels().budget_kernel[(1,)](weights.contiguous(), out, t_, k, b_min, b_max, M=m, ITERS=iters, BT=bt, num_warps=4)
+    return out

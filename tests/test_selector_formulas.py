@@ -172,6 +172,20 @@ for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window
             if shape[ax] > 1:
                 g2 += torch.gradient(x, dim=ax)[0].square().sum(-1)
         worst = max(worst, float((h - ref_h).abs().max()), float((g - g2.sqrt()).abs().max()))
+from selector import allocate
+from selector.triton_maps import budgets_triton
+gen = torch.Generator().manual_seed(1)
+for _ in range(60):  # the budget kernel against the torch budgets, integers exactly
+    t, m = int(torch.randint(1, 40, (1,), generator=gen)), int(torch.randint(1, 60, (1,), generator=gen))
+    k = int(torch.randint(1, t * m + 1, (1,), generator=gen))
+    cfg = SelectorConfig(min_tokens=int(torch.randint(0, 9, (1,), generator=gen)))
+    score = (torch.rand(t, m, generator=gen) * 4).round() / 4
+    ref, _, w = allocate.frame_budgets(score, k, cfg)
+    lo, hi = min(cfg.min_tokens, m), m
+    if k < t * lo:
+        lo, hi = k // t, min(hi, -(-k // t))
+    if not torch.equal(budgets_triton(w, k, lo, hi, m), ref):
+        worst = 1.0
 print(worst)
 """
     import os

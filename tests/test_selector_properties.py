@@ -347,3 +347,22 @@ def test_cuda_triton_maps_match_reference(shape, dtype):
     base = select_tokens(x.cuda(), 0.35, entropy_fn=maps.entropy_map)  # the portable path
     agree = float((sel.keep == base.keep).float().mean())
     assert agree > 0.995 and torch.equal(sel.budgets.sum(), base.budgets.sum())
+
+
+@pytest.mark.cuda
+@cuda_only
+def test_cuda_budget_kernel_equals_torch_budgets():
+    from selector import triton_maps
+
+    if not triton_maps.available():
+        pytest.skip("triton is not installed")
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(200):
+        t, m = int(torch.randint(1, 300, (1,), generator=gen)), int(torch.randint(1, 800, (1,), generator=gen))
+        k = int(torch.randint(1, t * m + 1, (1,), generator=gen))
+        cfg = SelectorConfig(min_tokens=int(torch.randint(0, 9, (1,), generator=gen)),
+                             tau_alloc=float(torch.rand(1, generator=gen)) + 0.01)
+        score = (torch.rand(t, m, generator=gen) * 8).round() / 8
+        cpu = allocate.frame_budgets(score, k, cfg)[0]
+        gpu = allocate.frame_budgets(score.cuda(), k, cfg)[0]
+        assert torch.equal(gpu.cpu(), cpu), (t, m, k)
