@@ -90,10 +90,10 @@ def maps_kernel(x_ptr, stats_ptr, g_ptr, T, H, W, D, N, inv_tau,
 
 
 @triton.jit
-def _water(cap, pos, ok, amount, M: tl.constexpr, ITERS: tl.constexpr, BT: tl.constexpr):
+def _water(cap, pos, ok, amount, M, ITERS, BT: tl.constexpr):
     # one unit per frame per pass, frames visited by increasing pos, frame f taking <= cap[f]
-    lo = 0
-    hi = M
+    lo = tl.full((), 0, tl.int64)
+    hi = tl.full((), 0, tl.int64) + M
     for _ in range(ITERS):
         mid = (lo + hi + 1) // 2
         fits = tl.sum(tl.where(ok, tl.minimum(cap, mid), 0), axis=0) <= amount
@@ -107,7 +107,7 @@ def _water(cap, pos, ok, amount, M: tl.constexpr, ITERS: tl.constexpr, BT: tl.co
     return extra + (elig & (erank < left)).to(tl.int64)
 
 @triton.jit
-def budget_kernel(w_ptr, out_ptr, T, K, LO, HI, M: tl.constexpr, ITERS: tl.constexpr, BT: tl.constexpr):
+def budget_kernel(w_ptr, out_ptr, T, K, LO, HI, M, ITERS, BT: tl.constexpr):
     f = tl.arange(0, BT)
     ok = f < T
     w = tl.load(w_ptr + f, mask=ok, other=-1.0)

@@ -59,7 +59,7 @@ def _kernels():
 
 
 #: launch parameters (measured on an H200, see tools/gpu_triton_sweep.py)
-CONFIG = {"NKP": 16, "BD": 32, "num_warps": 8, "STAGES": 1}
+CONFIG = {"NKP": 4, "BD": 32, "num_warps": 4, "STAGES": 1}
 
 
 def maps_triton(x: torch.Tensor, cfg: SelectorConfig, precision: str = "tf32x3",
@@ -105,5 +105,5 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
     out = torch.empty(t_, dtype=torch.int64, device=weights.device)
     bt = max(16, 1 << (t_ - 1).bit_length())
     iters = max(1, math.ceil(math.log2(m + 2)))
-    _kernels().budget_kernel[(1,)](weights.contiguous(), out, t_, k, b_min, b_max, M=m, ITERS=iters, BT=bt, num_warps=4)
+    _kernels().budget_kernel[(1,)](weights.contiguous(), out, t_, k, b_min, b_max, m, iters, BT=bt, num_warps=4)
     return out
