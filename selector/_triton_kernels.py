@@ -89,7 +89,7 @@ def maps_kernel(x_ptr, stats_ptr, g_ptr, T, H, W, D, N, inv_tau,
     tl.store(g_ptr + row_base + q, tl.sqrt(g2), mask=mg)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "ITERS"])
 def _water(cap, pos, ok, amount, M, ITERS, BT: tl.constexpr):
     # one unit per frame per pass, frames visited by increasing pos, frame f taking <= cap[f]
     lo = tl.full((), 0, tl.int64)
@@ -106,7 +106,7 @@ def _water(cap, pos, ok, amount, M, ITERS, BT: tl.constexpr):
     erank = tl.sum(before.to(tl.int64), axis=1)
     return extra + (elig & (erank < left)).to(tl.int64)
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "K", "LO", "HI", "M", "ITERS"])  # one compile for every K and shape
 def budget_kernel(w_ptr, out_ptr, T, K, LO, HI, M, ITERS, BT: tl.constexpr):
     f = tl.arange(0, BT)
     ok = f < T

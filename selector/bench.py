@@ -83,7 +83,7 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
             ref_txt = f"{ref_ms:10.2f}" if (ref_ms is not None and r == 0.35) else f"{'':>10}"
             sp = f"{ref_ms / rows[2][2]:8.1f}×" if (ref_ms is not None and r == 0.35) else f"{'':>9}"
             spread_txt = f"{spread:9.3f}" if i == 0 else f"{'':>9}"
-            print(f"{grid:<18}{r:>6}{k:>10}{med:>11.3f}{p90:>9.3f}{n / med / 1e3:>9.1f}{peak:>10.0f}{spread_txt}"
+            print(f"{grid:<18}{r:>6}{k:>10}{med:>11.3f}{p90:>9.3f}{n / med / 1e3:>9.3g}{peak:>10.0f}{spread_txt}"
                   f"{ref_txt}{sp}")
         del x
         if graph:

@@ -12,7 +12,7 @@ import torch
 
 from . import allocate, maps, triton_maps
 from .config import SelectorConfig, SelectorError
-from .fast import entropy_banded
+from .fast import entropy_banded_raw
 
 __all__ = ["Selection", "select_tokens", "num_kept"]
 
@@ -130,7 +130,7 @@ def select_tokens(
 
     Computed in float32 on the device of `tokens`. On a CUDA device with Triton, one fused kernel
     computes both maps (`triton_maps`); elsewhere the entropy stage is the banded-matmul one
-    (`fast.entropy_banded`). `maps.entropy_map` is the one-op-per-offset reference. `entropy_fn` /
+    (`fast.entropy_banded_raw`). `maps.entropy_map` is the one-op-per-offset reference. `entropy_fn` /
     `gradient_fn` replace those stages (the app memoizes them); `timed=False` skips the per-stage clock
     (and its CUDA syncs); `cuda_graph=True` on a CUDA tensor captures the selector once per shape,
     retention and config and replays it (`graphs.graph_select`).
@@ -172,8 +172,13 @@ def run_selector(
         clock.lap("entropy")
         gradient = maps.minmax(raw)
         clock.lap("gradient")
+    elif entropy_fn is None:
+        entropy = entropy_banded_raw(tokens, cfg)
+        clock.lap("entropy")
+        gradient = (gradient_fn or maps.gradient_map)(tokens)
+        clock.lap("gradient")
     else:
-        entropy = (entropy_fn or entropy_banded)(maps.normalize(tokens), cfg)
+        entropy = entropy_fn(maps.normalize(tokens), cfg)
         clock.lap("entropy")
         gradient = (gradient_fn or maps.gradient_map)(tokens)
         clock.lap("gradient")

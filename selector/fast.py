@@ -17,7 +17,7 @@ import torch
 from .config import SelectorConfig
 from .maps import entropy_from_logits
 
-__all__ = ["entropy_banded", "band_layout"]
+__all__ = ["entropy_banded", "entropy_banded_raw", "band_layout"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -54,13 +54,28 @@ def band_layout(t_: int, h_: int, w_: int, window: int, temporal_window: int, pa
 
 def entropy_banded(xn: torch.Tensor, cfg: SelectorConfig) -> torch.Tensor:
     """Ĥ for unit features xn (T, H, W, D); equal to `maps.entropy_map` up to float rounding."""
-    t_, h_, w_, d_ = xn.shape
+    return _banded(xn, cfg, normalized=True)
+
+
+def entropy_banded_raw(x: torch.Tensor, cfg: SelectorConfig) -> torch.Tensor:
+    """Ĥ for raw features: normalizes straight into the padded buffer (one pass fewer)."""
+    return _banded(x, cfg, normalized=False)
+
+
+def _banded(x: torch.Tensor, cfg: SelectorConfig, normalized: bool) -> torch.Tensor:
+    t_, h_, w_, d_ = x.shape
     parts, valid, n_valid, front = band_layout(t_, h_, w_, cfg.window, cfg.temporal_window, cfg.past_window,
-                                               str(xn.device))
+                                               str(x.device))
     n = t_ * h_ * w_
     rmax = max(cfg.window, cfg.past_window) // 2
-    buf = xn.new_zeros((front + n + rmax * w_ + w_, d_))
-    buf[front : front + n] = xn.reshape(n, d_)
+    buf = torch.empty((front + n + rmax * w_ + w_, d_), dtype=torch.float32, device=x.device)
+    buf[:front].zero_()
+    buf[front + n :].zero_()
+    flat = x.reshape(n, d_).float()
+    if normalized:
+        buf[front : front + n] = flat
+    else:
+        torch.div(flat, flat.norm(dim=-1, keepdim=True).clamp_min(1e-12), out=buf[front : front + n])
     q = buf[front : front + n].view(t_ * h_, w_, d_)
     sims = []
     for dt, nrows, col in parts:

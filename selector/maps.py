@@ -12,7 +12,7 @@ import torch
 
 from .config import SelectorConfig
 
-__all__ = ["stencil", "normalize", "entropy_map", "gradient_map", "minmax", "entropy_from_logits"]
+__all__ = ["stencil", "normalize", "entropy_map", "gradient_map", "gradient_magnitude", "minmax", "entropy_from_logits"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -89,12 +89,24 @@ def gradient_map(x: torch.Tensor) -> torch.Tensor:
     is shifted by half a token; an axis of length 1 has zero gradient. Min-max runs over the whole
     video, not per frame, so frames stay comparable for the budget step. A constant map gives 0.
     """
+    return minmax(gradient_magnitude(x))
+
+
+def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """sqrt(|∇x t|² + |∇y t|²) per token, before normalization (one pass per difference)."""
     x = x.float()
     g2 = torch.zeros(x.shape[:-1], dtype=torch.float32, device=x.device)
     for axis in (1, 2):
-        if x.shape[axis] > 1:
-            g2 += torch.gradient(x, dim=axis)[0].square().sum(-1)
-    return minmax(g2.sqrt())
+        n = x.shape[axis]
+        if n == 1:
+            continue
+        if n > 2:
+            inner = x.narrow(axis, 2, n - 2) - x.narrow(axis, 0, n - 2)
+            g2.narrow(axis, 1, n - 2).add_(torch.linalg.vector_norm(inner, dim=-1).square_().mul_(0.25))
+        for at, a, b in ((0, 1, 0), (n - 1, n - 1, n - 2)):  # one-sided at both borders
+            edge = x.narrow(axis, a, 1) - x.narrow(axis, b, 1)
+            g2.narrow(axis, at, 1).add_(torch.linalg.vector_norm(edge, dim=-1).square_())
+    return g2.sqrt()
 
 
 def minmax(g: torch.Tensor) -> torch.Tensor:
