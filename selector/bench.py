@@ -68,13 +68,13 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
         for r in RETENTIONS:
             if graph:
                 torch.cuda.reset_peak_memory_stats(device)
-            t = _timer(device, lambda r=r, x=x: select_tokens(x, r, cfg, timed=False, cuda_graph=graph), repeats)
+            t = _timer(device, lambda r=r, x=x: select_tokens(x, r, cfg, timed=False, cuda_graph=graph), repeats)  # type: ignore[misc]
             med = statistics.median(t)
             p90 = sorted(t)[int(0.9 * (len(t) - 1))]
             rows.append((r, int(r * n), med, p90, _peak_mb(device)))
         ref_ms = None
         if n <= ref_max_tokens:
-            ref = _timer(device, lambda x=x: select_tokens(x, 0.35, cfg, timed=False, entropy_fn=maps.entropy_map),
+            ref = _timer(device, lambda x=x: select_tokens(x, 0.35, cfg, timed=False, entropy_fn=maps.entropy_map),  # type: ignore[misc]
                          max(3, repeats // 4), warmup=1)
             ref_ms = statistics.median(ref)
         spread = max(m for _, _, m, _, _ in rows) / min(m for _, _, m, _, _ in rows)
@@ -106,7 +106,7 @@ def bench_encoders(device: torch.device, frames: int) -> None:
         enc = load_encoder(name, device)
         load = time.perf_counter() - t0
         enc.encode(video[:2])
-        t = _timer(device, lambda enc=enc: enc.encode(video), 3, warmup=0)
+        t = _timer(device, lambda enc=enc: enc.encode(video), 3, warmup=0)  # type: ignore[misc]
         print(f"{name:<22}{'×'.join(map(str, (*enc.grid, enc.dim))):>14}{load:>9.2f}"
               f"{statistics.median(t) / frames:>10.1f}")
 
