@@ -21,7 +21,8 @@ from selector import SelectorError
 from selector.encoders import DEFAULT_ENCODER, EncoderError, available_encoders
 from selector.export import to_json, to_npz
 from selector.service import MAX_FRAMES, Analysis, Params, analyze, latency_rows
-from selector.video import VideoError, describe
+from selector.video import VideoError, describe, read_clip
+from selector.vlm import DEFAULT_VLM, KNOWN_VLMS, VLMError, load_vlm
 from viz import latency_chart, render_frame, render_views, summary_markdown, thumbnails
 
 log = logging.getLogger("entropy_select.app")
@@ -31,7 +32,7 @@ MAX_UPLOAD = os.environ.get("ENTROPY_SELECT_MAX_UPLOAD", "200mb")
 QUEUE_SIZE = int(os.environ.get("ENTROPY_SELECT_QUEUE", "32"))
 CONCURRENCY = int(os.environ.get("ENTROPY_SELECT_CONCURRENCY", "2"))
 OUT_DIR = Path(tempfile.gettempdir()) / "entropy-select-downloads"
-USER_ERRORS = (SelectorError, VideoError, EncoderError)
+USER_ERRORS = (SelectorError, VideoError, EncoderError, VLMError)
 
 try:  # on a Hugging Face ZeroGPU Space the compute runs inside spaces.GPU; elsewhere it is a no-op
     import spaces
@@ -71,6 +72,19 @@ def _downloads(a: Analysis) -> tuple[str, str]:
     return f"{stem}.json", f"{stem}.npz"
 
 
+ALLOW_ANY_MODEL = os.environ.get("ENTROPY_SELECT_ALLOW_ANY_MODEL", "") == "1"
+EXTRA_MODELS = {m.strip() for m in os.environ.get("ENTROPY_SELECT_MODEL_ALLOWLIST", "").split(",") if m.strip()}
+
+
+def _allowed(kind: str, name: str, known: set[str]) -> str:
+    """Public servers load only known encoders/models (or those the operator lists); never remote code."""
+    if ALLOW_ANY_MODEL or name in known or name in EXTRA_MODELS:
+        return name
+    raise SelectorError(f"{kind} '{name}' is not on this server's allowlist ({', '.join(sorted(known))}); the "
+                        "operator can add it with ENTROPY_SELECT_MODEL_ALLOWLIST or open the list with "
+                        "ENTROPY_SELECT_ALLOW_ANY_MODEL=1")
+
+
 def _params(retention, alpha, tau, window, temporal_window, grid, num_frames, encoder, past_window=3, rho=0.5,
             grid_fusion=False) -> Params:
     def whole(name: str, v: Any) -> int:
@@ -87,7 +101,8 @@ def _params(retention, alpha, tau, window, temporal_window, grid, num_frames, en
                   window=whole("window", window), temporal_window=whole("temporal_window", temporal_window),
                   past_window=whole("past_window", past_window), grid=whole("grid", grid), rho=real("rho", rho),
                   grid_fusion=bool(grid_fusion), num_frames=whole("num_frames", num_frames),
-                  encoder=(encoder or DEFAULT_ENCODER).strip())
+                  encoder=_allowed("encoder", (encoder or DEFAULT_ENCODER).strip(),
+                                   set(available_encoders()) | {DEFAULT_ENCODER}))
 
 
 def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, files: bool = True
@@ -183,6 +198,46 @@ def _latency(video, *ui):
     return latency_chart(latency_rows(a.features, a.params.config()))
 
 
+def _answer_md(title: str, a) -> str:
+    return (f"### {title}\n\n{a.text or '*(empty answer)*'}\n\n"
+            f"visual tokens **{a.visual_tokens:,}** of {a.full_visual_tokens:,} · time to first token "
+            f"**{a.prefill_ms:.0f} ms** · total {a.total_ms:.0f} ms for {a.new_tokens} tokens")
+
+
+def _answer_dict(a) -> dict:
+    return {"text": a.text, "visual_tokens": a.visual_tokens, "full_visual_tokens": a.full_visual_tokens,
+            "prefill_ms": round(a.prefill_ms, 2), "total_ms": round(a.total_ms, 2), "new_tokens": a.new_tokens}
+
+
+@gpu
+def ask_endpoint(video: str, question: str, retention: float = 0.35, model: str = "", num_frames: int = 16,
+                 max_new_tokens: int = 64, progress: gr.Progress = gr.Progress()) -> list:  # noqa: B008
+    """Answer a question about the video twice: with all video tokens and with the ENTROPY-SELECT ones."""
+    if not video:
+        raise gr.Error("Upload a video or pick the example first.")
+    try:
+        p = _params(retention, 0.5, 1.0, 5, 3, 4, num_frames, None)
+        n_new = int(max_new_tokens)
+        if not 1 <= n_new <= 512:
+            raise SelectorError(f"max_new_tokens must be in [1, 512], got {max_new_tokens}")
+        name = _allowed("model", (model or DEFAULT_VLM).strip(), {DEFAULT_VLM, *KNOWN_VLMS})
+        progress(0.0, desc=f"loading {name}")
+        vlm = load_vlm(name)
+        frames = read_clip(video, min(p.num_frames, MAX_FRAMES)).frames
+        progress(0.3, desc="answering with all video tokens")
+        full = vlm.answer(frames, question, 1.0, max_new_tokens=n_new)
+        progress(0.65, desc=f"answering with {p.retention:.0%} of the video tokens")
+        comp = vlm.answer(frames, question, p.retention, p.config(), max_new_tokens=n_new)
+    except USER_ERRORS as e:
+        raise gr.Error(str(e)) from None
+    except Exception as e:
+        log.exception("ask failed")
+        raise gr.Error(f"Internal error ({type(e).__name__}); the server log has the details.") from None
+    summary = {"model": vlm.name, "device": str(vlm.device), "full": _answer_dict(full),
+               "compressed": _answer_dict(comp), "retention": p.retention}
+    return [_answer_md("All video tokens", full), _answer_md(f"ENTROPY-SELECT, r = {p.retention:g}", comp), summary]
+
+
 def build_demo() -> gr.Blocks:
     encoders = list(available_encoders())
     with gr.Blocks(title="ENTROPY-SELECT Explorer", delete_cache=(1800, 3600)) as demo:
@@ -224,6 +279,17 @@ def build_demo() -> gr.Blocks:
                     with gr.Tab("Latency"):
                         lat_btn = gr.Button("Measure selection latency vs retention")
                         lat_plot = gr.Plot(label="Latency")
+                    with gr.Tab("Ask the video"):
+                        gr.Markdown("A LLaVA-OneVision model answers twice: with every video token and with the "
+                                    "ones ENTROPY-SELECT keeps at the retention above. Needs the model's weights: "
+                                    "a hub id on a machine with network access, or a local folder.")
+                        question = gr.Textbox(label="Question", value="What happens in this video?")
+                        vlm_id = gr.Textbox(label="Model (hub id or local folder)", value=DEFAULT_VLM)
+                        ask_btn = gr.Button("Ask", variant="primary")
+                        with gr.Row():
+                            full_md = gr.Markdown()
+                            comp_md = gr.Markdown()
+                        ask_json = gr.JSON(label="Answers and timings")
                     with gr.Tab("Downloads"):
                         json_file = gr.File(label="Selection (JSON)")
                         npz_file = gr.File(label="Selection (NPZ)")
@@ -250,6 +316,8 @@ def build_demo() -> gr.Blocks:
         frame_index.release(_frame_view, ui_inputs, frame_img, api_visibility="private",
                             concurrency_id="compute")
         lat_btn.click(_latency, ui_inputs, lat_plot, api_visibility="private", concurrency_id="compute")
+        ask_btn.click(ask_endpoint, [video, question, retention, vlm_id, num_frames], [full_md, comp_md, ask_json],
+                      api_name="ask", concurrency_limit=1, concurrency_id="vlm")
     return demo
 
 

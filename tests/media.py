@@ -7,7 +7,6 @@ import subprocess
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 
@@ -27,6 +26,8 @@ def pattern(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def write(path: Path, frames: np.ndarray, fps: float = 10, codec: str = "libx264", pix_fmt: str = "yuv420p",
           audio: bool = False, pts: list[int] | None = None, fmt_in: str = "rgb24") -> Path:
+    import av
+
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         s.width, s.height = frames.shape[2], frames.shape[1]
@@ -56,6 +57,8 @@ def write(path: Path, frames: np.ndarray, fps: float = 10, codec: str = "libx264
 
 
 def audio_only(path: Path) -> Path:
+    import av
+
     with av.open(str(path), "w") as c:
         a = c.add_stream("pcm_s16le", rate=8000)
         af = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.int16), format="s16", layout="mono")

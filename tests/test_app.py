@@ -25,10 +25,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from selector.tiny_vlm import build
+
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "app.log"
+    tiny = build(tmp_path_factory.mktemp("tiny-llava"))
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "ENTROPY_SELECT_MAX_FRAMES": "24", "PYTHONUNBUFFERED": "1"}
+           "GRADIO_ANALYTICS_ENABLED": "False", "ENTROPY_SELECT_MAX_FRAMES": "24", "PYTHONUNBUFFERED": "1",
+           "ENTROPY_SELECT_VLM": str(tiny)}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -64,9 +68,9 @@ def _analyze(client, video=SAMPLE, **kw):
     return client.predict(video=handle_file(str(video)), api_name="/analyze", **kw)
 
 
-def test_api_lists_only_analyze(client):
+def test_api_lists_only_analyze_and_ask(client):
     api = client.view_api(print_info=False, return_format="dict")
-    assert list(api["named_endpoints"]) == ["/analyze"]
+    assert sorted(api["named_endpoints"]) == ["/analyze", "/ask"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/analyze"]["parameters"]]
     assert names[:9] == ["video", "retention", "alpha", "tau", "window", "temporal_window", "grid", "num_frames",
                          "encoder"]
@@ -105,7 +109,8 @@ def test_repeated_call_reuses_cached_features(client, tmp_path):
     ({"window": 4}, "window must be odd"),
     ({"tau": -1.0}, "tau must be in"),
     ({"tau": 0.0}, "tau must be in"),
-    ({"encoder": "no-such-org/no-such-model"}, "not available offline"),
+    ({"encoder": "google/siglip-so400m-patch14-384"}, "not available offline"),
+    ({"encoder": "no-such-org/no-such-model"}, "not on this server's allowlist"),
     ({"num_frames": 5.5}, "num_frames must be a whole number"),
     ({"retention": 0}, "less than minimum"),
     ({"retention": 2}, "greater than maximum"),
@@ -200,3 +205,32 @@ def test_browser_upload_move_slider_and_screenshot(server):
         browser.close()
     (ARTIFACTS / "slider-latency.txt").write_text(f"slider release to overlay update: {elapsed:.3f} s\n")
     assert (ARTIFACTS / "app-after-slider.png").stat().st_size > 50_000
+
+
+def _ask(client, **kw):
+    from gradio_client import handle_file
+
+    kw.setdefault("num_frames", 4)
+    return client.predict(video=handle_file(str(SAMPLE)), api_name="/ask", **kw)
+
+
+def test_ask_answers_with_full_and_compressed_tokens(client):
+    full_md, comp_md, summary = _ask(client, question="what is in the video", retention=0.25)
+    full, comp = summary["full"], summary["compressed"]
+    assert full["visual_tokens"] == full["full_visual_tokens"] == 4 * 16 + 1  # tiny model: 4×4 pooled tokens
+    assert comp["visual_tokens"] == 16 + 1 and comp["full_visual_tokens"] == 65
+    assert comp["prefill_ms"] > 0 and full["total_ms"] >= full["prefill_ms"]
+    assert "time to first token" in full_md and "r = 0.25" in comp_md
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"model": "someone/any-model"}, "not on this server's allowlist"),
+    ({"model": "llava-hf/llava-onevision-qwen2-7b-ov-hf"}, "To connect one"),
+    ({"question": "   "}, "question is empty"),
+])
+def test_ask_errors_are_clear(client, kw, msg):
+    from gradio_client.exceptions import AppError
+
+    kw.setdefault("question", "what")
+    with pytest.raises(AppError, match=msg):
+        _ask(client, **kw)

@@ -1,0 +1,63 @@
+"""Build LLaVA-OneVision checkpoints with random weights, offline: a tiny one for tests, and one with the
+real 0.5B sizes (SigLIP-SO400M + Qwen2-0.5B) for honest timings (never honest answers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WORDS = ("what is in the video a rabbit tree sky grass big small yes no who where red green blue how many "
+         "one two three happens next").split()
+TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {% for c in m['content'] %}"
+            "{% if c['type'] == 'video' %}<video> {% elif c['type'] == 'image' %}<image> "
+            "{% else %}{{ c['text'] }} {% endif %}{% endfor %}<|im_end|> {% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
+
+
+def build(folder: str | Path, real_sizes: bool = False, seed: int = 0) -> Path:
+    """Save a random checkpoint (model + processor) to `folder`, loadable with `load_vlm(folder)`."""
+    model, processor = make(real_sizes, seed)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def make(real_sizes: bool = False, seed: int = 0, device: str = "cpu"):
+    """(model, processor) with random weights; `device` is where the weights are initialized."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor,
+                              PreTrainedTokenizerFast, Qwen2Config, SiglipVisionConfig)
+
+    specials = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+    vocab = {w: i for i, w in enumerate(specials + ["user", "assistant"] + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
+                                        eos_token="<|im_end|>",
+                                        additional_special_tokens=["<|im_start|>", "<image>", "<video>"])
+    if real_sizes:
+        vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
+                                    num_attention_heads=16, image_size=384, patch_size=14)
+        text = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                           num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768)
+    else:
+        vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                    image_size=112, patch_size=14)
+        text = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, vocab_size=len(vocab), max_position_embeddings=4096)
+    cfg = LlavaOnevisionConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
+                               image_token_id=vocab["<image>"], video_token_id=vocab["<video>"],
+                               vision_feature_layer=-1, vision_feature_select_strategy="full")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlavaOnevisionForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = vocab["<|im_end|>"]
+    size = {"height": vision.image_size, "width": vision.image_size}
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=size), tokenizer=tokenizer,
+        video_processor=LlavaOnevisionVideoProcessor(size=size),
+        num_image_tokens=(vision.image_size // vision.patch_size) ** 2, vision_feature_select_strategy="full",
+        chat_template=TEMPLATE)
+    return model, processor

@@ -1,0 +1,181 @@
+"""Ask a video: a stock LLaVA-OneVision (transformers) answers with the ENTROPY-SELECT tokens.
+
+Route, with no patching of library classes: the model's own `get_video_features` gives the pooled
+video tokens (T·h'·w' rows + one newline row); `select_tokens` runs on exactly those, viewed as
+(T, h', w', D); the prompt's run of `<video>` placeholders is shortened to K + 1, embedded with the model's own
+embedding table, and the kept rows (in temporal-raster order) plus the newline are written over the
+placeholder embeddings, as the stock forward does for the full run; the stock forward then gets
+`inputs_embeds`. Qwen2 uses 1-D RoPE, so the
+shorter sequence is a valid input. Decoding is greedy, token by token on the KV cache, which gives an
+exact time to first token.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import SelectorConfig, select_tokens
+from .core import Selection
+
+__all__ = ["VLM", "VLMError", "Answer", "load_vlm", "DEFAULT_VLM", "KNOWN_VLMS"]
+
+DEFAULT_VLM = os.environ.get("ENTROPY_SELECT_VLM", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf")
+MAX_QUESTION_CHARS = 2000
+KNOWN_VLMS = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf")
+
+
+class VLMError(ValueError):
+    """A model that cannot be loaded or a request it cannot answer; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    visual_tokens: int  # video tokens the language model received (kept + newline)
+    full_visual_tokens: int  # what the stock model would receive
+    prefill_ms: float  # time to first token: vision tower + selection + prefill
+    total_ms: float
+    new_tokens: int
+    selection: Selection | None
+    first_logits: torch.Tensor  # logits of the first generated token (for checks)
+
+
+@dataclass
+class VLM:
+    name: str
+    model: Any
+    processor: Any
+    device: torch.device
+    dtype: torch.dtype
+    lock: threading.Lock
+
+    @property
+    def video_token_id(self) -> int:
+        return int(self.model.config.video_token_id)
+
+    def prepare(self, frames: np.ndarray, question: str) -> dict[str, torch.Tensor]:
+        """The stock processor's inputs for one video and one question (chat template applied)."""
+        _check_inputs(frames, question)
+        conv = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        prompt = self.processor.apply_chat_template(conv, add_generation_prompt=True)
+        return self.processor(text=prompt, videos=[np.ascontiguousarray(frames)], return_tensors="pt")
+
+    def answer(self, frames: np.ndarray, question: str, retention: float = 1.0, config: SelectorConfig | None = None,
+               max_new_tokens: int = 64) -> Answer:
+        inputs = self.prepare(frames, question)
+        with self.lock, torch.inference_mode():
+            return self._answer(inputs, frames.shape[0], retention, config, max_new_tokens)
+
+    def _answer(self, inputs: dict, t_: int, retention: float, config: SelectorConfig | None,
+                max_new_tokens: int) -> Answer:
+        dev = self.device
+        ids = inputs["input_ids"].to(dev)
+        pix = inputs["pixel_values_videos"].to(dev, self.dtype)
+        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        feats = self.model.get_video_features(pixel_values_videos=pix, return_dict=True).pooler_output[0]
+        side = int(round(((feats.shape[0] - 1) / t_) ** 0.5))
+        grid = feats[:-1].reshape(t_, side, side, -1)
+        sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False)
+        video = torch.cat([sel.tokens, feats[-1:]], dim=0)
+        mask = ids[0] == self.video_token_id
+        where = torch.nonzero(mask).flatten()
+        full = int(mask.sum())
+        if full != feats.shape[0] or int(where[-1] - where[0]) + 1 != full:
+            raise VLMError(f"the prompt has {full} <video> placeholders for {feats.shape[0]} video features")
+        start, end = int(where[0]), int(where[-1]) + 1
+        run = torch.full((1, video.shape[0]), self.video_token_id, dtype=ids.dtype, device=dev)
+        short = torch.cat([ids[:, :start], run, ids[:, end:]], dim=1)
+        embeds = self.model.get_input_embeddings()(short)
+        embeds[0, start : start + video.shape[0]] = video.to(embeds.dtype)
+        out = self.model(inputs_embeds=embeds, attention_mask=torch.ones_like(short), use_cache=True, logits_to_keep=1)
+        first_logits = out.logits[0, -1].float()
+        token = first_logits.argmax()
+        sync()
+        prefill_ms = (time.perf_counter() - t0) * 1e3
+        generated = [int(token)]
+        past = out.past_key_values
+        eos = _eos_ids(self.model, self.processor)
+        mask_len = short.shape[1]
+        while len(generated) < max_new_tokens and generated[-1] not in eos:
+            mask_len += 1
+            step = self.model(input_ids=token.view(1, 1), past_key_values=past, use_cache=True, logits_to_keep=1,
+                              attention_mask=torch.ones((1, mask_len), dtype=short.dtype, device=dev))
+            past = step.past_key_values
+            token = step.logits[0, -1].argmax()
+            generated.append(int(token))
+        sync()
+        total_ms = (time.perf_counter() - t0) * 1e3
+        text = self.processor.decode(generated, skip_special_tokens=True).strip()
+        return Answer(text, int(video.shape[0]), full, prefill_ms, total_ms, len(generated), sel, first_logits.cpu())
+
+
+def _eos_ids(model: Any, processor: Any) -> set[int]:
+    ids = model.generation_config.eos_token_id if model.generation_config is not None else None
+    ids = ids if isinstance(ids, list) else [ids]
+    tok = getattr(processor, "tokenizer", None)
+    if tok is not None and tok.eos_token_id is not None:
+        ids.append(tok.eos_token_id)
+    return {int(i) for i in ids if i is not None}
+
+
+def _check_inputs(frames: object, question: object) -> None:
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise VLMError(f"frames must be a uint8 array (T, H, W, 3), got {getattr(frames, 'shape', type(frames))}")
+    if not isinstance(question, str) or not question.strip():
+        raise VLMError("ask a question: the question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise VLMError(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
+
+
+def _how_to_connect(ident: str) -> str:
+    return (f"No LLaVA-OneVision model could be loaded from '{ident}' on this machine (no network access to the "
+            "Hugging Face hub, and no such local folder). To connect one: run on a machine with network access "
+            f"(e.g. a Hugging Face Space) with the id '{DEFAULT_VLM}', or download it elsewhere "
+            f"(huggingface-cli download {DEFAULT_VLM} --local-dir DIR), copy DIR here and give DIR as the model.")
+
+
+_LOCK = threading.Lock()
+
+
+def load_vlm(model_id_or_path: str | None = None, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None) -> VLM:
+    """Load (once, then cached) a LLaVA-OneVision checkpoint: bf16 on a GPU (fp16 if bf16 is missing), fp32 on CPU."""
+    ident = (model_id_or_path or DEFAULT_VLM).strip()
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None:
+        dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if dev.type == "cuda" \
+            else torch.float32
+    with _LOCK:
+        return _load(ident, str(dev), dtype)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(ident: str, device: str, dtype: torch.dtype) -> VLM:
+    from transformers import AutoConfig, AutoProcessor, LlavaOnevisionForConditionalGeneration
+
+    try:
+        cfg = AutoConfig.from_pretrained(ident, trust_remote_code=False)
+    except (OSError, ValueError):
+        if Path(ident).is_dir():
+            raise VLMError(f"{ident} is not a model folder (no usable config.json)") from None
+        raise VLMError(_how_to_connect(ident)) from None
+    if cfg.model_type != "llava_onevision":
+        raise VLMError(f"'{ident}' is a {cfg.model_type!r} model; this panel needs a LLaVA-OneVision checkpoint")
+    try:
+        processor = AutoProcessor.from_pretrained(ident, trust_remote_code=False)
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(ident, dtype=dtype, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise VLMError(f"could not load '{ident}': {str(e).splitlines()[0]}") from None
+    model = model.eval().to(device)
+    return VLM(ident, model, processor, torch.device(device), dtype, threading.Lock())
