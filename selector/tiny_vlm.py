@@ -26,9 +26,16 @@ def make(real_sizes: bool = False, seed: int = 0, device: str = "cpu"):
     """(model, processor) with random weights; `device` is where the weights are initialized."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor,
-                              PreTrainedTokenizerFast, Qwen2Config, SiglipVisionConfig)
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
 
     specials = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
     vocab = {w: i for i, w in enumerate(specials + ["user", "assistant"] + WORDS)}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import media
 import numpy as np
 import pytest
 import torch
 
-import media
 from selector import SelectorConfig
 from selector.tiny_vlm import build
 from selector.vlm import VLMError, load_vlm
