@@ -328,7 +328,7 @@ def _llava_onevision(ident: str, dev: torch.device) -> Encoder:
     mean, std, _ = _image_stats(ident, size)
 
     def fwd(x: torch.Tensor) -> torch.Tensor:
-        out = model.model.get_video_features(pixel_values_videos=x[None])
+        out = model.model.get_video_features(x[None])  # positional: the keyword differs across versions
         feats = out.pooler_output if hasattr(out, "pooler_output") else out
         feats = feats[0] if isinstance(feats, (tuple, list)) else feats
         feats = feats.reshape(-1, feats.shape[-1])[: x.shape[0] * pooled * pooled]  # drop the newline row

@@ -83,7 +83,8 @@ class VLM:
         sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
-        feats = self.model.get_video_features(pixel_values_videos=pix, return_dict=True).pooler_output[0]
+        # positional: the keyword is pixel_values_videos in transformers 5.23, pixel_values in 5.17
+        feats = self.model.get_video_features(pix, return_dict=True).pooler_output[0]
         side = int(round(((feats.shape[0] - 1) / t_) ** 0.5))
         grid = feats[:-1].reshape(t_, side, side, -1)
         sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False)
