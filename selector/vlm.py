@@ -84,16 +84,25 @@ class VLM:
         sync()
         t0 = time.perf_counter()
         # positional: the keyword is pixel_values_videos in transformers 5.23, pixel_values in 5.17
-        feats = self.model.get_video_features(pix, return_dict=True).pooler_output[0]
-        side = int(round(((feats.shape[0] - 1) / t_) ** 0.5))
-        grid = feats[:-1].reshape(t_, side, side, -1)
+        feats = self.model.get_video_features(pix, return_dict=True).pooler_output
+        feats = feats.reshape(-1, feats.shape[-1])
+        vcfg = self.model.config.vision_config
+        side = -(-(vcfg.image_size // vcfg.patch_size) // 2)  # bilinear 2× pooling rounds up: 27 → 14
+        n_grid = t_ * side * side
+        if feats.shape[0] == n_grid:  # transformers 5.17 leaves the newline row out of pooler_output
+            newline = self.model.model.image_newline[None].to(feats.dtype)
+        elif feats.shape[0] == n_grid + 1:  # 5.23 appends it
+            newline = feats[-1:]
+        else:
+            raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid} (+1)")
+        grid = feats[:n_grid].reshape(t_, side, side, -1)
         sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False)
-        video = torch.cat([sel.tokens, feats[-1:]], dim=0)
+        video = torch.cat([sel.tokens, newline], dim=0)
         mask = ids[0] == self.video_token_id
         where = torch.nonzero(mask).flatten()
         full = int(mask.sum())
-        if full != feats.shape[0] or int(where[-1] - where[0]) + 1 != full:
-            raise VLMError(f"the prompt has {full} <video> placeholders for {feats.shape[0]} video features")
+        if full != n_grid + 1 or int(where[-1] - where[0]) + 1 != full:
+            raise VLMError(f"the prompt has {full} <video> placeholders for {n_grid} + 1 video features")
         start, end = int(where[0]), int(where[-1]) + 1
         run = torch.full((1, video.shape[0]), self.video_token_id, dtype=ids.dtype, device=dev)
         short = torch.cat([ids[:, :start], run, ids[:, end:]], dim=1)
