@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"device {name} · {dtype} · torch {torch.__version__} · median of {a.repeats} · greedy, 8 new tokens")
     print(f"{'frames':>6}{'retention':>10}{'visual tok':>12}{'prompt tok':>12}{'TTFT ms':>10}{'total ms':>10}"
-          f"{'TTFT/full':>11}")
+          f"{'TTFT/full':>11}{'vision':>9}{'select':>9}{'prefill':>9}{'prefill/full':>14}")
     question = "what happens in the video"
     for t in a.frames:
         frames = np.random.RandomState(t).randint(0, 255, (t, 384, 384, 3), dtype=np.uint8)
@@ -46,10 +46,12 @@ def main(argv: list[str] | None = None) -> None:
                 runs = [vlm._answer(inputs, t, r, None, 8) for _ in range(a.repeats)]
             ttft = statistics.median(x.prefill_ms for x in runs)
             total = statistics.median(x.total_ms for x in runs)
-            base = base or ttft
+            st = {k: statistics.median(x.stages_ms[k] for x in runs) for k in ("vision", "select", "llm_prefill")}
+            base = base or (ttft, st["llm_prefill"])
             prompt = inputs["input_ids"].shape[1] - runs[0].full_visual_tokens + runs[0].visual_tokens
             print(f"{t:>6}{r:>10}{runs[0].visual_tokens:>12}{prompt:>12}{ttft:>10.1f}{total:>10.1f}"
-                  f"{ttft / base:>11.2f}")
+                  f"{ttft / base[0]:>11.2f}{st['vision']:>9.1f}{st['select']:>9.2f}{st['llm_prefill']:>9.1f}"
+                  f"{st['llm_prefill'] / base[1]:>14.2f}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ class Answer:
     total_ms: float
     new_tokens: int
     selection: Selection | None
+    stages_ms: dict[str, float]  # vision (tower + projector + pooling), select, llm_prefill
     first_logits: torch.Tensor  # logits of the first generated token (for checks)
 
 
@@ -96,7 +97,11 @@ class VLM:
         else:
             raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid} (+1)")
         grid = feats[:n_grid].reshape(t_, side, side, -1)
+        sync()
+        t1 = time.perf_counter()
         sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False)
+        sync()
+        t2 = time.perf_counter()
         video = torch.cat([sel.tokens, newline], dim=0)
         mask = ids[0] == self.video_token_id
         where = torch.nonzero(mask).flatten()
@@ -112,7 +117,9 @@ class VLM:
         first_logits = out.logits[0, -1].float()
         token = first_logits.argmax()
         sync()
-        prefill_ms = (time.perf_counter() - t0) * 1e3
+        t3 = time.perf_counter()
+        prefill_ms = (t3 - t0) * 1e3
+        stages = {"vision": (t1 - t0) * 1e3, "select": (t2 - t1) * 1e3, "llm_prefill": (t3 - t2) * 1e3}
         generated = [int(token)]
         past = out.past_key_values
         eos = _eos_ids(self.model, self.processor)
@@ -127,7 +134,8 @@ class VLM:
         sync()
         total_ms = (time.perf_counter() - t0) * 1e3
         text = self.processor.decode(generated, skip_special_tokens=True).strip()
-        return Answer(text, int(video.shape[0]), full, prefill_ms, total_ms, len(generated), sel, first_logits.cpu())
+        return Answer(text, int(video.shape[0]), full, prefill_ms, total_ms, len(generated), sel, stages,
+                      first_logits.cpu())
 
 
 def _eos_ids(model: Any, processor: Any) -> set[int]:

@@ -31,6 +31,8 @@ def test_full_retention_first_logits_equal_stock_forward(vlm, frames):
     assert a.full_visual_tokens == a.visual_tokens == 4 * 4 * 4 + 1
     assert float((stock - a.first_logits).abs().max()) < 1e-5
     assert a.new_tokens >= 1 and a.prefill_ms > 0 and a.total_ms >= a.prefill_ms
+    assert set(a.stages_ms) == {"vision", "select", "llm_prefill"}
+    assert sum(a.stages_ms.values()) == pytest.approx(a.prefill_ms, rel=1e-6)
 
 
 @pytest.mark.parametrize("r", [0.35, 0.1, 0.02])
