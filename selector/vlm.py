@@ -99,7 +99,7 @@ class VLM:
         grid = feats[:n_grid].reshape(t_, side, side, -1)
         sync()
         t1 = time.perf_counter()
-        sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False)
+        sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False, cuda_graph=grid.is_cuda)
         sync()
         t2 = time.perf_counter()
         video = torch.cat([sel.tokens, newline], dim=0)
