@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default: no calls home
 
 import gradio as gr  # noqa: E402
+import gradio.utils  # noqa: E402
 
 from selector import SelectorError
 from selector.encoders import DEFAULT_ENCODER, EncoderError, available_encoders
@@ -31,6 +33,7 @@ SAMPLE = ROOT / "assets" / "bigbuckbunny.mp4"
 MAX_UPLOAD = os.environ.get("ENTROPY_SELECT_MAX_UPLOAD", "200mb")
 QUEUE_SIZE = int(os.environ.get("ENTROPY_SELECT_QUEUE", "32"))
 CONCURRENCY = int(os.environ.get("ENTROPY_SELECT_CONCURRENCY", "2"))
+TIME_LIMIT = float(os.environ.get("ENTROPY_SELECT_TIME_LIMIT", "300"))  # seconds per compute request
 OUT_DIR = Path(tempfile.gettempdir()) / "entropy-select-downloads"
 USER_ERRORS = (SelectorError, VideoError, EncoderError, VLMError)
 
@@ -49,14 +52,21 @@ and grid quotas keep coverage. Upload a video or pick the example, then move the
 selector re-runs, on features computed once."""
 
 
+_THUMBS: dict[tuple, Any] = {}
+_THUMBS_LOCK = threading.Lock()
+
+
 def _thumbs(a: Analysis) -> Any:
-    cache = _thumbs.__dict__.setdefault("cache", {})
     key = (a.features.digest, a.features.clip.frames.shape)
-    if key not in cache:
-        if len(cache) > 8:
-            cache.clear()
-        cache[key] = thumbnails(a.features.clip.frames)
-    return cache[key]
+    with _THUMBS_LOCK:
+        hit = _THUMBS.get(key)
+    if hit is None:
+        hit = thumbnails(a.features.clip.frames)
+        with _THUMBS_LOCK:
+            if len(_THUMBS) >= 8:
+                _THUMBS.pop(next(iter(_THUMBS)))
+            _THUMBS[key] = hit
+    return hit
 
 
 def _downloads(a: Analysis) -> tuple[str, str]:
@@ -105,10 +115,21 @@ def _params(retention, alpha, tau, window, temporal_window, grid, num_frames, en
                                    set(available_encoders()) | {DEFAULT_ENCODER}))
 
 
-def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, files: bool = True
-         ) -> tuple[Analysis, list]:
+def _uploaded(video: str | None) -> str:
+    """The handlers read uploads (gradio's upload folder) and the bundled examples, nothing else: a client
+    that names a server path gets a refusal that does not reveal whether the path exists."""
     if not video:
         raise gr.Error("Upload a video or pick the example first.")
+    real = os.path.realpath(video)
+    roots = [os.path.realpath(gradio.utils.get_upload_folder()), os.path.realpath(ROOT / "assets")]
+    if not any(real.startswith(r + os.sep) for r in roots):
+        raise gr.Error("Only uploaded files (or the bundled example) can be analyzed.")
+    return real
+
+
+def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, files: bool = True
+         ) -> tuple[Analysis, list]:
+    video = _uploaded(video)
     try:
         a = analyze(video, p, progress=lambda f, msg: progress(f, desc=msg))
     except USER_ERRORS as e:
@@ -167,7 +188,7 @@ def _cached_analysis(video, *ui) -> Analysis | None:
     if not video:
         return None
     try:
-        return analyze(video, _ui_params(*ui))
+        return analyze(_uploaded(video), _ui_params(*ui))
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
 
@@ -213,8 +234,7 @@ def _answer_dict(a) -> dict:
 def ask_endpoint(video: str, question: str, retention: float = 0.35, model: str = "", num_frames: int = 16,
                  max_new_tokens: int = 64, progress: gr.Progress = gr.Progress()) -> list:  # noqa: B008
     """Answer a question about the video twice: with all video tokens and with the ENTROPY-SELECT ones."""
-    if not video:
-        raise gr.Error("Upload a video or pick the example first.")
+    video = _uploaded(video)
     try:
         p = _params(retention, 0.5, 1.0, 5, 3, 4, num_frames, None)
         n_new = int(max_new_tokens)
@@ -303,21 +323,21 @@ def build_demo() -> gr.Blocks:
         api_tau = gr.Number(1.0, visible=False)
         run.click(analyze_endpoint, [video, retention, alpha, api_tau, window, temporal_window, grid, num_frames,
                                      encoder, past_window, rho, grid_fusion, stretch], views, api_name="analyze",
-                  concurrency_limit=CONCURRENCY, concurrency_id="compute")
+                  concurrency_limit=CONCURRENCY, concurrency_id="compute", time_limit=TIME_LIMIT)
         log_tau.change(lambda x: (f"τ = {10 ** x:.3g}", 10 ** x), log_tau, [tau_text, api_tau],
                        api_visibility="private", queue=False)
         gr.on([video.change, retention.release, alpha.release, log_tau.release, window.release,
                temporal_window.release, past_window.release, grid.release, rho.release, num_frames.release,
                grid_fusion.change, stretch.change, encoder.change],
               _ui_run, ui_inputs, views[:7], api_visibility="private", concurrency_limit=CONCURRENCY,
-              concurrency_id="compute", trigger_mode="always_last").then(
+              concurrency_id="compute", trigger_mode="always_last", time_limit=TIME_LIMIT).then(
             _after_views, ui_inputs, [frame_img, json_file, npz_file], api_visibility="private",
             show_progress="hidden")
         frame_index.release(_frame_view, ui_inputs, frame_img, api_visibility="private",
                             concurrency_id="compute")
         lat_btn.click(_latency, ui_inputs, lat_plot, api_visibility="private", concurrency_id="compute")
         ask_btn.click(ask_endpoint, [video, question, retention, vlm_id, num_frames], [full_md, comp_md, ask_json],
-                      api_name="ask", concurrency_limit=1, concurrency_id="vlm")
+                      api_name="ask", concurrency_limit=1, concurrency_id="vlm", time_limit=TIME_LIMIT)
     return demo
 
 

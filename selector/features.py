@@ -103,7 +103,15 @@ def extract(
         if progress:
             progress(done / total, f"encoding frames with {enc.name}: {done}/{total}")
 
-    tokens = enc.encode(clip.frames, progress=step)
+    try:
+        tokens = enc.encode(clip.frames, progress=step)
+    except torch.cuda.OutOfMemoryError:
+        # the GPU is full (other users, a long clip): finish this one on the CPU rather than fail
+        torch.cuda.empty_cache()
+        if progress:
+            progress(0.0, "GPU out of memory: encoding on the CPU instead")
+        enc = load_encoder(encoder, "cpu")
+        tokens = enc.encode(clip.frames, progress=step)
     feats = Features(clip, tokens, enc.name, digest, (time.perf_counter() - t0) * 1e3)
     if cache is not None:
         cache.put(key, feats)

@@ -150,6 +150,7 @@ def test_service_caps_frames_and_says_so(monkeypatch):
 
 def test_handler_turns_errors_into_gr_error(tmp_path):
     import gradio as gr
+    import gradio.utils
 
     import app
 
@@ -159,10 +160,16 @@ def test_handler_turns_errors_into_gr_error(tmp_path):
         app.analyze_endpoint(str(SAMPLE), window=6, encoder=ENC)
     with pytest.raises(gr.Error, match="grid must be a whole number"):
         app.analyze_endpoint(str(SAMPLE), grid=float("nan"), encoder=ENC)
-    empty = tmp_path / "empty.mp4"
+    upload = Path(gradio.utils.get_upload_folder()) / f"test-{os.getpid()}"
+    upload.mkdir(parents=True, exist_ok=True)
+    empty = upload / "empty.mp4"
     empty.write_bytes(b"")
     with pytest.raises(gr.Error, match="empty"):
         app.analyze_endpoint(str(empty), encoder=ENC)
+    with pytest.raises(gr.Error, match="Only uploaded files"):
+        app.analyze_endpoint(str(tmp_path / "elsewhere.mp4"), encoder=ENC)
+    with pytest.raises(gr.Error, match="Only uploaded files"):
+        app.analyze_endpoint(str(upload / ".." / ".." / "etc" / "passwd"), encoder=ENC)
 
 
 def test_default_encoder_end_to_end(client):
@@ -234,3 +241,34 @@ def test_ask_errors_are_clear(client, kw, msg):
     kw.setdefault("question", "what")
     with pytest.raises(AppError, match=msg):
         _ask(client, **kw)
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", str(ROOT / "app.py"), "/tmp/../etc/hostname"])
+def test_server_paths_are_refused(server, client, path):
+    """A raw API call naming a server path (gradio_client would upload the file itself, so plain HTTP here)."""
+    import httpx
+
+    data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, 0.35, 0.5, 1.0, 5, 3, 4, 4, ENC, 3, 0.5, False, False]
+    url = server[0] + "gradio_api/call/analyze"
+    event = httpx.post(url, json={"data": data}, timeout=30).json()["event_id"]
+    with httpx.stream("GET", f"{url}/{event}", timeout=60) as r:
+        text = "".join(r.iter_text())
+    assert "event: error" in text and "not uploaded by a user" in text
+    assert "root:" not in text  # nothing of the file's content
+    assert _analyze(client, retention=0.1)[6]["tokens_kept"] == 115  # still serving
+
+
+def test_concurrent_clients_get_their_own_answers(server):
+    sys.path.insert(0, str(ROOT / "tools"))
+    from load_test import run
+
+    res = run(server[0], clients=6, requests=2, video=str(SAMPLE), encoder=ENC, frames=8)
+    assert res["ok"] == res["requests"] == 12, res["errors"]
+    assert server[1].poll() is None  # the server is still up
+
+
+def test_no_remote_code_anywhere():
+    for f in list((ROOT / "selector").glob("*.py")) + [ROOT / "app.py"]:
+        text = f.read_text()
+        assert "trust_remote_code=True" not in text, f
+        assert "pickle" not in text.replace("allow_pickle=False", "").replace("pickles", ""), f

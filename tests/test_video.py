@@ -137,3 +137,31 @@ def test_bad_files_raise_clear_errors(tmp_path, name, msg):
 def test_bad_num_frames(n):
     with pytest.raises(VideoError, match="num_frames"):
         read_clip(SAMPLE, n)
+
+
+def test_fuzzed_files_raise_video_error_or_decode(tmp_path):
+    """Flipped bytes and truncation at many offsets: a VideoError or frames, never another error or a hang."""
+    good = media.write(tmp_path / "good.mp4", media.pattern(24, 64, 96), codec="mpeg4")
+    data = good.read_bytes()
+    rng = np.random.RandomState(0)
+    variants = [data[:n] for n in np.linspace(16, len(data) - 1, 12).astype(int)]
+    for _ in range(12):
+        b = bytearray(data)
+        for i in rng.randint(0, len(b), size=rng.randint(1, 40)):
+            b[i] ^= 1 << rng.randint(0, 8)
+        variants.append(bytes(b))
+    outcomes = {"frames": 0, "error": 0}
+    for i, v in enumerate(variants):
+        p = tmp_path / f"v{i}.mp4"
+        p.write_bytes(v)
+        signal.alarm(60)
+        try:
+            clip = read_clip(p, 8)
+            assert clip.frames.dtype == np.uint8 and clip.frames.ndim == 4 and clip.frames.shape[0] >= 1
+            outcomes["frames"] += 1
+        except VideoError as e:
+            assert ".cc:" not in str(e) and ".cpp" not in str(e)
+            outcomes["error"] += 1
+        finally:
+            signal.alarm(0)
+    assert sum(outcomes.values()) == 24 and outcomes["error"] >= 1 and outcomes["frames"] >= 1
