@@ -53,8 +53,12 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
                    repeats: int, ref_max_tokens: int) -> None:
     cfg = SelectorConfig()
     graph = device.type == "cuda"
+    from . import triton_maps
+
+    probe = torch.zeros(1, 1, 1, 1, device=device)
+    path = "Triton maps kernel" if triton_maps.usable(probe, cfg) else "banded GEMM entropy"
     print(f"device: {torch.cuda.get_device_name(device) if graph else 'cpu'} · torch {torch.__version__} · "
-          f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: banded GEMM entropy"
+          f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: {path}"
           + (" + CUDA graph" if graph else "") + f" · {repeats} repeats, median")
     head = (f"{'grid T×H×W×D':<18}{'r':>6}{'K':>10}{'median ms':>11}{'p90 ms':>9}{'Mtok/s':>9}{'peak MiB':>10}"
             f"{'max/min':>9}{'ref ms':>10}{'speed-up':>9}")
