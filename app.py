@@ -127,8 +127,17 @@ def _uploaded(video: str | None) -> str:
     return real
 
 
-def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, files: bool = True
-         ) -> tuple[Analysis, list]:
+def _map_keys(a: Analysis, stretch: bool) -> dict[str, tuple]:
+    """What the entropy and gradient images depend on: they stay the same when only r, α, ρ or g move."""
+    base = (a.features.digest, a.features.encoder, a.params.num_frames, stretch)
+    return {"entropy": (*base, a.params.tau, a.params.window, a.params.temporal_window, a.params.past_window),
+            "gradient": base}
+
+
+def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, files: bool = True,
+         shown: dict | None = None) -> tuple[Analysis, list]:
+    """Analysis + views. `shown` (UI only) holds the keys of the maps the page already shows: those are
+    neither redrawn nor re-sent (gr.skip), which keeps slider moves fast."""
     video = _uploaded(video)
     try:
         a = analyze(video, p, progress=lambda f, msg: progress(f, desc=msg))
@@ -142,13 +151,18 @@ def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, fil
     if not a.features.from_cache or any("capped" in n for n in a.notes):
         for note in a.notes:
             gr.Warning(note)
-    v = render_views(_thumbs(a), a.selection, stretch, a.features.clip.timestamps)
+    keys = _map_keys(a, stretch)
+    skip = frozenset(k for k, v in keys.items() if shown is not None and shown.get(k) == v)
+    v = render_views(_thumbs(a), a.selection, stretch, a.features.clip.timestamps, skip)
     summary = a.summary()
     summary["render_ms"] = round(v.render_ms, 1)
     summary["video"] = describe(a.features.clip)
-    outputs = [summary_markdown(summary, v.notes), v.overlay, v.entropy, v.gradient, v.score, v.budgets, summary]
+    maps_out = [gr.skip() if img is None else img for img in (v.entropy, v.gradient)]
+    outputs = [summary_markdown(summary, v.notes), v.overlay, *maps_out, v.score, v.budgets, summary]
     if files:
         outputs += list(_downloads(a))
+    if shown is not None:
+        outputs.append(keys)
     return a, outputs
 
 
@@ -177,11 +191,11 @@ def _ui_params(retention, alpha, log_tau, window, temporal_window, grid, num_fra
 
 
 def _ui_run(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
-            grid_fusion, stretch, frame_index, progress: gr.Progress = gr.Progress()):  # noqa: B008
+            grid_fusion, stretch, frame_index, shown, progress: gr.Progress = gr.Progress()):  # noqa: B008
     """Slider path: views first; the frame view and the download files follow in a chained event."""
     p = _ui_params(retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
                    grid_fusion)
-    return _run(video, p, bool(stretch), progress, files=False)[1]
+    return _run(video, p, bool(stretch), progress, files=False, shown=shown or {})[1]
 
 
 def _cached_analysis(video, *ui) -> Analysis | None:
@@ -317,6 +331,7 @@ def build_demo() -> gr.Blocks:
                 budgets = gr.Plot(label="Frame budgets")
 
         views = [summary_md, overlay, entropy, gradient, score, budgets, summary_json, json_file, npz_file]
+        shown = gr.State({})  # keys of the maps on the page (a few short tuples per session)
         ui_inputs = [video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window,
                      rho, grid_fusion, stretch, frame_index]
         # the scriptable endpoint: explicit τ, not its log
@@ -329,7 +344,8 @@ def build_demo() -> gr.Blocks:
         gr.on([video.change, retention.release, alpha.release, log_tau.release, window.release,
                temporal_window.release, past_window.release, grid.release, rho.release, num_frames.release,
                grid_fusion.change, stretch.change, encoder.change],
-              _ui_run, ui_inputs, views[:7], api_visibility="private", concurrency_limit=CONCURRENCY,
+              _ui_run, [*ui_inputs, shown], [*views[:7], shown], api_visibility="private",
+              concurrency_limit=CONCURRENCY,
               concurrency_id="compute", trigger_mode="always_last", time_limit=TIME_LIMIT).then(
             _after_views, ui_inputs, [frame_img, json_file, npz_file], api_visibility="private",
             show_progress="hidden")

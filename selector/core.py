@@ -90,10 +90,21 @@ def num_kept(retention: float, n: int) -> int:
     return max(1, min(n, math.floor(retention * n + 1e-9)))
 
 
-def check_finite(tokens: torch.Tensor) -> None:
-    if not bool(torch.isfinite(tokens).all()):
+SAFE_RANGE = (2.0**-40, 2.0**40)  # |values| whose squares summed over D stay finite and normal in float32
+
+
+def check_finite(tokens: torch.Tensor) -> float:
+    """Raise on NaN/Inf; return the power-of-two factor that brings the largest |value| near 1 when it is
+    outside SAFE_RANGE (else 1.0). Cosines and min-max-normalized gradients do not change under a common
+    scale, and a power of two rescales float32 exactly, so huge or tiny features neither overflow nor
+    underflow in the sums of squares."""
+    amax = float(tokens.detach().abs().amax())  # NaN propagates, so one reduction checks both
+    if not math.isfinite(amax):
         bad = int((~torch.isfinite(tokens)).sum())
         raise SelectorError(f"tokens contain {bad} NaN/Inf values (shape {tuple(tokens.shape)})")
+    if amax == 0.0 or SAFE_RANGE[0] <= amax <= SAFE_RANGE[1]:
+        return 1.0
+    return 2.0 ** -math.ceil(math.log2(amax))
 
 
 def _check(tokens: object, retention: object) -> None:
@@ -150,9 +161,10 @@ def select_tokens(
         from .graphs import graph_select
 
         return graph_select(tokens, float(retention), cfg)
-    check_finite(tokens)
+    scale = check_finite(tokens)
     k = num_kept(float(retention), tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
-    return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), entropy_fn, gradient_fn)
+    return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), entropy_fn, gradient_fn,
+                        scale)
 
 
 def run_selector(
@@ -163,8 +175,13 @@ def run_selector(
     clock: Clock,
     entropy_fn: EntropyFn | None = None,
     gradient_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    scale: float = 1.0,
 ) -> Selection:
-    """The method on checked inputs; no host synchronisation (so a CUDA graph can capture it)."""
+    """The method on checked inputs; no host synchronisation (so a CUDA graph can capture it). The maps
+    and fused rows are computed on tokens·scale (see `check_finite`); kept rows are the input's own."""
+    original = tokens
+    if scale != 1.0:
+        tokens = tokens.float() * scale
     t_, h_, w_, d_ = tokens.shape
     n, m = t_ * h_ * w_, h_ * w_
     if entropy_fn is None and gradient_fn is None and triton_maps.usable(tokens, cfg):
@@ -196,10 +213,11 @@ def run_selector(
             tokens, flat, keep, rank, quota, budgets, cells, cfg.grid * cfg.grid
         )
     indices = _flat_indices(keep.reshape(-1), k)
-    rows = tokens.reshape(n, d_)[indices]
+    rows = original.reshape(n, d_)[indices]
     fused = anchor.reshape(-1)[indices]
     if fused_feat is not None:
-        rows = torch.where(fused[:, None], fused_feat.reshape(n, d_)[indices].to(rows.dtype), rows)
+        fused_rows = fused_feat.reshape(n, d_)[indices] / scale
+        rows = torch.where(fused[:, None], fused_rows.to(rows.dtype), rows)
     clock.lap("gather")
     return Selection(
         keep=keep.view(t_, h_, w_),

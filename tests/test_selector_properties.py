@@ -366,3 +366,24 @@ def test_cuda_budget_kernel_equals_torch_budgets():
         cpu = allocate.frame_budgets(score, k, cfg)[0]
         gpu = allocate.frame_budgets(score.cuda(), k, cfg)[0]
         assert torch.equal(gpu.cpu(), cpu), (t, m, k)
+
+
+extreme = st.sampled_from([0.0, -0.0, 1e-38, -1e-38, 1e-30, 1.0, -1.0, 1e30, -1e30, 3.4e38, -3.4e38, 7.0])
+
+
+@settings(max_examples=120, deadline=None)
+@given(shape=st.tuples(st.integers(1, 4), st.integers(1, 6), st.integers(1, 6), st.integers(1, 5)),
+       data=st.data(), cfg=configs, r=st.floats(1e-6, 1.0))
+def test_fuzz_extreme_token_values(shape, data, cfg, r):
+    """Huge, tiny, signed-zero and repeated values: finite maps in [0, 1], exact counts, the input's own rows,
+    and the same selection as for the same tokens scaled by a power of two (cosines and min-max ignore scale)."""
+    n = math.prod(shape)
+    vals = data.draw(st.lists(extreme, min_size=n, max_size=n))
+    x = torch.tensor(vals, dtype=torch.float32).reshape(shape)
+    sel = select_tokens(x, r, cfg)
+    for m in (sel.entropy, sel.gradient, sel.score):
+        assert bool(torch.isfinite(m).all()) and float(m.min()) >= 0 and float(m.max()) <= 1
+    assert sel.num_tokens == max(1, math.floor(r * shape[0] * shape[1] * shape[2] + 1e-9))
+    assert int(sel.budgets.sum()) == sel.num_tokens
+    assert bool(torch.isfinite(sel.tokens).all())
+    assert torch.equal(sel.tokens[~sel.fused], x.reshape(n // shape[3], shape[3])[sel.indices[~sel.fused]])

@@ -21,8 +21,8 @@ __all__ = ["Views", "render_views", "render_frame", "flatness_notes", "summary_m
 
 @dataclass(frozen=True)
 class Views:
-    entropy: Image.Image
-    gradient: Image.Image
+    entropy: Image.Image | None  # None when the caller said it already shows this map
+    gradient: Image.Image | None
     score: Image.Image
     overlay: Image.Image
     budgets: go.Figure
@@ -62,14 +62,17 @@ def flatness_notes(sel: Selection) -> list[str]:
 
 
 def render_views(frames_thumbs: np.ndarray, sel: Selection, stretch: bool = False,
-                 timestamps: np.ndarray | None = None) -> Views:
+                 timestamps: np.ndarray | None = None, skip: frozenset[str] = frozenset()) -> Views:
+    """All views of a selection; names in `skip` ("entropy", "gradient") are not drawn (None)."""
     t0 = time.perf_counter()
     a = _np(sel)
     cfg = sel.config
     b_max = cfg.max_tokens or sel.grid_shape[1] * sel.grid_shape[2]
     views = Views(
-        entropy=heatmap_mosaic(a["entropy"], frames_thumbs, "entropy Ĥ", "inferno", stretch),
-        gradient=heatmap_mosaic(a["gradient"], frames_thumbs, "gradient Ĝ", "viridis", stretch),
+        entropy=None if "entropy" in skip else heatmap_mosaic(a["entropy"], frames_thumbs, "entropy Ĥ", "inferno",
+                                                              stretch),
+        gradient=None if "gradient" in skip else heatmap_mosaic(a["gradient"], frames_thumbs, "gradient Ĝ",
+                                                                "viridis", stretch),
         score=heatmap_mosaic(a["score"], frames_thumbs, "score S = αĤ + (1-α)Ĝ", "magma", stretch),
         overlay=overlay_mosaic(frames_thumbs, a["keep"], a["anchors"], a["budgets"]),
         budgets=budget_chart(a["budgets"], sel.frame_saliency.cpu().numpy(), sel.frame_weights.cpu().numpy(),
