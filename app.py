@@ -218,12 +218,13 @@ def _frame_view(video, retention, alpha, log_tau, window, temporal_window, grid,
     return render_frame(frames[i], a.selection, i, bool(stretch))
 
 
-def _after_views(*ui):
-    """Frame view and download files for the selection now shown (all from caches)."""
+def _downloads_ui(*ui):
+    """Download files for the selection now shown, written when the Downloads tab is opened (not on every
+    slider move: they cost ~0.2 s of CPU that the views need more)."""
     a = _cached_analysis(*ui[:12])
     if a is None:
-        return None, None, None
-    return (_frame_view(*ui), *_downloads(a))
+        return None, None
+    return _downloads(a)
 
 
 def _latency(video, *ui):
@@ -324,7 +325,7 @@ def build_demo() -> gr.Blocks:
                             full_md = gr.Markdown()
                             comp_md = gr.Markdown()
                         ask_json = gr.JSON(label="Answers and timings")
-                    with gr.Tab("Downloads"):
+                    with gr.Tab("Downloads") as downloads_tab:
                         json_file = gr.File(label="Selection (JSON)")
                         npz_file = gr.File(label="Selection (NPZ)")
                         summary_json = gr.JSON(label="Summary")
@@ -347,8 +348,9 @@ def build_demo() -> gr.Blocks:
               _ui_run, [*ui_inputs, shown], [*views[:7], shown], api_visibility="private",
               concurrency_limit=CONCURRENCY,
               concurrency_id="compute", trigger_mode="always_last", time_limit=TIME_LIMIT).then(
-            _after_views, ui_inputs, [frame_img, json_file, npz_file], api_visibility="private",
-            show_progress="hidden")
+            _frame_view, ui_inputs, frame_img, api_visibility="private", show_progress="hidden")
+        downloads_tab.select(_downloads_ui, ui_inputs, [json_file, npz_file], api_visibility="private",
+                             concurrency_id="compute")
         frame_index.release(_frame_view, ui_inputs, frame_img, api_visibility="private",
                             concurrency_id="compute")
         lat_btn.click(_latency, ui_inputs, lat_plot, api_visibility="private", concurrency_id="compute")
