@@ -209,6 +209,9 @@ def test_browser_upload_move_slider_and_screenshot(server):
         page.get_by_role("tab", name="Entropy Ĥ").click()
         page.wait_for_timeout(500)
         page.screenshot(path=str(ARTIFACTS / "app-entropy-tab.png"), full_page=True)
+        page.get_by_role("tab", name="Downloads").click()  # files are written when this tab opens
+        page.wait_for_selector("text=/selection-.*\\.json/", timeout=60_000)
+        page.wait_for_selector("text=/selection-.*\\.npz/", timeout=60_000)
         browser.close()
     (ARTIFACTS / "slider-latency.txt").write_text(f"slider release to overlay update: {elapsed:.3f} s\n")
     assert (ARTIFACTS / "app-after-slider.png").stat().st_size > 50_000
