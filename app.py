@@ -273,14 +273,17 @@ def ask_endpoint(video: str, question: str, retention: float = 0.35, model: str 
     return [_answer_md("All video tokens", full), _answer_md(f"ENTROPY-SELECT, r = {p.retention:g}", comp), summary]
 
 
+def _example(video: str) -> list:
+    return analyze_endpoint(video, encoder=DEFAULT_ENCODER)
+
+
 def build_demo() -> gr.Blocks:
     encoders = list(available_encoders())
     with gr.Blocks(title="ENTROPY-SELECT Explorer", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
-            with gr.Column(scale=1, min_width=320):
+            with gr.Column(scale=1, min_width=320) as left:
                 video = gr.Video(label="Video", sources=["upload"], height=260)
-                gr.Examples(examples=[[str(SAMPLE)]], inputs=[video], label="Example (Big Buck Bunny, CC-BY 3.0)")
                 retention = gr.Slider(0.01, 1.0, 0.35, step=0.01, label="Retention r (fraction of tokens kept)")
                 alpha = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="α: weight of entropy vs gradient")
                 log_tau = gr.Slider(-2.0, 0.7, 0.0, step=0.05, label="log₁₀ τ (τ from 0.01 to 5; 0 → τ = 1)")
@@ -332,6 +335,10 @@ def build_demo() -> gr.Blocks:
                 budgets = gr.Plot(label="Frame budgets")
 
         views = [summary_md, overlay, entropy, gradient, score, budgets, summary_json, json_file, npz_file]
+        with left:
+            # computed on first use with the default parameters, then served from gradio's cache
+            gr.Examples(examples=[[str(SAMPLE)]], inputs=[video], outputs=views, fn=_example,
+                        label="Example (Big Buck Bunny, CC-BY 3.0)", cache_examples=True, cache_mode="lazy")
         shown = gr.State({})  # keys of the maps on the page (a few short tuples per session)
         ui_inputs = [video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window,
                      rho, grid_fusion, stretch, frame_index]

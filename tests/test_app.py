@@ -212,6 +212,13 @@ def test_browser_upload_move_slider_and_screenshot(server):
         page.get_by_role("tab", name="Downloads").click()  # files are written when this tab opens
         page.wait_for_selector("text=/selection-.*\\.json/", timeout=60_000)
         page.wait_for_selector("text=/selection-.*\\.npz/", timeout=60_000)
+        # a fresh visitor clicks the example instead of uploading (cached lazily on first use)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(server[0])
+        page.wait_for_selector("text=ENTROPY-SELECT Explorer")
+        page.locator(".gallery-item").first.click()
+        page.wait_for_selector("text=/Kept [0-9,]+ of 11,664 tokens/", timeout=180_000)
+        page.screenshot(path=str(ARTIFACTS / "app-example.png"), full_page=True)
         browser.close()
     (ARTIFACTS / "slider-latency.txt").write_text(f"slider release to overlay update: {elapsed:.3f} s\n")
     assert (ARTIFACTS / "app-after-slider.png").stat().st_size > 50_000
