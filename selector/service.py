@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import SelectorConfig, SelectorError, maps, select_tokens
@@ -155,7 +154,3 @@ def latency_rows(feats: Features, cfg: SelectorConfig, retentions: tuple[float, 
         rows.append({"retention": r, "median_ms": statistics.median(times), "min_ms": min(times),
                      "max_ms": max(times), "kept": kept})
     return rows
-
-
-def frames_of(feats: Features) -> np.ndarray:
-    return feats.clip.frames
