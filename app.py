@@ -73,8 +73,11 @@ def _downloads(a: Analysis) -> tuple[str, str]:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     now = time.time()
     for old in OUT_DIR.glob("selection-*"):  # keep the folder small: files live 15 minutes
-        if now - old.stat().st_mtime > 900:
-            old.unlink(missing_ok=True)
+        try:
+            if now - old.stat().st_mtime > 900:
+                old.unlink(missing_ok=True)
+        except FileNotFoundError:  # another request removed it first
+            pass
     stem = OUT_DIR / f"selection-{a.features.digest[:10]}-{time.time_ns()}"
     extra = {"encoder": a.features.encoder, "video_digest": a.features.digest}
     to_json(a.selection, f"{stem}.json", extra)
