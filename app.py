@@ -18,6 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default
 
 import gradio as gr  # noqa: E402
 import gradio.utils  # noqa: E402
+import torch  # noqa: E402
 
 from selector import SelectorError
 from selector.encoders import DEFAULT_ENCODER, EncoderError, available_encoders
@@ -146,7 +147,7 @@ def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, fil
         a = analyze(video, p, progress=lambda f, msg: progress(f, desc=msg))
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
-    except MemoryError:
+    except (MemoryError, torch.cuda.OutOfMemoryError):
         raise gr.Error("Out of memory for this video: try fewer frames or a smaller encoder.") from None
     except Exception as e:  # never a traceback in the page; the log keeps it
         log.exception("analysis failed")
@@ -268,6 +269,8 @@ def ask_endpoint(video: str, question: str, retention: float = 0.35, model: str 
         comp = vlm.answer(frames, question, p.retention, p.config(), max_new_tokens=n_new)
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        raise gr.Error("Out of memory while answering: try fewer frames or a smaller model.") from None
     except Exception as e:
         log.exception("ask failed")
         raise gr.Error(f"Internal error ({type(e).__name__}); the server log has the details.") from None
