@@ -218,6 +218,9 @@ def test_browser_upload_move_slider_and_screenshot(server):
         page.wait_for_selector("text=ENTROPY-SELECT Explorer")
         page.locator(".gallery-item").first.click()
         page.wait_for_selector("text=/Kept [0-9,]+ of 11,664 tokens/", timeout=180_000)
+        page.wait_for_function("el => el && el.complete && el.naturalWidth > 0",
+                               arg=page.locator("#overlay img").first.element_handle())
+        page.wait_for_timeout(1500)  # let the plot draw before the picture is taken
         page.screenshot(path=str(ARTIFACTS / "app-example.png"), full_page=True)
         browser.close()
     (ARTIFACTS / "slider-latency.txt").write_text(f"slider release to overlay update: {elapsed:.3f} s\n")
