@@ -98,7 +98,11 @@ def check_finite(tokens: torch.Tensor) -> float:
     outside SAFE_RANGE (else 1.0). Cosines and min-max-normalized gradients do not change under a common
     scale, and a power of two rescales float32 exactly, so huge or tiny features neither overflow nor
     underflow in the sums of squares."""
-    amax = float(tokens.detach().abs().amax())  # NaN propagates, so one reduction checks both
+    return rescale_for(float(tokens.detach().abs().amax()), tokens)  # NaN propagates: one reduction checks both
+
+
+def rescale_for(amax: float, tokens: torch.Tensor) -> float:
+    """check_finite's verdict from the largest |value| (computed eagerly or inside a CUDA graph)."""
     if not math.isfinite(amax):
         bad = int((~torch.isfinite(tokens)).sum())
         raise SelectorError(f"tokens contain {bad} NaN/Inf values (shape {tuple(tokens.shape)})")

@@ -15,7 +15,7 @@ import functools
 import torch
 
 from .config import SelectorConfig
-from .maps import entropy_from_logits
+from .maps import entropy_from_logits, normalize
 
 __all__ = ["entropy_banded", "entropy_banded_raw", "band_layout"]
 
@@ -75,7 +75,7 @@ def _banded(x: torch.Tensor, cfg: SelectorConfig, normalized: bool) -> torch.Ten
     if normalized:
         buf[front : front + n] = flat
     else:
-        torch.div(flat, flat.norm(dim=-1, keepdim=True).clamp_min(1e-12), out=buf[front : front + n])
+        normalize(flat, out=buf[front : front + n])
     q = buf[front : front + n].view(t_ * h_, w_, d_)
     sims = []
     for dt, nrows, col in parts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import threading
@@ -19,7 +20,14 @@ __all__ = ["file_digest", "FeatureCache", "Features", "extract", "CACHE"]
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """blake2b of the file's bytes: the same content under another name hits the same cache entry."""
+    """blake2b of the file's bytes: the same content under another name hits the same cache entry.
+    Remembered per (path, size, mtime), so slider moves do not re-read a large upload."""
+    st = os.stat(path)
+    return _digest(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

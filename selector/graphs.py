@@ -6,15 +6,14 @@ static buffer and outputs cloned out, so Selections never alias each other. Impo
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import fields, replace
 
 import torch
 
-from .config import SelectorConfig, SelectorError
-from .core import SAFE_RANGE, Clock, Selection, check_finite, num_kept, run_selector
+from .config import SelectorConfig
+from .core import Clock, Selection, num_kept, rescale_for, run_selector
 
 __all__ = ["graph_select", "clear_graphs"]
 
@@ -61,13 +60,9 @@ def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) ->
         graph, static, out, amax = entry
         static.copy_(tokens)
         graph.replay()
-        top = float(amax)  # the one host sync
-        if not math.isfinite(top):
-            bad = int((~torch.isfinite(tokens)).sum())
-            raise SelectorError(f"tokens contain {bad} NaN/Inf values (shape {tuple(tokens.shape)})")
-        if top != 0.0 and not SAFE_RANGE[0] <= top <= SAFE_RANGE[1]:
-            # rare: values that need rescaling; the eager path does it
-            return run_selector(tokens, k, retention, cfg, Clock(tokens.device, False), scale=check_finite(tokens))
+        scale = rescale_for(float(amax), tokens)  # the one host sync; raises on NaN/Inf
+        if scale != 1.0:  # rare: values that need rescaling; the eager path does it
+            return run_selector(tokens, k, retention, cfg, Clock(tokens.device, False), scale=scale)
         cloned = {f.name: getattr(out, f.name).clone() for f in fields(out)
                   if isinstance(getattr(out, f.name), torch.Tensor)}
     return replace(out, retention=retention, timings_ms={}, **cloned)

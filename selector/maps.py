@@ -35,10 +35,10 @@ def stencil(window: int, temporal_window: int, past_window: int) -> tuple[tuple[
     return tuple(offsets)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
+def normalize(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Unit-length features t̂ (fp32); an all-zero token stays zero (cosine 0 with everything)."""
     x = x.float()
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.div(x, x.norm(dim=-1, keepdim=True).clamp_min(1e-12), out=out)
 
 
 def _shift_slices(size: int, d: int) -> tuple[slice, slice]:

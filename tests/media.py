@@ -46,27 +46,24 @@ def write(path: Path, frames: np.ndarray, fps: float = 10, codec: str = "libx264
             c.mux(p)
         if a is not None:
             n = int(16000 * len(frames) / fps)
-            samples = (np.sin(np.arange(n) / 10) * 3000).astype(np.int16)[None]
-            af = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-            af.sample_rate = 16000
-            for p in a.encode(af):
-                c.mux(p)
-            for p in a.encode():
-                c.mux(p)
+            _mux_audio(c, a, (np.sin(np.arange(n) / 10) * 3000).astype(np.int16), 16000)
     return path
+
+
+def _mux_audio(c, stream, samples: np.ndarray, rate: int) -> None:
+    import av
+
+    af = av.AudioFrame.from_ndarray(samples[None], format="s16", layout="mono")
+    af.sample_rate = rate
+    for p in [*stream.encode(af), *stream.encode()]:
+        c.mux(p)
 
 
 def audio_only(path: Path) -> Path:
     import av
 
     with av.open(str(path), "w") as c:
-        a = c.add_stream("pcm_s16le", rate=8000)
-        af = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.int16), format="s16", layout="mono")
-        af.sample_rate = 8000
-        for p in a.encode(af):
-            c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+        _mux_audio(c, c.add_stream("pcm_s16le", rate=8000), np.zeros(8000, np.int16), 8000)
     return path
 
 
