@@ -121,3 +121,215 @@ def budget_kernel(w_ptr, out_ptr, T, K, LO, HI, M, ITERS, BT: tl.constexpr):
     add = _water(HI - base, rank, ok, tl.maximum(diff, 0), M, ITERS, BT)
     cut = _water(base - LO, T - 1 - rank, ok, tl.maximum(-diff, 0), M, ITERS, BT)
     tl.store(out_ptr + f, base + add - cut, mask=ok)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fused GPU pipeline (triton_maps.select_fused): prep → entropy → frame → budgets → pick → gather.
+
+
+@triton.jit
+def prep_kernel(x_ptr, inv_ptr, g_ptr, rowstat_ptr, H, W, D, BW: tl.constexpr, BD: tl.constexpr):
+    # one program per token row (t, r): inverse norms, raw gradient magnitude (central differences,
+    # one-sided at borders) and row statistics (min G, max G, max |x|, count of NaN/Inf)
+    pid = tl.program_id(0)
+    t = pid // H
+    r = pid % H
+    q = tl.arange(0, BW)
+    q_ok = q < W
+    cl = tl.maximum(q - 1, 0)
+    cr = tl.minimum(q + 1, W - 1)
+    ru = tl.maximum(r - 1, 0)
+    rd = tl.minimum(r + 1, H - 1)
+    fx = 1.0 / tl.maximum(cr - cl, 1).to(tl.float32)
+    fy = 1.0 / tl.maximum(rd - ru, 1).to(tl.float32)
+    base = (t * H + r) * W
+    ss = tl.zeros((BW,), dtype=tl.float32)
+    g2 = tl.zeros((BW,), dtype=tl.float32)
+    amax = tl.zeros((BW,), dtype=tl.float32)
+    bad = tl.zeros((BW,), dtype=tl.float32)
+    for d0 in range(0, D, BD):
+        d = d0 + tl.arange(0, BD)
+        m2 = q_ok[:, None] & (d < D)[None, :]
+        xc = tl.load(x_ptr + (base + q)[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        xl = tl.load(x_ptr + (base + cl)[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        xr = tl.load(x_ptr + (base + cr)[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        xu = tl.load(x_ptr + ((t * H + ru) * W + q)[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        xd = tl.load(x_ptr + ((t * H + rd) * W + q)[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        ss += tl.sum(xc * xc, axis=1)
+        ax = tl.abs(xc)
+        amax = tl.maximum(amax, tl.max(ax, axis=1))
+        bad += tl.sum(((xc != xc) | (ax == float("inf"))).to(tl.float32), axis=1)
+        gx = (xr - xl) * fx[:, None]
+        gy = (xd - xu) * fy
+        g2 += tl.sum(gx * gx + gy * gy, axis=1)
+    inv = 1.0 / tl.maximum(tl.sqrt(ss), 1e-12)
+    g = tl.sqrt(g2)
+    tl.store(inv_ptr + base + q, inv, mask=q_ok)
+    tl.store(g_ptr + base + q, g, mask=q_ok)
+    out = rowstat_ptr + pid * 4
+    tl.store(out, tl.min(tl.where(q_ok, g, float("inf")), axis=0))
+    tl.store(out + 1, tl.max(tl.where(q_ok, g, 0.0), axis=0))
+    tl.store(out + 2, tl.max(amax, axis=0))
+    tl.store(out + 3, tl.sum(bad, axis=0))
+
+
+@triton.jit
+def entropy_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
+                   RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
+                   BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
+                   STAGES: tl.constexpr):
+    # one program per band of QR rows of one frame; key rows: 2·RAD+QR of frame t, then 2·PRAD+QR of each
+    # past frame, NKP at a time; per part a (QR·BW × NKP·BW) block of raw dot products on tensor cores,
+    # cosines from the precomputed inverse norms, and an online merge of the softmax statistics
+    pid = tl.program_id(0)
+    nrb = (H + QR - 1) // QR
+    t = pid // nrb
+    r0 = (pid % nrb) * QR
+    BQ: tl.constexpr = QR * BW
+    NCUR: tl.constexpr = 2 * RAD + QR
+    PROWS: tl.constexpr = 2 * PRAD + QR
+    NKEY: tl.constexpr = NCUR + (KT - 1) * PROWS
+    NPARTS: tl.constexpr = (NKEY + NKP - 1) // NKP
+    q = tl.arange(0, BQ)
+    qr = r0 + q // BW
+    qc = q % BW
+    q_ok = (qc < W) & (qr < H)
+    qtok = (t * H + qr) * W + qc
+    inv_q = tl.load(inv_ptr + qtok, mask=q_ok, other=0.0)
+    m_run = tl.full((BQ,), -1e30, dtype=tl.float32)
+    z = tl.zeros((BQ,), dtype=tl.float32)
+    zl = tl.zeros((BQ,), dtype=tl.float32)
+    cnt = tl.zeros((BQ,), dtype=tl.float32)
+    for part in tl.static_range(NPARTS):
+        kk = tl.arange(0, NKP * BW)
+        j = part * NKP + kk // BW
+        kc = kk % BW
+        is_cur = j < NCUR
+        pj = j - NCUR
+        dt = tl.where(is_cur, 0, -(pj // PROWS) - 1)
+        krow = tl.where(is_cur, r0 - RAD + j, r0 - PRAD + pj % PROWS)
+        kframe = t + dt
+        k_ok = (j < NKEY) & (krow >= 0) & (krow < H) & (kframe >= 0) & (kc < W)
+        ktok = (kframe * H + krow) * W + kc
+        inv_k = tl.load(inv_ptr + ktok, mask=k_ok, other=0.0)
+        s = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
+        for d0 in tl.range(0, D, BD, num_stages=STAGES):
+            d = d0 + tl.arange(0, BD)
+            dm = d < D
+            qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :],
+                         other=0.0).to(tl.float32)
+            kv = tl.load(x_ptr + ktok[:, None] * D + d[None, :], mask=k_ok[:, None] & dm[None, :],
+                         other=0.0).to(tl.float32)
+            s = tl.dot(qv, tl.trans(kv), s, input_precision=PREC)
+        rad_j = tl.where(is_cur, RAD, PRAD)
+        drr = krow[None, :] - qr[:, None]
+        dcc = kc[None, :] - qc[:, None]
+        valid = (k_ok[None, :] & q_ok[:, None] & (drr <= rad_j[None, :]) & (drr >= -rad_j[None, :])
+                 & (dcc <= rad_j[None, :]) & (dcc >= -rad_j[None, :]))
+        valid = valid & ~(is_cur[None, :] & (drr == 0) & (dcc == 0))
+        logits = s * inv_q[:, None] * inv_k[None, :] * inv_tau
+        lg = tl.where(valid, logits, -1e30)
+        m_new = tl.maximum(m_run, tl.max(lg, axis=1))
+        scale = tl.exp(m_run - m_new)
+        p = tl.where(valid, tl.exp(lg - m_new[:, None]), 0.0)
+        z = z * scale + tl.sum(p, axis=1)
+        zl = zl * scale + tl.sum(p * tl.where(valid, logits, 0.0), axis=1)
+        cnt += tl.sum(valid.to(tl.float32), axis=1)
+        m_run = m_new
+    zz = tl.maximum(z, 1e-30)
+    h = m_run + tl.log(zz) - zl / zz
+    h = tl.where(cnt >= 2, h / tl.log(tl.maximum(cnt, 2.0)), 0.0)
+    h = tl.minimum(tl.maximum(h, 0.0), 1.0)
+    tl.store(h_ptr + qtok, h, mask=q_ok)
+
+
+@triton.jit
+def frame_kernel(h_ptr, g_ptr, rowstat_ptr, gn_ptr, score_ptr, sal_ptr, M, NROWS, alpha, beta, NQ,
+                 BM: tl.constexpr, BR: tl.constexpr):
+    # one program per frame: Ĝ = min-max of G over the video (from the row statistics), S = α·Ĥ + (1-α)·Ĝ
+    # in torch's operation order (launched without FMA contraction), S̄_f = mean of the NQ best scores
+    f = tl.program_id(0)
+    lo = tl.full((BR,), float("inf"), dtype=tl.float32)
+    hi = tl.zeros((BR,), dtype=tl.float32)
+    for r0 in range(0, NROWS, BR):
+        rr = r0 + tl.arange(0, BR)
+        rok = rr < NROWS
+        lo = tl.minimum(lo, tl.load(rowstat_ptr + rr * 4, mask=rok, other=float("inf")))
+        hi = tl.maximum(hi, tl.load(rowstat_ptr + rr * 4 + 1, mask=rok, other=0.0))
+    glo = tl.min(lo, axis=0)
+    ghi = tl.max(hi, axis=0)
+    span = ghi - glo
+    i = tl.arange(0, BM)
+    ok = i < M
+    g = tl.load(g_ptr + f * M + i, mask=ok, other=0.0)
+    h = tl.load(h_ptr + f * M + i, mask=ok, other=0.0)
+    gn = tl.where(span > 0, tl.math.div_rn(g - glo, tl.maximum(span, 1e-30)), 0.0)
+    s = alpha * h + beta * gn
+    s = tl.minimum(tl.maximum(s, 0.0), 1.0)
+    tl.store(gn_ptr + f * M + i, gn, mask=ok)
+    tl.store(score_ptr + f * M + i, s, mask=ok)
+    srt = tl.sort(tl.where(ok, s, -1.0), descending=True)
+    top = tl.sum(tl.where(i < NQ, srt, 0.0), axis=0)
+    tl.store(sal_ptr + f, tl.math.div_rn(top, NQ.to(tl.float32)))
+
+
+@triton.jit
+def pick_kernel(score_ptr, budget_ptr, kreg_ptr, keep_ptr, rank_ptr, quota_ptr, scratch_ptr, H, W, M, G,
+                BM: tl.constexpr):
+    # one program per frame: the two stable sorts of allocate.pick as sorts of packed int64 keys
+    # (cell | descending score bits | index), ranks written back through a scratch row
+    f = tl.program_id(0)
+    i = tl.arange(0, BM)
+    ok = i < M
+    s = tl.load(score_ptr + f * M + i, mask=ok, other=0.0)
+    s = tl.minimum(tl.maximum(s, 0.0), 1.0) + 0.0
+    inv = 0x3F800000 - s.to(tl.int32, bitcast=True).to(tl.int64)  # descending score, >= 0
+    ii = i.to(tl.int64)
+    cell = ((i // W) * G // H) * G + (i % W) * G // W
+    pad = tl.full((BM,), 1 << 62, dtype=tl.int64)
+    key1 = tl.where(ok, (cell.to(tl.int64) << 42) | (inv << 11) | ii, pad)
+    srt = tl.sort(key1)
+    tok = (srt & 2047).to(tl.int32)
+    cs = (srt >> 42).to(tl.int32)
+    csr = cs // G
+    csc = cs % G
+    rows_before = (csr * H + G - 1) // G
+    rows_in = ((csr + 1) * H + G - 1) // G - rows_before
+    cols_before = (csc * W + G - 1) // G
+    start = rows_before * W + rows_in * cols_before
+    tl.store(scratch_ptr + f * BM + tok, i - start, mask=ok)
+    tl.debug_barrier()
+    ric = tl.load(scratch_ptr + f * BM + i, mask=ok, other=0)
+    b = tl.load(budget_ptr + f)
+    quota = ric < tl.load(kreg_ptr + b)
+    key2 = tl.where(ok, ((1 - quota.to(tl.int64)) << 42) | (inv << 11) | ii, pad)
+    srt2 = tl.sort(key2)
+    tok2 = (srt2 & 2047).to(tl.int32)
+    tl.store(keep_ptr + f * M + tok2, i < b, mask=ok)
+    tl.store(rank_ptr + f * M + tok2, i.to(tl.int64), mask=ok)
+    tl.store(quota_ptr + f * M + i, quota, mask=ok)
+
+
+@triton.jit
+def gather_kernel(x_ptr, keep_ptr, budget_ptr, idx_ptr, rows_ptr, T, M, D,
+                  BM: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+    # grid (T, D blocks): kept positions of frame f in ascending order, placed after the budgets of the
+    # frames before it; their rows copied (the D block 0 also writes the indices)
+    f = tl.program_id(0)
+    dblk = tl.program_id(1)
+    ft = tl.arange(0, BT)
+    bud = tl.load(budget_ptr + ft, mask=ft < T, other=0)
+    off = tl.sum(tl.where(ft < f, bud, 0), axis=0)
+    i = tl.arange(0, BM)
+    ok = i < M
+    kp = tl.load(keep_ptr + f * M + i, mask=ok, other=0).to(tl.int32) != 0
+    pos = tl.cumsum(kp.to(tl.int32), axis=0) - 1
+    dst = (off + pos).to(tl.int64)
+    src = (f * M + i).to(tl.int64)
+    take = ok & kp
+    if dblk == 0:
+        tl.store(idx_ptr + dst, src, mask=take)
+    d = dblk * BD + tl.arange(0, BD)
+    m2 = take[:, None] & (d < D)[None, :]
+    v = tl.load(x_ptr + src[:, None] * D + d[None, :], mask=m2)
+    tl.store(rows_ptr + dst[:, None] * D + d[None, :], v, mask=m2)

@@ -51,7 +51,7 @@ def _round_robin(cap: torch.Tensor, order: torch.Tensor, amount: torch.Tensor, m
 
 
 def frame_budgets(
-    score: torch.Tensor, k: int, cfg: SelectorConfig
+    score: torch.Tensor, k: int, cfg: SelectorConfig, saliency: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-frame budgets B_f (sum exactly k), frame saliency S̄_f and softmax weights w_f.
 
@@ -59,7 +59,8 @@ def frame_budgets(
     B_f = clamp(floor(w_f·K), B_min, B_max), then the difference to K is handed out one token per
     frame per pass: missing tokens to the highest-weight frames below B_max, surplus tokens taken
     from the lowest-weight frames above B_min. When K < T·B_min no allocation can honour B_min;
-    then every frame gets floor(K/T) and the K mod T highest-weight frames one more.
+    then every frame gets floor(K/T) and the K mod T highest-weight frames one more. `saliency`, when
+    given, is S̄_f already computed (the fused GPU path computes it with the scores).
 
     >>> s = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.2, 0.1, 0.0, 0.0]])
     >>> b, sal, w = frame_budgets(s, 4, SelectorConfig(min_tokens=1))
@@ -78,8 +79,9 @@ def frame_budgets(
         # B_min cannot hold for every frame: spread K as evenly as possible instead, the
         # remainder going to the highest-weight frames (budgets floor(K/T) or ceil(K/T)).
         b_min, b_max = k // t_, min(b_max, -(-k // t_))
-    nq = max(1, math.ceil(cfg.q * m))
-    saliency = score.topk(nq, dim=1).values.mean(1)
+    if saliency is None:
+        nq = max(1, math.ceil(cfg.q * m))
+        saliency = score.topk(nq, dim=1).values.mean(1)
     weights = torch.softmax(saliency / cfg.tau_alloc, dim=0)
     if score.is_cuda and triton_maps.ENABLED and triton_maps.available() and t_ <= triton_maps.MAX_BUDGET_FRAMES:
         return triton_maps.budgets_triton(weights, k, b_min, b_max, m), saliency, weights

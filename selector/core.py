@@ -180,15 +180,27 @@ def run_selector(
     entropy_fn: EntropyFn | None = None,
     gradient_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     scale: float = 1.0,
+    stats_out: list[torch.Tensor] | None = None,
 ) -> Selection:
     """The method on checked inputs; no host synchronisation (so a CUDA graph can capture it). The maps
-    and fused rows are computed on tokens·scale (see `check_finite`); kept rows are the input's own."""
+    and fused rows are computed on tokens·scale (see `check_finite`); kept rows are the input's own.
+    On the fused GPU path the per-row statistics (min G, max G, max |x|, NaN/Inf count) are appended to
+    `stats_out` when given (the CUDA graph checks the input with them instead of a separate pass)."""
     original = tokens
     if scale != 1.0:
         tokens = tokens.float() * scale
     t_, h_, w_, d_ = tokens.shape
     n, m = t_ * h_ * w_, h_ * w_
-    if entropy_fn is None and gradient_fn is None and triton_maps.usable(tokens, cfg):
+    saliency = None
+    fused_gpu = entropy_fn is None and gradient_fn is None and triton_maps.fused_usable(tokens, cfg)
+    if fused_gpu:  # six kernels from features to rows (triton_maps.select_fused's stages)
+        entropy, raw, stats = triton_maps.maps_fused(tokens, cfg)
+        if stats_out is not None:
+            stats_out.append(stats)
+        clock.lap("entropy")
+        gradient, score, saliency = triton_maps.scores_fused(entropy, raw, stats, cfg)
+        clock.lap("gradient")
+    elif entropy_fn is None and gradient_fn is None and triton_maps.usable(tokens, cfg):
         entropy, raw = triton_maps.maps_triton(tokens, cfg)  # both maps in one pass over the features
         clock.lap("entropy")
         gradient = maps.minmax(raw)
@@ -203,12 +215,16 @@ def run_selector(
         clock.lap("entropy")
         gradient = (gradient_fn or maps.gradient_map)(tokens)
         clock.lap("gradient")
-    score = (cfg.alpha * entropy + (1.0 - cfg.alpha) * gradient).clamp_(0.0, 1.0)
+    if saliency is None:
+        score = (cfg.alpha * entropy + (1.0 - cfg.alpha) * gradient).clamp_(0.0, 1.0)
     flat = score.reshape(t_, m)
-    budgets, saliency, weights = allocate.frame_budgets(flat, k, cfg)
+    budgets, saliency, weights = allocate.frame_budgets(flat, k, cfg, saliency)
     clock.lap("budgets")
     cells = allocate.cell_ids(h_, w_, cfg.grid, tokens.device)
-    keep, rank, quota = allocate.pick(flat, budgets, (h_, w_), cfg)
+    if fused_gpu:
+        keep, rank, quota = triton_maps.pick_fused(flat, budgets, (h_, w_), cfg)
+    else:
+        keep, rank, quota = allocate.pick(flat, budgets, (h_, w_), cfg)
     clock.lap("select")
     anchor = torch.zeros_like(keep)
     fused_feat = None
@@ -216,9 +232,13 @@ def run_selector(
         keep, anchor, fused_feat = allocate.fuse(
             tokens, flat, keep, rank, quota, budgets, cells, cfg.grid * cfg.grid
         )
-    indices = _flat_indices(keep.reshape(-1), k)
-    rows = original.reshape(n, d_)[indices]
-    fused = anchor.reshape(-1)[indices]
+    if fused_gpu and not cfg.grid_fusion:
+        indices, rows = triton_maps.gather_fused(original.reshape(t_, m, d_), keep, budgets, k)
+        fused = anchor.reshape(-1)[:k]  # all False
+    else:
+        indices = _flat_indices(keep.reshape(-1), k)
+        rows = original.reshape(n, d_)[indices]
+        fused = anchor.reshape(-1)[indices]
     if fused_feat is not None:
         fused_rows = fused_feat.reshape(n, d_)[indices] / scale
         rows = torch.where(fused[:, None], fused_rows.to(rows.dtype), rows)

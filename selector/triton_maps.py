@@ -107,3 +107,105 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
     iters = max(1, math.ceil(math.log2(m + 2)))
     _kernels().budget_kernel[(1,)](weights.contiguous(), out, t_, k, b_min, b_max, m, iters, BT=bt, num_warps=4)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fused pipeline: six launches from features to kept rows (no torch op between them but a softmax).
+#
+#   prep     one pass over the features: inverse norms, raw gradient, per-row min/max G, max |x|, NaN count
+#   entropy  per band of QR rows: dot products with the key rows on tensor cores (tf32x3), softmax
+#            statistics merged online over the key-row parts, Ĥ written directly
+#   frame    per frame: Ĝ (min-max over the video from the row statistics), S, top-q saliency S̄_f
+#   budgets  the one-program kernel above (after a torch softmax for w_f)
+#   pick     per frame: both stable sorts of `allocate.pick` as sorts of packed 64-bit keys
+#   gather   per (frame, D block): ascending kept indices and their rows
+
+#: launch parameters of the entropy kernel (measured on the GPU machine, see tools/gpu_triton_sweep.py)
+FUSED = {"QR": 1, "NKP": 4, "BD": 32, "num_warps": 4, "STAGES": 2}
+MAX_FRAME_TOKENS = 1024
+
+
+def fused_supports(shape: tuple[int, ...], cfg: SelectorConfig) -> bool:
+    """Grids up to 32 wide with at most 1024 tokens a frame, up to 256 frames, ≤ 16 key rows."""
+    t_, h_, w_ = shape[:3]
+    return (w_ <= BLOCK_W and h_ * w_ <= MAX_FRAME_TOKENS and t_ <= MAX_BUDGET_FRAMES
+            and _key_rows(cfg) <= MAX_KEY_ROWS)
+
+
+def fused_usable(x: torch.Tensor, cfg: SelectorConfig) -> bool:
+    return ENABLED and x.is_cuda and available() and fused_supports(tuple(x.shape), cfg)
+
+
+def _pow2(n: int, lo: int = 16) -> int:
+    return max(lo, 1 << (max(n, 1) - 1).bit_length())
+
+
+def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str = "tf32x3",
+               **launch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Ĥ, raw gradient magnitude, row statistics (T·H, 4): min G, max G, max |x|, NaN/Inf count)."""
+    t_, h_, w_, d_ = x.shape
+    x = x.contiguous()
+    c = {**FUSED, **launch}
+    bw = _pow2(w_)
+    kern = _kernels()
+    inv = torch.empty((t_, h_, w_), device=x.device, dtype=torch.float32)
+    g = torch.empty_like(inv)
+    stats = torch.empty((t_ * h_, 4), device=x.device, dtype=torch.float32)
+    kern.prep_kernel[(t_ * h_,)](x, inv, g, stats, h_, w_, d_, BW=bw, BD=32, num_warps=4)
+    h = torch.empty_like(inv)
+    qr = c["QR"]
+    kern.entropy_kernel[(t_ * -(-h_ // qr),)](
+        x, inv, h, h_, w_, d_, 1.0 / cfg.tau,
+        RAD=cfg.window // 2, PRAD=cfg.past_window // 2, KT=cfg.temporal_window, QR=qr, BW=bw,
+        NKP=c["NKP"], BD=c["BD"], PREC=precision, STAGES=c["STAGES"], num_warps=c["num_warps"],
+    )
+    return h, g, stats
+
+
+def scores_fused(h: torch.Tensor, g: torch.Tensor, stats: torch.Tensor,
+                 cfg: SelectorConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Ĝ, S, S̄_f) from the maps: one program per frame."""
+    t_, h_, w_ = h.shape
+    m = h_ * w_
+    gn, score = torch.empty_like(h), torch.empty_like(h)
+    sal = torch.empty(t_, device=h.device, dtype=torch.float32)
+    nq = max(1, math.ceil(cfg.q * m))
+    _kernels().frame_kernel[(t_,)](h, g, stats, gn, score, sal, m, t_ * h_, cfg.alpha, 1.0 - cfg.alpha, nq,
+                                   BM=_pow2(m), BR=1024, num_warps=4, enable_fp_fusion=False)
+    return gn, score, sal
+
+
+@functools.lru_cache(maxsize=64)
+def _kregion_table(m: int, rho: float, g2: int, device: str) -> torch.Tensor:
+    """k_region = max(1, floor(B·ρ/g²)) for every budget B in [0, m], in float64 like `allocate.pick`."""
+    b = torch.arange(m + 1, dtype=torch.float64)
+    return torch.clamp(torch.floor(b * rho / g2).to(torch.int64), min=1).to(device)
+
+
+def pick_fused(score: torch.Tensor, budgets: torch.Tensor, hw: tuple[int, int],
+               cfg: SelectorConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`allocate.pick` (keep, rank, quota) with one program per frame; identical results."""
+    t_, m = score.shape
+    bm = _pow2(m)
+    keep = torch.empty((t_, m), device=score.device, dtype=torch.bool)
+    rank = torch.empty((t_, m), device=score.device, dtype=torch.int64)
+    quota = torch.empty_like(keep)
+    scratch = torch.empty((t_, bm), device=score.device, dtype=torch.int32)
+    table = _kregion_table(m, cfg.rho, cfg.grid * cfg.grid, str(score.device))
+    _kernels().pick_kernel[(t_,)](score.contiguous(), budgets, table, keep, rank, quota, scratch,
+                                  hw[0], hw[1], m, cfg.grid, BM=bm, num_warps=8 if bm >= 512 else 4)
+    return keep, rank, quota
+
+
+def gather_fused(x: torch.Tensor, keep: torch.Tensor, budgets: torch.Tensor,
+                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ascending flat indices of the kept tokens (K,), their rows (K, D) in x's dtype)."""
+    t_, m = keep.shape
+    d_ = x.shape[-1]
+    x = x.contiguous()
+    idx = torch.empty(k, device=x.device, dtype=torch.int64)
+    rows = torch.empty((k, d_), device=x.device, dtype=x.dtype)
+    bd = 32
+    _kernels().gather_kernel[(t_, -(-d_ // bd))](x, keep, budgets, idx, rows, t_, m, d_,
+                                                 BM=_pow2(m), BT=_pow2(t_), BD=bd, num_warps=8)
+    return idx, rows
