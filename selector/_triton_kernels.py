@@ -243,8 +243,8 @@ def entropy_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
     tl.store(h_ptr + qtok, h, mask=q_ok)
 
 
-@triton.jit
-def frame_kernel(h_ptr, g_ptr, rowstat_ptr, gn_ptr, score_ptr, sal_ptr, M, NROWS, alpha, beta, NQ,
+@triton.jit(do_not_specialize=["M", "NROWS", "NQ"])
+def frame_kernel(h_ptr, g_ptr, rowstat_ptr, gn_ptr, score_ptr, sal_ptr, M, NROWS, alpha, beta, NQ, NQF,
                  BM: tl.constexpr, BR: tl.constexpr):
     # one program per frame: Ĝ = min-max of G over the video (from the row statistics), S = α·Ĥ + (1-α)·Ĝ
     # in torch's operation order (launched without FMA contraction), S̄_f = mean of the NQ best scores
@@ -270,7 +270,7 @@ def frame_kernel(h_ptr, g_ptr, rowstat_ptr, gn_ptr, score_ptr, sal_ptr, M, NROWS
     tl.store(score_ptr + f * M + i, s, mask=ok)
     srt = tl.sort(tl.where(ok, s, -1.0), descending=True)
     top = tl.sum(tl.where(i < NQ, srt, 0.0), axis=0)
-    tl.store(sal_ptr + f, tl.math.div_rn(top, NQ.to(tl.float32)))
+    tl.store(sal_ptr + f, tl.math.div_rn(top, NQF))
 
 
 @triton.jit
@@ -282,7 +282,7 @@ def pick_kernel(score_ptr, budget_ptr, kreg_ptr, keep_ptr, rank_ptr, quota_ptr, 
     i = tl.arange(0, BM)
     ok = i < M
     s = tl.load(score_ptr + f * M + i, mask=ok, other=0.0)
-    s = tl.minimum(tl.maximum(s, 0.0), 1.0) + 0.0
+    s = tl.where(s == s, tl.minimum(tl.maximum(s, 0.0), 1.0), 0.0) + 0.0  # NaN (bad input, raised later) → 0
     inv = 0x3F800000 - s.to(tl.int32, bitcast=True).to(tl.int64)  # descending score, >= 0
     ii = i.to(tl.int64)
     cell = ((i // W) * G // H) * G + (i % W) * G // W
@@ -333,3 +333,113 @@ def gather_kernel(x_ptr, keep_ptr, budget_ptr, idx_ptr, rows_ptr, T, M, D,
     m2 = take[:, None] & (d < D)[None, :]
     v = tl.load(x_ptr + src[:, None] * D + d[None, :], mask=m2)
     tl.store(rows_ptr + dst[:, None] * D + d[None, :], v, mask=m2)
+
+
+@triton.jit
+def _part_keys(part, t, r0, H, W, RAD: tl.constexpr, PRAD: tl.constexpr, QR: tl.constexpr,
+               NKP: tl.constexpr, BW: tl.constexpr, NCUR: tl.constexpr, PROWS: tl.constexpr,
+               NKEY: tl.constexpr):
+    kk = tl.arange(0, NKP * BW)
+    j = part * NKP + kk // BW
+    kc = kk % BW
+    is_cur = j < NCUR
+    pj = j - NCUR
+    dt = tl.where(is_cur, 0, -(pj // PROWS) - 1)
+    krow = tl.where(is_cur, r0 - RAD + j, r0 - PRAD + pj % PROWS)
+    kframe = t + dt
+    k_ok = (j < NKEY) & (krow >= 0) & (krow < H) & (kframe >= 0) & (kc < W)
+    ktok = (kframe * H + krow) * W + kc
+    return ktok, k_ok, krow, kc, is_cur
+
+
+@triton.jit
+def _part_stats(s, inv_ptr, ktok, k_ok, krow, kc, is_cur, qr, qc, q_ok, inv_q, inv_tau, m_run, z, zl, cnt,
+                RAD: tl.constexpr, PRAD: tl.constexpr):
+    inv_k = tl.load(inv_ptr + ktok, mask=k_ok, other=0.0)
+    rad_j = tl.where(is_cur, RAD, PRAD)
+    drr = krow[None, :] - qr[:, None]
+    dcc = kc[None, :] - qc[:, None]
+    valid = (k_ok[None, :] & q_ok[:, None] & (drr <= rad_j[None, :]) & (drr >= -rad_j[None, :])
+             & (dcc <= rad_j[None, :]) & (dcc >= -rad_j[None, :]))
+    valid = valid & ~(is_cur[None, :] & (drr == 0) & (dcc == 0))
+    logits = s * inv_q[:, None] * inv_k[None, :] * inv_tau
+    lg = tl.where(valid, logits, -1e30)
+    m_new = tl.maximum(m_run, tl.max(lg, axis=1))
+    scale = tl.exp(m_run - m_new)
+    p = tl.where(valid, tl.exp(lg - m_new[:, None]), 0.0)
+    z = z * scale + tl.sum(p, axis=1)
+    zl = zl * scale + tl.sum(p * tl.where(valid, logits, 0.0), axis=1)
+    cnt += tl.sum(valid.to(tl.float32), axis=1)
+    return m_new, z, zl, cnt
+
+
+@triton.jit
+def entropy_dout_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
+                        RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
+                        BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
+                        STAGES: tl.constexpr):
+    # like entropy_kernel, but the feature dimension is the outer loop: the query chunk is read once per
+    # D chunk and up to four key-row parts accumulate side by side (fewer bytes through L2, more registers)
+    pid = tl.program_id(0)
+    nrb = (H + QR - 1) // QR
+    t = pid // nrb
+    r0 = (pid % nrb) * QR
+    BQ: tl.constexpr = QR * BW
+    NCUR: tl.constexpr = 2 * RAD + QR
+    PROWS: tl.constexpr = 2 * PRAD + QR
+    NKEY: tl.constexpr = NCUR + (KT - 1) * PROWS
+    NPARTS: tl.constexpr = (NKEY + NKP - 1) // NKP
+    tl.static_assert(NPARTS <= 4)
+    q = tl.arange(0, BQ)
+    qr = r0 + q // BW
+    qc = q % BW
+    q_ok = (qc < W) & (qr < H)
+    qtok = (t * H + qr) * W + qc
+    k0, ok0, kr0, kc0, cur0 = _part_keys(0, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+    k1, ok1, kr1, kc1, cur1 = _part_keys(1, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+    k2, ok2, kr2, kc2, cur2 = _part_keys(2, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+    k3, ok3, kr3, kc3, cur3 = _part_keys(3, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+    s0 = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
+    s1 = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
+    s2 = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
+    s3 = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
+    for d0 in tl.range(0, D, BD, num_stages=STAGES):
+        d = d0 + tl.arange(0, BD)
+        dm = d < D
+        qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :],
+                     other=0.0).to(tl.float32)
+        kv = tl.load(x_ptr + k0[:, None] * D + d[None, :], mask=ok0[:, None] & dm[None, :], other=0.0).to(tl.float32)
+        s0 = tl.dot(qv, tl.trans(kv), s0, input_precision=PREC)
+        if NPARTS > 1:
+            kv = tl.load(x_ptr + k1[:, None] * D + d[None, :], mask=ok1[:, None] & dm[None, :],
+                         other=0.0).to(tl.float32)
+            s1 = tl.dot(qv, tl.trans(kv), s1, input_precision=PREC)
+        if NPARTS > 2:
+            kv = tl.load(x_ptr + k2[:, None] * D + d[None, :], mask=ok2[:, None] & dm[None, :],
+                         other=0.0).to(tl.float32)
+            s2 = tl.dot(qv, tl.trans(kv), s2, input_precision=PREC)
+        if NPARTS > 3:
+            kv = tl.load(x_ptr + k3[:, None] * D + d[None, :], mask=ok3[:, None] & dm[None, :],
+                         other=0.0).to(tl.float32)
+            s3 = tl.dot(qv, tl.trans(kv), s3, input_precision=PREC)
+    inv_q = tl.load(inv_ptr + qtok, mask=q_ok, other=0.0)
+    m_run = tl.full((BQ,), -1e30, dtype=tl.float32)
+    z = tl.zeros((BQ,), dtype=tl.float32)
+    zl = tl.zeros((BQ,), dtype=tl.float32)
+    cnt = tl.zeros((BQ,), dtype=tl.float32)
+    m_run, z, zl, cnt = _part_stats(s0, inv_ptr, k0, ok0, kr0, kc0, cur0, qr, qc, q_ok, inv_q, inv_tau,
+                                    m_run, z, zl, cnt, RAD, PRAD)
+    if NPARTS > 1:
+        m_run, z, zl, cnt = _part_stats(s1, inv_ptr, k1, ok1, kr1, kc1, cur1, qr, qc, q_ok, inv_q, inv_tau,
+                                        m_run, z, zl, cnt, RAD, PRAD)
+    if NPARTS > 2:
+        m_run, z, zl, cnt = _part_stats(s2, inv_ptr, k2, ok2, kr2, kc2, cur2, qr, qc, q_ok, inv_q, inv_tau,
+                                        m_run, z, zl, cnt, RAD, PRAD)
+    if NPARTS > 3:
+        m_run, z, zl, cnt = _part_stats(s3, inv_ptr, k3, ok3, kr3, kc3, cur3, qr, qc, q_ok, inv_q, inv_tau,
+                                        m_run, z, zl, cnt, RAD, PRAD)
+    zz = tl.maximum(z, 1e-30)
+    h = m_run + tl.log(zz) - zl / zz
+    h = tl.where(cnt >= 2, h / tl.log(tl.maximum(cnt, 2.0)), 0.0)
+    h = tl.minimum(tl.maximum(h, 0.0), 1.0)
+    tl.store(h_ptr + qtok, h, mask=q_ok)

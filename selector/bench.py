@@ -50,13 +50,14 @@ def _peak_mb(device: torch.device) -> float:
 
 
 def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int, int]],
-                   repeats: int, ref_max_tokens: int) -> None:
+                   repeats: int, ref_max_tokens: int, use_graph: bool = True) -> None:
     cfg = SelectorConfig()
-    graph = device.type == "cuda"
+    graph = device.type == "cuda" and use_graph
     from . import triton_maps
 
     probe = torch.zeros(1, 1, 1, 1, device=device)
-    path = "Triton maps kernel" if triton_maps.usable(probe, cfg) else "banded GEMM entropy"
+    path = ("fused Triton kernels" if triton_maps.fused_usable(probe, cfg) else
+            "Triton maps kernel" if triton_maps.usable(probe, cfg) else "banded GEMM entropy")
     print(f"device: {torch.cuda.get_device_name(device) if graph else 'cpu'} · torch {torch.__version__} · "
           f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: {path}"
           + (" + CUDA graph" if graph else "") + f" · {repeats} repeats, median")
@@ -70,7 +71,7 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
         n = shape[0] * shape[1] * shape[2]
         rows = []
         for r in RETENTIONS:
-            if graph:
+            if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             t = _timer(device, lambda r=r, x=x: select_tokens(x, r, cfg, timed=False, cuda_graph=graph), repeats)  # type: ignore[misc]
             med = statistics.median(t)
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--encoders", action="store_true", help="time the offline encoders instead")
     ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--no-graph", action="store_true", help="on a GPU, time the eager calls (no CUDA graph)")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     if a.encoders:
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     repeats = a.repeats or (10 if a.quick else 30)
     # the straightforward version is timed where it takes seconds at most
     ref_max = 64 * 27 * 27 if device.type == "cuda" else 16 * 27 * 27
-    bench_selector(device, getattr(torch, a.dtype), shapes, repeats, ref_max)
+    bench_selector(device, getattr(torch, a.dtype), shapes, repeats, ref_max, not a.no_graph)
 
 
 if __name__ == "__main__":

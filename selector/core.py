@@ -101,6 +101,12 @@ def check_finite(tokens: torch.Tensor) -> float:
     return rescale_for(float(tokens.detach().abs().amax()), tokens)  # NaN propagates: one reduction checks both
 
 
+def stats_amax(rowstats: torch.Tensor) -> torch.Tensor:
+    """max |x| from the fused path's row statistics, NaN when any value was NaN/Inf (no host sync)."""
+    bad = rowstats[:, 3].sum() > 0
+    return torch.where(bad, torch.full_like(rowstats[0, 2], float("nan")), rowstats[:, 2].max())
+
+
 def rescale_for(amax: float, tokens: torch.Tensor) -> float:
     """check_finite's verdict from the largest |value| (computed eagerly or inside a CUDA graph)."""
     if not math.isfinite(amax):
@@ -165,8 +171,17 @@ def select_tokens(
         from .graphs import graph_select
 
         return graph_select(tokens, float(retention), cfg)
-    scale = check_finite(tokens)
     k = num_kept(float(retention), tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
+    if entropy_fn is None and gradient_fn is None and triton_maps.fused_usable(tokens, cfg):
+        # the fused GPU path checks the values with its own row statistics after the run: no extra pass
+        # over the features and no host sync before the kernels are queued
+        stats: list[torch.Tensor] = []
+        sel = run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), stats_out=stats)
+        scale = rescale_for(float(stats_amax(stats[0])), tokens)  # raises on NaN/Inf
+        if scale == 1.0:
+            return sel
+        return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), scale=scale)
+    scale = check_finite(tokens)
     return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), entropy_fn, gradient_fn,
                         scale)
 

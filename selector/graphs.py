@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 import torch
 
 from .config import SelectorConfig
-from .core import Clock, Selection, num_kept, rescale_for, run_selector
+from .core import Clock, Selection, num_kept, rescale_for, run_selector, stats_amax
 
 __all__ = ["graph_select", "clear_graphs"]
 
@@ -61,8 +61,7 @@ def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig
         stats: list[torch.Tensor] = []
         out = run_selector(static, k, retention, cfg, clock, stats_out=stats)
         if stats:  # the fused path's row statistics: max |x|, or NaN when any value is NaN/Inf
-            rs = stats[0]
-            amax = torch.where(rs[:, 3].sum() > 0, torch.full_like(rs[0, 2], float("nan")), rs[:, 2].max())
+            amax = stats_amax(stats[0])
         else:
             amax = static.detach().abs().amax()
         dst = _views(packed, layout)

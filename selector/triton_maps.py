@@ -121,7 +121,8 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 #   gather   per (frame, D block): ascending kept indices and their rows
 
 #: launch parameters of the entropy kernel (measured on the GPU machine, see tools/gpu_triton_sweep.py)
-FUSED = {"QR": 1, "NKP": 4, "BD": 32, "num_warps": 4, "STAGES": 2}
+FUSED = {"KERNEL": "parts", "QR": 2, "NKP": 2, "BD": 64, "num_warps": 4, "STAGES": 3, "PREP_BD": 32,
+         "PREP_WARPS": 4}
 MAX_FRAME_TOKENS = 1024
 
 
@@ -151,13 +152,22 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str = "tf32x3",
     inv = torch.empty((t_, h_, w_), device=x.device, dtype=torch.float32)
     g = torch.empty_like(inv)
     stats = torch.empty((t_ * h_, 4), device=x.device, dtype=torch.float32)
-    kern.prep_kernel[(t_ * h_,)](x, inv, g, stats, h_, w_, d_, BW=bw, BD=32, num_warps=4)
+    kern.prep_kernel[(t_ * h_,)](x, inv, g, stats, h_, w_, d_, BW=bw, BD=c["PREP_BD"], num_warps=c["PREP_WARPS"])
     h = torch.empty_like(inv)
     qr = c["QR"]
-    kern.entropy_kernel[(t_ * -(-h_ // qr),)](
+    nkey = cfg.window + qr - 1 + (cfg.temporal_window - 1) * (cfg.past_window + qr - 1)
+    nkp = c["NKP"]
+    kernel = kern.entropy_kernel
+    if c["KERNEL"] == "dout":  # at most four key-row parts side by side, else the parts-outer kernel
+        nkp = max(nkp, _pow2(-(-nkey // 4), 1))
+        if nkp <= 2 * c["NKP"]:
+            kernel = kern.entropy_dout_kernel
+        else:
+            nkp = c["NKP"]
+    kernel[(t_ * -(-h_ // qr),)](
         x, inv, h, h_, w_, d_, 1.0 / cfg.tau,
         RAD=cfg.window // 2, PRAD=cfg.past_window // 2, KT=cfg.temporal_window, QR=qr, BW=bw,
-        NKP=c["NKP"], BD=c["BD"], PREC=precision, STAGES=c["STAGES"], num_warps=c["num_warps"],
+        NKP=nkp, BD=c["BD"], PREC=precision, STAGES=c["STAGES"], num_warps=c["num_warps"],
     )
     return h, g, stats
 
@@ -170,7 +180,7 @@ def scores_fused(h: torch.Tensor, g: torch.Tensor, stats: torch.Tensor,
     gn, score = torch.empty_like(h), torch.empty_like(h)
     sal = torch.empty(t_, device=h.device, dtype=torch.float32)
     nq = max(1, math.ceil(cfg.q * m))
-    _kernels().frame_kernel[(t_,)](h, g, stats, gn, score, sal, m, t_ * h_, cfg.alpha, 1.0 - cfg.alpha, nq,
+    _kernels().frame_kernel[(t_,)](h, g, stats, gn, score, sal, m, t_ * h_, cfg.alpha, 1.0 - cfg.alpha, nq, float(nq),
                                    BM=_pow2(m), BR=1024, num_warps=4, enable_fp_fusion=False)
     return gn, score, sal
 
