@@ -174,10 +174,19 @@ def prep_kernel(x_ptr, inv_ptr, g_ptr, rowstat_ptr, H, W, D, BW: tl.constexpr, B
 
 
 @triton.jit
+def _dot(qv, kv, acc, PREC: tl.constexpr, NATIVE: tl.constexpr):
+    # bf16/fp16 features: products of two half-precision values are exact in the fp32 accumulator, so one
+    # native tensor-core pass gives the fp32 result; fp32 features: PREC ("tf32x3" = fp32 accuracy)
+    if NATIVE:
+        return tl.dot(qv, tl.trans(kv), acc)
+    return tl.dot(qv.to(tl.float32), tl.trans(kv.to(tl.float32)), acc, input_precision=PREC)
+
+
+@triton.jit
 def entropy_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
                    RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
                    BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
-                   STAGES: tl.constexpr):
+                   STAGES: tl.constexpr, NATIVE: tl.constexpr):
     # one program per band of QR rows of one frame; key rows: 2·RAD+QR of frame t, then 2·PRAD+QR of each
     # past frame, NKP at a time; per part a (QR·BW × NKP·BW) block of raw dot products on tensor cores,
     # cosines from the precomputed inverse norms, and an online merge of the softmax statistics
@@ -216,11 +225,9 @@ def entropy_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
         for d0 in tl.range(0, D, BD, num_stages=STAGES):
             d = d0 + tl.arange(0, BD)
             dm = d < D
-            qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :],
-                         other=0.0).to(tl.float32)
-            kv = tl.load(x_ptr + ktok[:, None] * D + d[None, :], mask=k_ok[:, None] & dm[None, :],
-                         other=0.0).to(tl.float32)
-            s = tl.dot(qv, tl.trans(kv), s, input_precision=PREC)
+            qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :], other=0.0)
+            kv = tl.load(x_ptr + ktok[:, None] * D + d[None, :], mask=k_ok[:, None] & dm[None, :], other=0.0)
+            s = _dot(qv, kv, s, PREC, NATIVE)
         rad_j = tl.where(is_cur, RAD, PRAD)
         drr = krow[None, :] - qr[:, None]
         dcc = kc[None, :] - qc[:, None]
@@ -244,20 +251,26 @@ def entropy_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
 
 
 @triton.jit(do_not_specialize=["M", "NROWS", "NQ"])
-def frame_kernel(h_ptr, g_ptr, rowstat_ptr, gn_ptr, score_ptr, sal_ptr, M, NROWS, alpha, beta, NQ, NQF,
-                 BM: tl.constexpr, BR: tl.constexpr):
+def frame_kernel(h_ptr, g_ptr, rowstat_ptr, gn_ptr, score_ptr, sal_ptr, amax_ptr, M, NROWS, alpha, beta, NQ,
+                 NQF, BM: tl.constexpr, BR: tl.constexpr):
     # one program per frame: Ĝ = min-max of G over the video (from the row statistics), S = α·Ĥ + (1-α)·Ĝ
     # in torch's operation order (launched without FMA contraction), S̄_f = mean of the NQ best scores
     f = tl.program_id(0)
     lo = tl.full((BR,), float("inf"), dtype=tl.float32)
     hi = tl.zeros((BR,), dtype=tl.float32)
+    am = tl.zeros((BR,), dtype=tl.float32)
+    bad = tl.zeros((BR,), dtype=tl.float32)
     for r0 in range(0, NROWS, BR):
         rr = r0 + tl.arange(0, BR)
         rok = rr < NROWS
         lo = tl.minimum(lo, tl.load(rowstat_ptr + rr * 4, mask=rok, other=float("inf")))
         hi = tl.maximum(hi, tl.load(rowstat_ptr + rr * 4 + 1, mask=rok, other=0.0))
+        am = tl.maximum(am, tl.load(rowstat_ptr + rr * 4 + 2, mask=rok, other=0.0))
+        bad += tl.load(rowstat_ptr + rr * 4 + 3, mask=rok, other=0.0)
     glo = tl.min(lo, axis=0)
     ghi = tl.max(hi, axis=0)
+    if f == 0:  # max |x| for the range check, NaN when any value was NaN/Inf
+        tl.store(amax_ptr, tl.where(tl.sum(bad, axis=0) > 0, float("nan"), tl.max(am, axis=0)))
     span = ghi - glo
     i = tl.arange(0, BM)
     ok = i < M
@@ -377,7 +390,7 @@ def _part_stats(s, inv_ptr, ktok, k_ok, krow, kc, is_cur, qr, qc, q_ok, inv_q, i
 def entropy_dout_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
                         RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
                         BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
-                        STAGES: tl.constexpr):
+                        STAGES: tl.constexpr, NATIVE: tl.constexpr):
     # like entropy_kernel, but the feature dimension is the outer loop: the query chunk is read once per
     # D chunk and up to four key-row parts accumulate side by side (fewer bytes through L2, more registers)
     pid = tl.program_id(0)
@@ -406,22 +419,18 @@ def entropy_dout_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
     for d0 in tl.range(0, D, BD, num_stages=STAGES):
         d = d0 + tl.arange(0, BD)
         dm = d < D
-        qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :],
-                     other=0.0).to(tl.float32)
-        kv = tl.load(x_ptr + k0[:, None] * D + d[None, :], mask=ok0[:, None] & dm[None, :], other=0.0).to(tl.float32)
-        s0 = tl.dot(qv, tl.trans(kv), s0, input_precision=PREC)
+        qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :], other=0.0)
+        kv = tl.load(x_ptr + k0[:, None] * D + d[None, :], mask=ok0[:, None] & dm[None, :], other=0.0)
+        s0 = _dot(qv, kv, s0, PREC, NATIVE)
         if NPARTS > 1:
-            kv = tl.load(x_ptr + k1[:, None] * D + d[None, :], mask=ok1[:, None] & dm[None, :],
-                         other=0.0).to(tl.float32)
-            s1 = tl.dot(qv, tl.trans(kv), s1, input_precision=PREC)
+            kv = tl.load(x_ptr + k1[:, None] * D + d[None, :], mask=ok1[:, None] & dm[None, :], other=0.0)
+            s1 = _dot(qv, kv, s1, PREC, NATIVE)
         if NPARTS > 2:
-            kv = tl.load(x_ptr + k2[:, None] * D + d[None, :], mask=ok2[:, None] & dm[None, :],
-                         other=0.0).to(tl.float32)
-            s2 = tl.dot(qv, tl.trans(kv), s2, input_precision=PREC)
+            kv = tl.load(x_ptr + k2[:, None] * D + d[None, :], mask=ok2[:, None] & dm[None, :], other=0.0)
+            s2 = _dot(qv, kv, s2, PREC, NATIVE)
         if NPARTS > 3:
-            kv = tl.load(x_ptr + k3[:, None] * D + d[None, :], mask=ok3[:, None] & dm[None, :],
-                         other=0.0).to(tl.float32)
-            s3 = tl.dot(qv, tl.trans(kv), s3, input_precision=PREC)
+            kv = tl.load(x_ptr + k3[:, None] * D + d[None, :], mask=ok3[:, None] & dm[None, :], other=0.0)
+            s3 = _dot(qv, kv, s3, PREC, NATIVE)
     inv_q = tl.load(inv_ptr + qtok, mask=q_ok, other=0.0)
     m_run = tl.full((BQ,), -1e30, dtype=tl.float32)
     z = tl.zeros((BQ,), dtype=tl.float32)

@@ -101,12 +101,6 @@ def check_finite(tokens: torch.Tensor) -> float:
     return rescale_for(float(tokens.detach().abs().amax()), tokens)  # NaN propagates: one reduction checks both
 
 
-def stats_amax(rowstats: torch.Tensor) -> torch.Tensor:
-    """max |x| from the fused path's row statistics, NaN when any value was NaN/Inf (no host sync)."""
-    bad = rowstats[:, 3].sum() > 0
-    return torch.where(bad, torch.full_like(rowstats[0, 2], float("nan")), rowstats[:, 2].max())
-
-
 def rescale_for(amax: float, tokens: torch.Tensor) -> float:
     """check_finite's verdict from the largest |value| (computed eagerly or inside a CUDA graph)."""
     if not math.isfinite(amax):
@@ -177,7 +171,7 @@ def select_tokens(
         # over the features and no host sync before the kernels are queued
         stats: list[torch.Tensor] = []
         sel = run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), stats_out=stats)
-        scale = rescale_for(float(stats_amax(stats[0])), tokens)  # raises on NaN/Inf
+        scale = rescale_for(float(stats[0]), tokens)  # raises on NaN/Inf
         if scale == 1.0:
             return sel
         return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), scale=scale)
@@ -199,8 +193,8 @@ def run_selector(
 ) -> Selection:
     """The method on checked inputs; no host synchronisation (so a CUDA graph can capture it). The maps
     and fused rows are computed on tokens·scale (see `check_finite`); kept rows are the input's own.
-    On the fused GPU path the per-row statistics (min G, max G, max |x|, NaN/Inf count) are appended to
-    `stats_out` when given (the CUDA graph checks the input with them instead of a separate pass)."""
+    On the fused GPU path max |x| (NaN when the input has NaN/Inf; computed by the kernels on the way) is
+    appended to `stats_out` when given, so callers check the input after the run without another pass."""
     original = tokens
     if scale != 1.0:
         tokens = tokens.float() * scale
@@ -210,10 +204,10 @@ def run_selector(
     fused_gpu = entropy_fn is None and gradient_fn is None and triton_maps.fused_usable(tokens, cfg)
     if fused_gpu:  # six kernels from features to rows (triton_maps.select_fused's stages)
         entropy, raw, stats = triton_maps.maps_fused(tokens, cfg)
-        if stats_out is not None:
-            stats_out.append(stats)
         clock.lap("entropy")
-        gradient, score, saliency = triton_maps.scores_fused(entropy, raw, stats, cfg)
+        gradient, score, saliency, amax = triton_maps.scores_fused(entropy, raw, stats, cfg)
+        if stats_out is not None:
+            stats_out.append(amax)
         clock.lap("gradient")
     elif entropy_fn is None and gradient_fn is None and triton_maps.usable(tokens, cfg):
         entropy, raw = triton_maps.maps_triton(tokens, cfg)  # both maps in one pass over the features
@@ -235,7 +229,6 @@ def run_selector(
     flat = score.reshape(t_, m)
     budgets, saliency, weights = allocate.frame_budgets(flat, k, cfg, saliency)
     clock.lap("budgets")
-    cells = allocate.cell_ids(h_, w_, cfg.grid, tokens.device)
     if fused_gpu:
         keep, rank, quota = triton_maps.pick_fused(flat, budgets, (h_, w_), cfg)
     else:
@@ -244,6 +237,7 @@ def run_selector(
     anchor = torch.zeros_like(keep)
     fused_feat = None
     if cfg.grid_fusion:
+        cells = allocate.cell_ids(h_, w_, cfg.grid, tokens.device)
         keep, anchor, fused_feat = allocate.fuse(
             tokens, flat, keep, rank, quota, budgets, cells, cfg.grid * cfg.grid
         )

@@ -1,8 +1,8 @@
 """CUDA-graph replay of the selector for repeated shapes (short clips are launch-bound on a GPU).
 
 A graph is captured once per (shape, dtype, device, K, config) and replayed; inputs are copied into a
-static buffer, and the graph itself packs every output into one byte buffer that is cloned out in a
-single copy after the replay, so Selections never alias each other. Imports torch only.
+static buffer, and the graph itself packs the outputs into one flat buffer per dtype, cloned out after
+the replay (a few copies instead of one per field), so Selections never alias each other. Imports torch only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 import torch
 
 from .config import SelectorConfig
-from .core import Clock, Selection, num_kept, rescale_for, run_selector, stats_amax
+from .core import Clock, Selection, num_kept, rescale_for, run_selector
 
 __all__ = ["graph_select", "clear_graphs"]
 
@@ -28,20 +28,24 @@ def clear_graphs() -> None:
         _GRAPHS.clear()
 
 
-def _layout(out: Selection) -> list[tuple[str, torch.dtype, tuple[int, ...], int, int]]:
-    """(field, dtype, shape, byte offset, bytes) of every tensor of a Selection in the packed buffer."""
-    rows, off = [], 0
+def _layout(out: Selection) -> dict[torch.dtype, list[tuple[str, tuple[int, ...], int]]]:
+    """Per dtype: (field, shape, numel) of every tensor of a Selection, in field order."""
+    groups: dict[torch.dtype, list[tuple[str, tuple[int, ...], int]]] = {}
     for f in fields(out):
         v = getattr(out, f.name)
         if isinstance(v, torch.Tensor):
-            nbytes = v.numel() * v.element_size()
-            rows.append((f.name, v.dtype, tuple(v.shape), off, nbytes))
-            off += -(-nbytes // 16) * 16  # 16-byte aligned, so every slice can be viewed as its dtype
-    return rows
+            groups.setdefault(v.dtype, []).append((f.name, tuple(v.shape), v.numel()))
+    return groups
 
 
-def _views(buf: torch.Tensor, layout) -> dict[str, torch.Tensor]:
-    return {name: buf[off:off + nb].view(dtype).view(shape) for name, dtype, shape, off, nb in layout}
+def _views(bufs: dict[torch.dtype, torch.Tensor], layout) -> dict[str, torch.Tensor]:
+    """The Selection's tensors as views of one flat buffer per dtype (few ops: this runs on every call)."""
+    out = {}
+    for dtype, rows in layout.items():
+        parts = torch.split(bufs[dtype], [n for _, _, n in rows])
+        for (name, shape, _), part in zip(rows, parts):
+            out[name] = part.view(shape)
+    return out
 
 
 def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig):
@@ -54,21 +58,19 @@ def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig
             probe = run_selector(static, k, retention, cfg, clock)
     torch.cuda.current_stream(tokens.device).wait_stream(stream)
     layout = _layout(probe)
-    size = max(16, layout[-1][3] + layout[-1][4])
-    packed = torch.empty(size, dtype=torch.uint8, device=tokens.device)
+    packed = {dtype: torch.empty(sum(n for _, _, n in rows), dtype=dtype, device=tokens.device)
+              for dtype, rows in layout.items()}
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         stats: list[torch.Tensor] = []
         out = run_selector(static, k, retention, cfg, clock, stats_out=stats)
-        if stats:  # the fused path's row statistics: max |x|, or NaN when any value is NaN/Inf
-            amax = stats_amax(stats[0])
+        if stats:  # the fused path's own max |x|, NaN when any value is NaN/Inf
+            amax = stats[0]
         else:
             amax = static.detach().abs().amax()
         dst = _views(packed, layout)
-        srcs = [getattr(out, name) for name, *_ in layout]
-        for dtype in {t.dtype for t in srcs}:  # one multi-tensor copy per dtype
-            pairs = [(dst[name], getattr(out, name)) for name, *_ in layout if getattr(out, name).dtype == dtype]
-            torch._foreach_copy_([a for a, _ in pairs], [b for _, b in pairs])
+        names = [name for rows in layout.values() for name, _, _ in rows]
+        torch._foreach_copy_([dst[n] for n in names], [getattr(out, n) for n in names])
     return graph, static, out, amax, packed, layout
 
 
@@ -89,8 +91,8 @@ def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) ->
         graph, static, out, amax, packed, layout = entry
         static.copy_(tokens)
         graph.replay()
-        buf = packed.clone()  # one copy out; the Selection's tensors are views of it
+        bufs = {dtype: b.clone() for dtype, b in packed.items()}  # one copy per dtype; the fields are views
         scale = rescale_for(float(amax), tokens)  # the one host sync; raises on NaN/Inf
     if scale != 1.0:  # rare: values that need rescaling; the eager path does it
         return run_selector(tokens, k, retention, cfg, Clock(tokens.device, False), scale=scale)
-    return replace(out, retention=retention, timings_ms={}, **_views(buf, layout))
+    return replace(out, retention=retention, timings_ms={}, **_views(bufs, layout))

@@ -168,21 +168,24 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str = "tf32x3",
         x, inv, h, h_, w_, d_, 1.0 / cfg.tau,
         RAD=cfg.window // 2, PRAD=cfg.past_window // 2, KT=cfg.temporal_window, QR=qr, BW=bw,
         NKP=nkp, BD=c["BD"], PREC=precision, STAGES=c["STAGES"], num_warps=c["num_warps"],
+        NATIVE=x.dtype in (torch.bfloat16, torch.float16),
     )
     return h, g, stats
 
 
 def scores_fused(h: torch.Tensor, g: torch.Tensor, stats: torch.Tensor,
-                 cfg: SelectorConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Ĝ, S, S̄_f) from the maps: one program per frame."""
+                 cfg: SelectorConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Ĝ, S, S̄_f, max |x|) from the maps: one program per frame. The last is a 1-element tensor, NaN
+    when the input held any NaN/Inf (the input check, read once after the run)."""
     t_, h_, w_ = h.shape
     m = h_ * w_
     gn, score = torch.empty_like(h), torch.empty_like(h)
     sal = torch.empty(t_, device=h.device, dtype=torch.float32)
+    amax = torch.empty(1, device=h.device, dtype=torch.float32)
     nq = max(1, math.ceil(cfg.q * m))
-    _kernels().frame_kernel[(t_,)](h, g, stats, gn, score, sal, m, t_ * h_, cfg.alpha, 1.0 - cfg.alpha, nq, float(nq),
+    _kernels().frame_kernel[(t_,)](h, g, stats, gn, score, sal, amax, m, t_ * h_, cfg.alpha, 1.0 - cfg.alpha, nq, float(nq),
                                    BM=_pow2(m), BR=1024, num_warps=4, enable_fp_fusion=False)
-    return gn, score, sal
+    return gn, score, sal, amax
 
 
 @functools.lru_cache(maxsize=64)

@@ -220,7 +220,8 @@ for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window
         worst = max(worst, float((h - maps.entropy_map(maps.normalize(x), cfg)).abs().max()),
                     float((g - maps.gradient_magnitude(x)).abs().max()))
         assert torch.equal(st[:, 2], x.abs().amax(-1).reshape(-1, ww).amax(-1))
-        gn, score, sal = tm.scores_fused(h, g, st, cfg)
+        gn, score, sal, amax = tm.scores_fused(h, g, st, cfg)
+        assert float(amax) == float(x.abs().max())
         assert torch.equal(gn, maps.minmax(g))
         assert torch.equal(score, (cfg.alpha * h + (1.0 - cfg.alpha) * gn).clamp_(0.0, 1.0))
         flat = score.reshape(t_, m)
@@ -233,6 +234,9 @@ for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window
             idx, rows = tm.gather_fused(x.reshape(t_, m, d_), got[0], budgets, k)
             ref = _flat_indices(got[0].reshape(-1), k)
             assert torch.equal(idx, ref) and torch.equal(rows, x.reshape(-1, d_)[ref])
+bad = torch.randn(2, 3, 4, 5)
+bad[1, 2, 3, 4] = float("inf")
+assert math.isnan(float(tm.scores_fused(*tm.maps_fused(bad, SelectorConfig()), SelectorConfig())[3]))
 gen = torch.Generator().manual_seed(2)
 for _ in range(25):  # many exact ties: scores on a 1/8 lattice, random grids, budgets and cell counts
     t_, hh, ww = (int(torch.randint(1, n, (1,), generator=gen)) for n in (5, 12, 33))

@@ -413,7 +413,8 @@ def test_cuda_fused_pipeline_stages_equal_torch_stages(shape, dtype):
         assert float((h - maps.entropy_map(maps.normalize(x.float()), cfg)).abs().max()) < 2e-5
         torch.testing.assert_close(g, maps.gradient_magnitude(x), atol=1e-4, rtol=1e-5)
         assert torch.equal(stats[:, 2], x.float().abs().amax(-1).reshape(-1, w_).amax(-1))
-        gn, score, sal = triton_maps.scores_fused(h, g, stats, cfg)
+        gn, score, sal, amax = triton_maps.scores_fused(h, g, stats, cfg)
+        assert float(amax) == float(x.float().abs().max())
         assert torch.equal(gn, maps.minmax(g))
         assert torch.equal(score, (cfg.alpha * h + (1.0 - cfg.alpha) * maps.minmax(g)).clamp_(0.0, 1.0))
         flat = score.reshape(t_, m)

@@ -47,7 +47,7 @@ def stages(x, cfg, best):
     m = h_ * w_
     k = num_kept(0.35, t_ * m)
     h, g, st = triton_maps.maps_fused(x, cfg, **best)
-    gn, score, sal = triton_maps.scores_fused(h, g, st, cfg)
+    gn, score, sal, _ = triton_maps.scores_fused(h, g, st, cfg)
     budgets, _, _ = allocate.frame_budgets(score.reshape(t_, m), k, cfg, sal)
     keep, _, _ = triton_maps.pick_fused(score.reshape(t_, m), budgets, (h_, w_), cfg)
     out = {}
