@@ -22,8 +22,19 @@ def build(folder: str | Path, real_sizes: bool = False, seed: int = 0) -> Path:
     return folder
 
 
-def make(real_sizes: bool = False, seed: int = 0, device: str = "cpu"):
-    """(model, processor) with random weights; `device` is where the weights are initialized."""
+#: Qwen2 language-model sizes of the LLaVA-OneVision checkpoints (config.json of the hub models)
+LLM_SIZES = {
+    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2, vocab_size=151936),
+    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+               num_key_value_heads=4, vocab_size=152064),
+}
+
+
+def make(real_sizes: bool = False, seed: int = 0, device: str = "cpu", llm: str = "0.5b",
+         dtype=None):
+    """(model, processor) with random weights; `device` is where the weights are initialized, in `dtype`
+    (default float32). `llm` picks the language model's sizes when real_sizes is set ("0.5b" or "7b")."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
@@ -47,8 +58,7 @@ def make(real_sizes: bool = False, seed: int = 0, device: str = "cpu"):
     if real_sizes:
         vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
                                     num_attention_heads=16, image_size=384, patch_size=14)
-        text = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                           num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768)
+        text = Qwen2Config(**LLM_SIZES[llm], max_position_embeddings=32768)
     else:
         vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                                     image_size=112, patch_size=14)
@@ -58,8 +68,13 @@ def make(real_sizes: bool = False, seed: int = 0, device: str = "cpu"):
                                image_token_id=vocab["<image>"], video_token_id=vocab["<video>"],
                                vision_feature_layer=-1, vision_feature_select_strategy="full")
     torch.manual_seed(seed)
-    with torch.device(device):
-        model = LlavaOnevisionForConditionalGeneration(cfg).eval()
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or torch.float32)  # a 7B model is initialized directly in bf16
+    try:
+        with torch.device(device):
+            model = LlavaOnevisionForConditionalGeneration(cfg).eval()
+    finally:
+        torch.set_default_dtype(old)
     model.generation_config.eos_token_id = vocab["<|im_end|>"]
     size = {"height": vision.image_size, "width": vision.image_size}
     processor = LlavaOnevisionProcessor(

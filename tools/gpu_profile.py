@@ -1,0 +1,48 @@
+"""Where the time of one selector call goes on the GPU machine: host vs device, graph vs eager.
+
+python3 tools/gpu_profile.py  — per grid and dtype: wall ms per call (host clock, synchronized) for the
+CUDA-graph and eager fused paths, the device time of one graph replay, and the top profiler rows.
+"""
+
+import statistics
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from selector import SelectorConfig, select_tokens
+
+
+def wall(fn, n=50):
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ts)
+
+
+def main():
+    cfg = SelectorConfig()
+    for shape in ((16, 14, 14, 896), (16, 27, 27, 1152)):
+        for dtype in (torch.float32, torch.bfloat16):
+            x = torch.randn(*shape, device="cuda").to(dtype)
+            g = wall(lambda: select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True))
+            e = wall(lambda: select_tokens(x, 0.35, cfg, timed=False))
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(10):
+                    select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True)
+                torch.cuda.synchronize()
+            ka = prof.key_averages()
+            dev = sum(k.self_device_time_total for k in ka) / 10 / 1e3
+            print(f"{'×'.join(map(str, shape))} {str(dtype)[6:]}: graph {g:.3f} ms · eager {e:.3f} ms · "
+                  f"device time per graph call {dev:.3f} ms")
+            print(ka.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
+
+
+if __name__ == "__main__":
+    main()
