@@ -183,6 +183,28 @@ def _dot(qv, kv, acc, PREC: tl.constexpr, NATIVE: tl.constexpr):
 
 
 @triton.jit
+def _band(pid, H, W, QR: tl.constexpr, BW: tl.constexpr):
+    # the program's queries: rows r0 .. r0+QR-1 of frame t, BW columns each (padding masked)
+    nrb = (H + QR - 1) // QR
+    t = pid // nrb
+    r0 = (pid % nrb) * QR
+    q = tl.arange(0, QR * BW)
+    qr = r0 + q // BW
+    qc = q % BW
+    q_ok = (qc < W) & (qr < H)
+    return t, r0, qr, qc, q_ok, (t * H + qr) * W + qc
+
+
+@triton.jit
+def _entropy(m_run, z, zl, cnt):
+    # H = m + log Σe - Σe·l / Σe, normalized by log(n valid neighbours); 0 when n <= 1
+    zz = tl.maximum(z, 1e-30)
+    h = m_run + tl.log(zz) - zl / zz
+    h = tl.where(cnt >= 2, h / tl.log(tl.maximum(cnt, 2.0)), 0.0)
+    return tl.minimum(tl.maximum(h, 0.0), 1.0)
+
+
+@triton.jit
 def entropy_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
                    RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
                    BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
@@ -190,37 +212,19 @@ def entropy_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
     # one program per band of QR rows of one frame; key rows: 2·RAD+QR of frame t, then 2·PRAD+QR of each
     # past frame, NKP at a time; per part a (QR·BW × NKP·BW) block of raw dot products on tensor cores,
     # cosines from the precomputed inverse norms, and an online merge of the softmax statistics
-    pid = tl.program_id(0)
-    nrb = (H + QR - 1) // QR
-    t = pid // nrb
-    r0 = (pid % nrb) * QR
+    t, r0, qr, qc, q_ok, qtok = _band(tl.program_id(0), H, W, QR, BW)
     BQ: tl.constexpr = QR * BW
     NCUR: tl.constexpr = 2 * RAD + QR
     PROWS: tl.constexpr = 2 * PRAD + QR
     NKEY: tl.constexpr = NCUR + (KT - 1) * PROWS
     NPARTS: tl.constexpr = (NKEY + NKP - 1) // NKP
-    q = tl.arange(0, BQ)
-    qr = r0 + q // BW
-    qc = q % BW
-    q_ok = (qc < W) & (qr < H)
-    qtok = (t * H + qr) * W + qc
     inv_q = tl.load(inv_ptr + qtok, mask=q_ok, other=0.0)
     m_run = tl.full((BQ,), -1e30, dtype=tl.float32)
     z = tl.zeros((BQ,), dtype=tl.float32)
     zl = tl.zeros((BQ,), dtype=tl.float32)
     cnt = tl.zeros((BQ,), dtype=tl.float32)
     for part in tl.static_range(NPARTS):
-        kk = tl.arange(0, NKP * BW)
-        j = part * NKP + kk // BW
-        kc = kk % BW
-        is_cur = j < NCUR
-        pj = j - NCUR
-        dt = tl.where(is_cur, 0, -(pj // PROWS) - 1)
-        krow = tl.where(is_cur, r0 - RAD + j, r0 - PRAD + pj % PROWS)
-        kframe = t + dt
-        k_ok = (j < NKEY) & (krow >= 0) & (krow < H) & (kframe >= 0) & (kc < W)
-        ktok = (kframe * H + krow) * W + kc
-        inv_k = tl.load(inv_ptr + ktok, mask=k_ok, other=0.0)
+        ktok, k_ok, krow, kc, is_cur = _part_keys(part, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
         s = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
         for d0 in tl.range(0, D, BD, num_stages=STAGES):
             d = d0 + tl.arange(0, BD)
@@ -228,26 +232,9 @@ def entropy_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
             qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :], other=0.0)
             kv = tl.load(x_ptr + ktok[:, None] * D + d[None, :], mask=k_ok[:, None] & dm[None, :], other=0.0)
             s = _dot(qv, kv, s, PREC, NATIVE)
-        rad_j = tl.where(is_cur, RAD, PRAD)
-        drr = krow[None, :] - qr[:, None]
-        dcc = kc[None, :] - qc[:, None]
-        valid = (k_ok[None, :] & q_ok[:, None] & (drr <= rad_j[None, :]) & (drr >= -rad_j[None, :])
-                 & (dcc <= rad_j[None, :]) & (dcc >= -rad_j[None, :]))
-        valid = valid & ~(is_cur[None, :] & (drr == 0) & (dcc == 0))
-        logits = s * inv_q[:, None] * inv_k[None, :] * inv_tau
-        lg = tl.where(valid, logits, -1e30)
-        m_new = tl.maximum(m_run, tl.max(lg, axis=1))
-        scale = tl.exp(m_run - m_new)
-        p = tl.where(valid, tl.exp(lg - m_new[:, None]), 0.0)
-        z = z * scale + tl.sum(p, axis=1)
-        zl = zl * scale + tl.sum(p * tl.where(valid, logits, 0.0), axis=1)
-        cnt += tl.sum(valid.to(tl.float32), axis=1)
-        m_run = m_new
-    zz = tl.maximum(z, 1e-30)
-    h = m_run + tl.log(zz) - zl / zz
-    h = tl.where(cnt >= 2, h / tl.log(tl.maximum(cnt, 2.0)), 0.0)
-    h = tl.minimum(tl.maximum(h, 0.0), 1.0)
-    tl.store(h_ptr + qtok, h, mask=q_ok)
+        m_run, z, zl, cnt = _part_stats(s, inv_ptr, ktok, k_ok, krow, kc, is_cur, qr, qc, q_ok, inv_q, inv_tau,
+                                        m_run, z, zl, cnt, RAD, PRAD)
+    tl.store(h_ptr + qtok, _entropy(m_run, z, zl, cnt), mask=q_ok)
 
 
 @triton.jit(do_not_specialize=["M", "NROWS", "NQ"])
@@ -393,21 +380,13 @@ def entropy_dout_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
                         STAGES: tl.constexpr, NATIVE: tl.constexpr):
     # like entropy_kernel, but the feature dimension is the outer loop: the query chunk is read once per
     # D chunk and up to four key-row parts accumulate side by side (fewer bytes through L2, more registers)
-    pid = tl.program_id(0)
-    nrb = (H + QR - 1) // QR
-    t = pid // nrb
-    r0 = (pid % nrb) * QR
+    t, r0, qr, qc, q_ok, qtok = _band(tl.program_id(0), H, W, QR, BW)
     BQ: tl.constexpr = QR * BW
     NCUR: tl.constexpr = 2 * RAD + QR
     PROWS: tl.constexpr = 2 * PRAD + QR
     NKEY: tl.constexpr = NCUR + (KT - 1) * PROWS
     NPARTS: tl.constexpr = (NKEY + NKP - 1) // NKP
     tl.static_assert(NPARTS <= 4)
-    q = tl.arange(0, BQ)
-    qr = r0 + q // BW
-    qc = q % BW
-    q_ok = (qc < W) & (qr < H)
-    qtok = (t * H + qr) * W + qc
     k0, ok0, kr0, kc0, cur0 = _part_keys(0, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
     k1, ok1, kr1, kc1, cur1 = _part_keys(1, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
     k2, ok2, kr2, kc2, cur2 = _part_keys(2, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
@@ -447,8 +426,4 @@ def entropy_dout_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
     if NPARTS > 3:
         m_run, z, zl, cnt = _part_stats(s3, inv_ptr, k3, ok3, kr3, kc3, cur3, qr, qc, q_ok, inv_q, inv_tau,
                                         m_run, z, zl, cnt, RAD, PRAD)
-    zz = tl.maximum(z, 1e-30)
-    h = m_run + tl.log(zz) - zl / zz
-    h = tl.where(cnt >= 2, h / tl.log(tl.maximum(cnt, 2.0)), 0.0)
-    h = tl.minimum(tl.maximum(h, 0.0), 1.0)
-    tl.store(h_ptr + qtok, h, mask=q_ok)
+    tl.store(h_ptr + qtok, _entropy(m_run, z, zl, cnt), mask=q_ok)

@@ -212,11 +212,12 @@ torch.manual_seed(0)
 worst = 0.0
 for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window=4, past_window=3, grid=3, rho=0.7),
             SelectorConfig(window=1, temporal_window=1)):
-    for shape, qr in (((3, 5, 6, 40), 1), ((2, 4, 1, 2), 2), ((2, 3, 27, 33), 2), ((2, 7, 5, 20), 1)):
+    for shape, qr, kern in (((3, 5, 6, 40), 1, "dout"), ((2, 4, 1, 2), 2, "parts"), ((2, 3, 27, 33), 2, "dout"),
+                            ((2, 7, 5, 20), 1, "parts")):
         x = torch.randn(*shape)
         t_, hh, ww, d_ = shape
         m = hh * ww
-        h, g, st = tm.maps_fused(x, cfg, QR=qr, STAGES=1)
+        h, g, st = tm.maps_fused(x, cfg, KERNEL=kern, QR=qr, STAGES=1)
         worst = max(worst, float((h - maps.entropy_map(maps.normalize(x), cfg)).abs().max()),
                     float((g - maps.gradient_magnitude(x)).abs().max()))
         assert torch.equal(st[:, 2], x.abs().amax(-1).reshape(-1, ww).amax(-1))
