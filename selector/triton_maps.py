@@ -1,4 +1,9 @@
-"""One Triton kernel for both maps on a GPU: window entropy Ĥ and raw gradient magnitude, one pass.
+"""Triton kernels of the selector on a GPU.
+
+The fused pipeline (`maps_fused`, `scores_fused`, `pick_fused`, `gather_fused`; used by `select_tokens`
+whenever `fused_usable`) goes from features to kept rows in six launches; it is described further below.
+`maps_triton` is the earlier one-kernel version of the two maps, kept for grids the fused path does not
+take (more than 1024 tokens a frame or 256 frames):
 
 Each program takes one row (t, r) of up to 32 query tokens and the ≤ 16 key rows its windows reach
 (k rows of frame t, k_past rows of each of the K_t-1 past frames), loops over the feature dimension in
