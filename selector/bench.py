@@ -58,7 +58,8 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
     probe = torch.zeros(1, 1, 1, 1, device=device)
     path = ("fused Triton kernels" if triton_maps.fused_usable(probe, cfg) else
             "Triton maps kernel" if triton_maps.usable(probe, cfg) else "banded GEMM entropy")
-    print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} · torch {torch.__version__} · "
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device: {name} · torch {torch.__version__} · "
           f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: {path}"
           + (" + CUDA graph" if graph else "") + f" · {repeats} repeats, median")
     head = (f"{'grid T×H×W×D':<18}{'r':>6}{'K':>10}{'median ms':>11}{'p90 ms':>9}{'Mtok/s':>9}{'peak MiB':>10}"

@@ -43,7 +43,7 @@ def _views(bufs: dict[torch.dtype, torch.Tensor], layout) -> dict[str, torch.Ten
     out = {}
     for dtype, rows in layout.items():
         parts = torch.split(bufs[dtype], [n for _, _, n in rows])
-        for (name, shape, _), part in zip(rows, parts):
+        for (name, shape, _), part in zip(rows, parts, strict=True):
             out[name] = part.view(shape)
     return out
 

@@ -159,7 +159,8 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str = "tf32x3",
     inv = torch.empty((t_, h_, w_), device=x.device, dtype=torch.float32)
     g = torch.empty_like(inv)
     stats = torch.empty((t_ * h_, 4), device=x.device, dtype=torch.float32)
-    kern.prep_kernel[(t_ * h_,)](x, inv, g, stats, h_, w_, d_, BW=bw, BD=c["PREP_BD"], num_warps=c["PREP_WARPS"])
+    kern.prep_kernel[(t_ * h_,)](x, inv, g, stats, h_, w_, d_, BW=bw, BD=c["PREP_BD"],
+                                 num_warps=c["PREP_WARPS"])
     h = torch.empty_like(inv)
     qr = c["QR"]
     nkey = cfg.window + qr - 1 + (cfg.temporal_window - 1) * (cfg.past_window + qr - 1)
@@ -190,8 +191,8 @@ def scores_fused(h: torch.Tensor, g: torch.Tensor, stats: torch.Tensor,
     sal = torch.empty(t_, device=h.device, dtype=torch.float32)
     amax = torch.empty(1, device=h.device, dtype=torch.float32)
     nq = max(1, math.ceil(cfg.q * m))
-    _kernels().frame_kernel[(t_,)](h, g, stats, gn, score, sal, amax, m, t_ * h_, cfg.alpha, 1.0 - cfg.alpha, nq, float(nq),
-                                   BM=_pow2(m), BR=1024, num_warps=4, enable_fp_fusion=False)
+    _kernels().frame_kernel[(t_,)](h, g, stats, gn, score, sal, amax, m, t_ * h_, cfg.alpha, 1.0 - cfg.alpha, nq,
+                                   float(nq), BM=_pow2(m), BR=1024, num_warps=4, enable_fp_fusion=False)
     return gn, score, sal, amax
 
 

@@ -425,7 +425,7 @@ def test_cuda_fused_pipeline_stages_equal_torch_stages(shape, dtype):
             budgets, _, _ = allocate.frame_budgets(flat, k, cfg)
             got = triton_maps.pick_fused(flat, budgets, (h_, w_), cfg)
             want = allocate.pick(flat, budgets, (h_, w_), cfg)
-            assert all(torch.equal(a, b) for a, b in zip(got, want)), (shape, cfg, r)
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), (shape, cfg, r)
             idx, rows = triton_maps.gather_fused(x.reshape(t_, m, d_), got[0], budgets, k)
             ref_idx = _flat_indices(got[0].reshape(-1), k)
             assert torch.equal(idx, ref_idx) and torch.equal(rows, x.reshape(-1, d_)[ref_idx])

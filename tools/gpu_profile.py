@@ -31,8 +31,8 @@ def main():
     for shape in ((16, 14, 14, 896), (16, 27, 27, 1152)):
         for dtype in (torch.float32, torch.bfloat16):
             x = torch.randn(*shape, device="cuda").to(dtype)
-            g = wall(lambda: select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True))
-            e = wall(lambda: select_tokens(x, 0.35, cfg, timed=False))
+            g = wall(lambda x=x: select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True))
+            e = wall(lambda x=x: select_tokens(x, 0.35, cfg, timed=False))
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 for _ in range(10):
                     select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True)
