@@ -427,3 +427,55 @@ def entropy_dout_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
         m_run, z, zl, cnt = _part_stats(s3, inv_ptr, k3, ok3, kr3, kc3, cur3, qr, qc, q_ok, inv_q, inv_tau,
                                         m_run, z, zl, cnt, RAD, PRAD)
     tl.store(h_ptr + qtok, _entropy(m_run, z, zl, cnt), mask=q_ok)
+
+
+@triton.jit
+def stencil_kernel(x_ptr, inv_ptr, off_ptr, h_ptr, H, W, D, M, inv_tau,
+                   NOFF: tl.constexpr, BQ: tl.constexpr, BD: tl.constexpr, STAGES: tl.constexpr,
+                   EVEN_D: tl.constexpr):
+    # one program per BQ consecutive tokens of one frame; only the window's dot products are computed
+    # (CUDA cores, fp32 FMAs): for every feature chunk a (BQ × NOFF × BD) tile of neighbour values is read
+    # (mostly from L1: neighbouring queries share keys) and reduced against the queries' chunk
+    nblk = (M + BQ - 1) // BQ
+    f = tl.program_id(0) // nblk
+    i = (tl.program_id(0) % nblk) * BQ + tl.arange(0, BQ)
+    q_ok = i < M
+    qr = i // W
+    qc = i % W
+    j = tl.arange(0, NOFF)
+    odt = tl.load(off_ptr + j)
+    odr = tl.load(off_ptr + NOFF + j)
+    odc = tl.load(off_ptr + 2 * NOFF + j)
+    real = tl.load(off_ptr + 3 * NOFF + j) != 0
+    kr = qr[:, None] + odr[None, :]
+    kc = qc[:, None] + odc[None, :]
+    kf = f + odt
+    valid = (q_ok[:, None] & real[None, :] & (kf >= 0)[None, :] & (kr >= 0) & (kr < H) & (kc >= 0)
+             & (kc < W))
+    ktok = (kf[None, :] * H + kr) * W + kc
+    ktok = tl.where(valid, ktok, 0)
+    qtok = f * M + tl.where(q_ok, i, 0)
+    qbase = x_ptr + qtok.to(tl.int64) * D
+    kbase = x_ptr + ktok.to(tl.int64) * D
+    acc = tl.zeros((BQ, NOFF), dtype=tl.float32)
+    for d0 in tl.range(0, D, BD, num_stages=STAGES):
+        d = d0 + tl.arange(0, BD)
+        if EVEN_D:
+            qv = tl.load(qbase[:, None] + d[None, :])
+            kv = tl.load(kbase[:, :, None] + d[None, None, :], mask=valid[:, :, None], other=0.0)
+        else:
+            dm = d < D
+            qv = tl.load(qbase[:, None] + d[None, :], mask=dm[None, :], other=0.0)
+            kv = tl.load(kbase[:, :, None] + d[None, None, :], mask=valid[:, :, None] & dm[None, None, :],
+                         other=0.0)
+        acc += tl.sum(qv.to(tl.float32)[:, None, :] * kv.to(tl.float32), axis=2)
+    inv_q = tl.load(inv_ptr + qtok)
+    inv_k = tl.load(inv_ptr + ktok)
+    logits = acc * inv_q[:, None] * inv_k * inv_tau
+    lg = tl.where(valid, logits, -1e30)
+    mx = tl.max(lg, axis=1)
+    p = tl.where(valid, tl.exp(lg - mx[:, None]), 0.0)
+    z = tl.sum(p, axis=1)
+    zl = tl.sum(p * tl.where(valid, logits, 0.0), axis=1)
+    cnt = tl.sum(valid.to(tl.float32), axis=1)
+    tl.store(h_ptr + qtok, _entropy(mx, z, zl, cnt), mask=q_ok)

@@ -1,4 +1,5 @@
 """Selector benchmark: python -m selector.bench [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--quick]
+                           [--grid TxHxWxD ...]
 
 Prints one row per (grid, retention): median ms of the fast path, tokens/s, peak memory, the spread over
 retentions (max/min of the medians), and the speed-up over a straightforward PyTorch version of the same
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--quick", action="store_true", help="the two 16-frame grids, fewer repeats")
+    ap.add_argument("--grid", action="append", default=None, metavar="TxHxWxD",
+                    help="time this grid instead of the default ones (repeatable), e.g. 256x27x27x1152")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--encoders", action="store_true", help="time the offline encoders instead")
     ap.add_argument("--frames", type=int, default=16)
@@ -132,6 +135,13 @@ def main(argv: list[str] | None = None) -> None:
         bench_encoders(device, a.frames)
         return
     shapes = SHAPES[:2] if a.quick else SHAPES
+    if a.grid:
+        try:
+            shapes = [tuple(int(v) for v in g.lower().replace("×", "x").split("x")) for g in a.grid]
+        except ValueError:
+            ap.error(f"--grid takes T×H×W×D, e.g. 16x27x27x1152; got {a.grid}")
+        if any(len(s) != 4 or min(s) < 1 for s in shapes):
+            ap.error(f"--grid takes four positive sizes T×H×W×D; got {a.grid}")
     repeats = a.repeats or (10 if a.quick else 30)
     # the straightforward version is timed where it takes seconds at most
     ref_max = 64 * 27 * 27 if device.type == "cuda" else 16 * 27 * 27

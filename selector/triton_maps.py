@@ -129,7 +129,7 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 #: (H100: 16×27×27×1152 0.38 ms, 16×14×14×896 0.076 ms for prep + entropy; the best for either grid alone
 #: was within 4 % on the first and 0.073 ms on the second)
 FUSED = {"KERNEL": "dout", "QR": 1, "NKP": 4, "BD": 32, "num_warps": 4, "STAGES": 3, "PREP_BD": 64,
-         "PREP_WARPS": 8}
+         "PREP_WARPS": 8, "BQ": 32, "SBD": 8}
 MAX_FRAME_TOKENS = 1024
 
 
@@ -162,6 +162,14 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str = "tf32x3",
     kern.prep_kernel[(t_ * h_,)](x, inv, g, stats, h_, w_, d_, BW=bw, BD=c["PREP_BD"],
                                  num_warps=c["PREP_WARPS"])
     h = torch.empty_like(inv)
+    if c["KERNEL"] == "stencil":
+        offs = _stencil_table(cfg.window, cfg.temporal_window, cfg.past_window, str(x.device))
+        bq, bd = c["BQ"], c["SBD"]
+        m = h_ * w_
+        kern.stencil_kernel[(t_ * -(-m // bq),)](
+            x, inv, offs, h, h_, w_, d_, m, 1.0 / cfg.tau, NOFF=offs.shape[1], BQ=bq, BD=bd,
+            STAGES=c["STAGES"], EVEN_D=d_ % bd == 0, num_warps=c["num_warps"])
+        return h, g, stats
     qr = c["QR"]
     nkey = cfg.window + qr - 1 + (cfg.temporal_window - 1) * (cfg.past_window + qr - 1)
     nkp = c["NKP"]
@@ -179,6 +187,19 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str = "tf32x3",
         NATIVE=x.dtype in (torch.bfloat16, torch.float16),
     )
     return h, g, stats
+
+
+@functools.lru_cache(maxsize=32)
+def _stencil_table(window: int, temporal_window: int, past_window: int, device: str) -> torch.Tensor:
+    """(4, NOFF) int32: dt, dr, dc of every window offset (`maps.stencil` order), then 1 for real offsets;
+    padded with zeros to a power of two."""
+    from .maps import stencil
+
+    offs = stencil(window, temporal_window, past_window)
+    table = torch.zeros((4, _pow2(len(offs))), dtype=torch.int32)
+    for j, (dt, dr, dc) in enumerate(offs):
+        table[:, j] = torch.tensor([dt, dr, dc, 1], dtype=torch.int32)
+    return table.to(device)
 
 
 def scores_fused(h: torch.Tensor, g: torch.Tensor, stats: torch.Tensor,
