@@ -128,9 +128,20 @@ def budget_kernel(w_ptr, out_ptr, T, K, LO, HI, M, ITERS, BT: tl.constexpr):
 
 
 @triton.jit
-def prep_kernel(x_ptr, inv_ptr, g_ptr, rowstat_ptr, H, W, D, BW: tl.constexpr, BD: tl.constexpr):
+def _addr(ptr, tab_ptr, slot: tl.constexpr, IND: tl.constexpr):
+    # IND: the tensor's address is read from tab[slot] on the device (a CUDA graph replayed on new tensors
+    # without copying them in or out); otherwise `ptr` itself
+    if IND:
+        return tl.load(tab_ptr + slot).to(tl.pointer_type(ptr.dtype.element_ty))
+    return ptr
+
+
+@triton.jit
+def prep_kernel(x_ptr, tab_ptr, inv_ptr, g_ptr, rowstat_ptr, H, W, D, BW: tl.constexpr, BD: tl.constexpr,
+                IND: tl.constexpr):
     # one program per token row (t, r): inverse norms, raw gradient magnitude (central differences,
     # one-sided at borders) and row statistics (min G, max G, max |x|, count of NaN/Inf)
+    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
     pid = tl.program_id(0)
     t = pid // H
     r = pid % H
@@ -179,6 +190,16 @@ def _dot(qv, kv, acc, PREC: tl.constexpr, NATIVE: tl.constexpr):
     # native tensor-core pass gives the fp32 result; fp32 features: PREC ("tf32x3" = fp32 accuracy)
     if NATIVE:
         return tl.dot(qv, tl.trans(kv), acc)
+    if PREC == "bf16x3":  # x = hi + lo in bf16; hi·hi + hi·lo + lo·hi on the bf16 tensor cores, small terms first
+        q = qv.to(tl.float32)
+        k = kv.to(tl.float32)
+        qh = q.to(tl.bfloat16)
+        kh = k.to(tl.bfloat16)
+        ql = (q - qh.to(tl.float32)).to(tl.bfloat16)
+        kl = (k - kh.to(tl.float32)).to(tl.bfloat16)
+        acc = tl.dot(ql, tl.trans(kh), acc)
+        acc = tl.dot(qh, tl.trans(kl), acc)
+        return tl.dot(qh, tl.trans(kh), acc)
     return tl.dot(qv.to(tl.float32), tl.trans(kv.to(tl.float32)), acc, input_precision=PREC)
 
 
@@ -205,13 +226,14 @@ def _entropy(m_run, z, zl, cnt):
 
 
 @triton.jit
-def entropy_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
+def entropy_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
                    RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
                    BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
-                   STAGES: tl.constexpr, NATIVE: tl.constexpr):
+                   STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr):
     # one program per band of QR rows of one frame; key rows: 2·RAD+QR of frame t, then 2·PRAD+QR of each
     # past frame, NKP at a time; per part a (QR·BW × NKP·BW) block of raw dot products on tensor cores,
     # cosines from the precomputed inverse norms, and an online merge of the softmax statistics
+    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
     t, r0, qr, qc, q_ok, qtok = _band(tl.program_id(0), H, W, QR, BW)
     BQ: tl.constexpr = QR * BW
     NCUR: tl.constexpr = 2 * RAD + QR
@@ -311,10 +333,12 @@ def pick_kernel(score_ptr, budget_ptr, kreg_ptr, keep_ptr, rank_ptr, quota_ptr, 
 
 
 @triton.jit
-def gather_kernel(x_ptr, keep_ptr, budget_ptr, idx_ptr, rows_ptr, T, M, D,
-                  BM: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+def gather_kernel(x_ptr, tab_ptr, keep_ptr, budget_ptr, idx_ptr, rows_ptr, T, M, D,
+                  BM: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, IND: tl.constexpr):
     # grid (T, D blocks): kept positions of frame f in ascending order, placed after the budgets of the
     # frames before it; their rows copied (the D block 0 also writes the indices)
+    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
+    rows_ptr = _addr(rows_ptr, tab_ptr, 1, IND)
     f = tl.program_id(0)
     dblk = tl.program_id(1)
     ft = tl.arange(0, BT)
@@ -374,12 +398,13 @@ def _part_stats(s, inv_ptr, ktok, k_ok, krow, kc, is_cur, qr, qc, q_ok, inv_q, i
 
 
 @triton.jit
-def entropy_dout_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
+def entropy_dout_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
                         RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
                         BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
-                        STAGES: tl.constexpr, NATIVE: tl.constexpr):
+                        STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr):
     # like entropy_kernel, but the feature dimension is the outer loop: the query chunk is read once per
     # D chunk and up to four key-row parts accumulate side by side (fewer bytes through L2, more registers)
+    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
     t, r0, qr, qc, q_ok, qtok = _band(tl.program_id(0), H, W, QR, BW)
     BQ: tl.constexpr = QR * BW
     NCUR: tl.constexpr = 2 * RAD + QR
@@ -430,12 +455,13 @@ def entropy_dout_kernel(x_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
 
 
 @triton.jit
-def stencil_kernel(x_ptr, inv_ptr, off_ptr, h_ptr, H, W, D, M, inv_tau,
+def stencil_kernel(x_ptr, tab_ptr, inv_ptr, off_ptr, h_ptr, H, W, D, M, inv_tau,
                    NOFF: tl.constexpr, BQ: tl.constexpr, BD: tl.constexpr, STAGES: tl.constexpr,
-                   EVEN_D: tl.constexpr):
+                   EVEN_D: tl.constexpr, IND: tl.constexpr):
     # one program per BQ consecutive tokens of one frame; only the window's dot products are computed
     # (CUDA cores, fp32 FMAs): for every feature chunk a (BQ × NOFF × BD) tile of neighbour values is read
     # (mostly from L1: neighbouring queries share keys) and reduced against the queries' chunk
+    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
     nblk = (M + BQ - 1) // BQ
     f = tl.program_id(0) // nblk
     i = (tl.program_id(0) % nblk) * BQ + tl.arange(0, BQ)

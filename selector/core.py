@@ -190,11 +190,15 @@ def run_selector(
     gradient_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     scale: float = 1.0,
     stats_out: list[torch.Tensor] | None = None,
+    tab: torch.Tensor | None = None,
 ) -> Selection:
     """The method on checked inputs; no host synchronisation (so a CUDA graph can capture it). The maps
     and fused rows are computed on tokens·scale (see `check_finite`); kept rows are the input's own.
     On the fused GPU path max |x| (NaN when the input has NaN/Inf; computed by the kernels on the way) is
-    appended to `stats_out` when given, so callers check the input after the run without another pass."""
+    appended to `stats_out` when given, so callers check the input after the run without another pass.
+    `tab` (fused GPU path, no grid fusion; used by `graphs`): an int64 device tensor holding the address of
+    the features to read (tokens then only give shape and dtype) and of a (K, D) buffer the kept rows are
+    written to; the Selection's `tokens` is then an empty placeholder."""
     original = tokens
     if scale != 1.0:
         tokens = tokens.float() * scale
@@ -202,8 +206,10 @@ def run_selector(
     n, m = t_ * h_ * w_, h_ * w_
     saliency = None
     fused_gpu = entropy_fn is None and gradient_fn is None and triton_maps.fused_usable(tokens, cfg)
+    if tab is not None and not (fused_gpu and not cfg.grid_fusion and scale == 1.0):
+        raise ValueError("tab is only for the fused GPU path without grid fusion")
     if fused_gpu:  # six kernels from features to rows (triton_maps.select_fused's stages)
-        entropy, raw, stats = triton_maps.maps_fused(tokens, cfg)
+        entropy, raw, stats = triton_maps.maps_fused(tokens, cfg, tab=tab)
         clock.lap("entropy")
         gradient, score, saliency, amax = triton_maps.scores_fused(entropy, raw, stats, cfg)
         if stats_out is not None:
@@ -242,7 +248,7 @@ def run_selector(
             tokens, flat, keep, rank, quota, budgets, cells, cfg.grid * cfg.grid
         )
     if fused_gpu and not cfg.grid_fusion:
-        indices, rows = triton_maps.gather_fused(original.reshape(t_, m, d_), keep, budgets, k)
+        indices, rows = triton_maps.gather_fused(original.reshape(t_, m, d_), keep, budgets, k, tab)
         fused = anchor.reshape(-1)[:k]  # all False
     else:
         indices = _flat_indices(keep.reshape(-1), k)

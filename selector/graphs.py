@@ -1,8 +1,11 @@
 """CUDA-graph replay of the selector for repeated shapes (short clips are launch-bound on a GPU).
 
-A graph is captured once per (shape, dtype, device, K, config) and replayed; inputs are copied into a
-static buffer, and the graph itself packs the outputs into one flat buffer per dtype, cloned out after
-the replay (a few copies instead of one per field), so Selections never alias each other. Imports torch only.
+A graph is captured once per (shape, dtype, device, K, config) and replayed. On the fused GPU path the
+kernels read the features and write the kept rows at addresses held in a small device table, refreshed
+before each replay: the caller's tensor is read in place and the rows land in a fresh tensor (no copy in,
+no copy out). Elsewhere inputs are copied into a static buffer. The other outputs are packed by the graph
+into one flat buffer per dtype, cloned out after the replay (a few copies instead of one per field), so
+Selections never alias each other. Imports torch (and, through `triton_maps`, Triton when present) only.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import fields, replace
 
 import torch
 
+from . import triton_maps
 from .config import SelectorConfig
 from .core import Clock, Selection, num_kept, rescale_for, run_selector
 
@@ -28,12 +32,12 @@ def clear_graphs() -> None:
         _GRAPHS.clear()
 
 
-def _layout(out: Selection) -> dict[torch.dtype, list[tuple[str, tuple[int, ...], int]]]:
-    """Per dtype: (field, shape, numel) of every tensor of a Selection, in field order."""
+def _layout(out: Selection, skip: str | None = None) -> dict[torch.dtype, list[tuple[str, tuple[int, ...], int]]]:
+    """Per dtype: (field, shape, numel) of every tensor of a Selection but `skip`, in field order."""
     groups: dict[torch.dtype, list[tuple[str, tuple[int, ...], int]]] = {}
     for f in fields(out):
         v = getattr(out, f.name)
-        if isinstance(v, torch.Tensor):
+        if isinstance(v, torch.Tensor) and f.name != skip:
             groups.setdefault(v.dtype, []).append((f.name, tuple(v.shape), v.numel()))
     return groups
 
@@ -49,21 +53,30 @@ def _views(bufs: dict[torch.dtype, torch.Tensor], layout) -> dict[str, torch.Ten
 
 
 def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig):
-    static = tokens.clone()
+    # fused GPU path: the kernels read the features, and write the kept rows, at addresses held in a device
+    # table that is refreshed before every replay; nothing is copied in, and the rows are not copied out
+    indirect = triton_maps.fused_usable(tokens, cfg) and not cfg.grid_fusion
     clock = Clock(tokens.device, False)
+    if indirect:
+        static = tokens  # gives shape and dtype only: the graph reads through the table
+        rows = torch.empty((k, tokens.shape[-1]), dtype=tokens.dtype, device=tokens.device)
+        tab = torch.tensor([tokens.data_ptr(), rows.data_ptr()], dtype=torch.int64, device=tokens.device)
+        host = torch.empty(2, dtype=torch.int64, pin_memory=True)
+    else:
+        static, tab, host = tokens.clone(), None, None
     stream = torch.cuda.Stream(tokens.device)
     stream.wait_stream(torch.cuda.current_stream(tokens.device))
     with torch.cuda.stream(stream):
         for _ in range(2):  # warm-up: allocator pools, cuBLAS handles, lazy kernels
-            probe = run_selector(static, k, retention, cfg, clock)
+            probe = run_selector(static, k, retention, cfg, clock, tab=tab)
     torch.cuda.current_stream(tokens.device).wait_stream(stream)
-    layout = _layout(probe)
+    layout = _layout(probe, skip="tokens" if indirect else None)
     packed = {dtype: torch.empty(sum(n for _, _, n in rows), dtype=dtype, device=tokens.device)
               for dtype, rows in layout.items()}
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         stats: list[torch.Tensor] = []
-        out = run_selector(static, k, retention, cfg, clock, stats_out=stats)
+        out = run_selector(static, k, retention, cfg, clock, stats_out=stats, tab=tab)
         if stats:  # the fused path's own max |x|, NaN when any value is NaN/Inf
             amax = stats[0]
         else:
@@ -71,28 +84,38 @@ def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig
         dst = _views(packed, layout)
         names = [name for rows in layout.values() for name, _, _ in rows]
         torch._foreach_copy_([dst[n] for n in names], [getattr(out, n) for n in names])
-    return graph, static, out, amax, packed, layout
+    if indirect:
+        static = None  # the caller's tensor is not kept alive by the cache
+    return graph, static, out, amax, packed, layout, tab, host
 
 
 def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) -> Selection:
     """select_tokens through a captured CUDA graph; one host sync at the end (the NaN/Inf check)."""
-    t_, h_, w_, _ = tokens.shape
+    t_, h_, w_, d_ = tokens.shape
     k = num_kept(retention, t_ * h_ * w_)
     key = (tuple(tokens.shape), tokens.dtype, str(tokens.device), k, cfg)
     with _LOCK:
         entry = _GRAPHS.get(key)
         if entry is None:
-            entry = _capture(tokens, k, retention, cfg)
+            entry = _capture(tokens.contiguous(), k, retention, cfg)
             _GRAPHS[key] = entry
             while len(_GRAPHS) > MAX_GRAPHS:
                 _GRAPHS.popitem(last=False)
         else:
             _GRAPHS.move_to_end(key)
-        graph, static, out, amax, packed, layout = entry
-        static.copy_(tokens)
+        graph, static, out, amax, packed, layout, tab, host = entry
+        extra = {}
+        if tab is not None:
+            src = tokens.contiguous()
+            rows = torch.empty((k, d_), dtype=tokens.dtype, device=tokens.device)
+            host.numpy()[:] = (src.data_ptr(), rows.data_ptr())
+            tab.copy_(host, non_blocking=True)  # ordered before the replay on this stream
+            extra["tokens"] = rows
+        else:
+            static.copy_(tokens)
         graph.replay()
         bufs = {dtype: b.clone() for dtype, b in packed.items()}  # one copy per dtype; the fields are views
-        scale = rescale_for(float(amax), tokens)  # the one host sync; raises on NaN/Inf
+        scale = rescale_for(float(amax), tokens)  # the one host sync (src and rows stay alive until here)
     if scale != 1.0:  # rare: values that need rescaling; the eager path does it
         return run_selector(tokens, k, retention, cfg, Clock(tokens.device, False), scale=scale)
-    return replace(out, retention=retention, timings_ms={}, **_views(bufs, layout))
+    return replace(out, retention=retention, timings_ms={}, **_views(bufs, layout), **extra)

@@ -129,7 +129,8 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 #: (H100: 16×27×27×1152 0.38 ms, 16×14×14×896 0.076 ms for prep + entropy; the best for either grid alone
 #: was within 4 % on the first and 0.073 ms on the second)
 FUSED = {"KERNEL": "dout", "QR": 1, "NKP": 4, "BD": 32, "num_warps": 4, "STAGES": 3, "PREP_BD": 64,
-         "PREP_WARPS": 8, "BQ": 32, "SBD": 8}
+         "PREP_WARPS": 8, "BQ": 32, "SBD": 8,
+         "PREC": "tf32x3"}
 MAX_FRAME_TOKENS = 1024
 
 
@@ -148,27 +149,32 @@ def _pow2(n: int, lo: int = 16) -> int:
     return max(lo, 1 << (max(n, 1) - 1).bit_length())
 
 
-def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str = "tf32x3",
-               **launch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Ĥ, raw gradient magnitude, row statistics (T·H, 4): min G, max G, max |x|, NaN/Inf count)."""
+def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = None,
+               tab: torch.Tensor | None = None, **launch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Ĥ, raw gradient magnitude, row statistics (T·H, 4): min G, max G, max |x|, NaN/Inf count).
+
+    With `tab` (int64 device tensor), the kernels read the features at the address tab[0] instead of x's
+    (x gives the shape and dtype): a CUDA graph replays on a new tensor without copying it in."""
     t_, h_, w_, d_ = x.shape
     x = x.contiguous()
+    ind = tab is not None
+    tab = x if tab is None else tab
     c = {**FUSED, **launch}
     bw = _pow2(w_)
     kern = _kernels()
     inv = torch.empty((t_, h_, w_), device=x.device, dtype=torch.float32)
     g = torch.empty_like(inv)
     stats = torch.empty((t_ * h_, 4), device=x.device, dtype=torch.float32)
-    kern.prep_kernel[(t_ * h_,)](x, inv, g, stats, h_, w_, d_, BW=bw, BD=c["PREP_BD"],
-                                 num_warps=c["PREP_WARPS"])
+    kern.prep_kernel[(t_ * h_,)](x, tab, inv, g, stats, h_, w_, d_, BW=bw, BD=c["PREP_BD"],
+                                 num_warps=c["PREP_WARPS"], IND=ind)
     h = torch.empty_like(inv)
     if c["KERNEL"] == "stencil":
         offs = _stencil_table(cfg.window, cfg.temporal_window, cfg.past_window, str(x.device))
         bq, bd = c["BQ"], c["SBD"]
         m = h_ * w_
         kern.stencil_kernel[(t_ * -(-m // bq),)](
-            x, inv, offs, h, h_, w_, d_, m, 1.0 / cfg.tau, NOFF=offs.shape[1], BQ=bq, BD=bd,
-            STAGES=c["STAGES"], EVEN_D=d_ % bd == 0, num_warps=c["num_warps"])
+            x, tab, inv, offs, h, h_, w_, d_, m, 1.0 / cfg.tau, NOFF=offs.shape[1], BQ=bq, BD=bd,
+            STAGES=c["STAGES"], EVEN_D=d_ % bd == 0, num_warps=c["num_warps"], IND=ind)
         return h, g, stats
     qr = c["QR"]
     nkey = cfg.window + qr - 1 + (cfg.temporal_window - 1) * (cfg.past_window + qr - 1)
@@ -181,10 +187,10 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str = "tf32x3",
         else:
             nkp = c["NKP"]
     kernel[(t_ * -(-h_ // qr),)](
-        x, inv, h, h_, w_, d_, 1.0 / cfg.tau,
+        x, tab, inv, h, h_, w_, d_, 1.0 / cfg.tau,
         RAD=cfg.window // 2, PRAD=cfg.past_window // 2, KT=cfg.temporal_window, QR=qr, BW=bw,
-        NKP=nkp, BD=c["BD"], PREC=precision, STAGES=c["STAGES"], num_warps=c["num_warps"],
-        NATIVE=x.dtype in (torch.bfloat16, torch.float16),
+        NKP=nkp, BD=c["BD"], PREC=precision or c["PREC"], STAGES=c["STAGES"], num_warps=c["num_warps"],
+        NATIVE=x.dtype in (torch.bfloat16, torch.float16), IND=ind,
     )
     return h, g, stats
 
@@ -239,15 +245,19 @@ def pick_fused(score: torch.Tensor, budgets: torch.Tensor, hw: tuple[int, int],
     return keep, rank, quota
 
 
-def gather_fused(x: torch.Tensor, keep: torch.Tensor, budgets: torch.Tensor,
-                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ascending flat indices of the kept tokens (K,), their rows (K, D) in x's dtype)."""
+def gather_fused(x: torch.Tensor, keep: torch.Tensor, budgets: torch.Tensor, k: int,
+                 tab: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ascending flat indices of the kept tokens (K,), their rows (K, D) in x's dtype). With `tab`, the
+    features are read at tab[0] and the rows written at tab[1] (a (K, D) buffer the caller owns); the
+    rows returned are then an empty placeholder."""
     t_, m = keep.shape
     d_ = x.shape[-1]
     x = x.contiguous()
     idx = torch.empty(k, device=x.device, dtype=torch.int64)
-    rows = torch.empty((k, d_), device=x.device, dtype=x.dtype)
+    rows = torch.empty((0 if tab is not None else k, d_), device=x.device, dtype=x.dtype)
+    dst = rows if tab is None else x  # a placeholder of the right dtype: the kernel writes at tab[1]
     bd = 32
-    _kernels().gather_kernel[(t_, -(-d_ // bd))](x, keep, budgets, idx, rows, t_, m, d_,
-                                                 BM=_pow2(m), BT=_pow2(t_), BD=bd, num_warps=8)
+    _kernels().gather_kernel[(t_, -(-d_ // bd))](x, x if tab is None else tab, keep, budgets, idx, dst, t_, m,
+                                                 d_, BM=_pow2(m), BT=_pow2(t_), BD=bd, num_warps=8,
+                                                 IND=tab is not None)
     return idx, rows

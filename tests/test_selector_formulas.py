@@ -213,11 +213,11 @@ worst = 0.0
 for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window=4, past_window=3, grid=3, rho=0.7),
             SelectorConfig(window=1, temporal_window=1)):
     for shape, qr, kern in (((3, 5, 6, 40), 1, "dout"), ((2, 4, 1, 2), 2, "parts"), ((2, 3, 27, 33), 2, "dout"),
-                            ((2, 7, 5, 20), 1, "parts")):
+                            ((2, 7, 5, 20), 1, "parts"), ((3, 5, 6, 40), 1, "stencil"), ((2, 3, 27, 33), 1, "stencil")):
         x = torch.randn(*shape)
         t_, hh, ww, d_ = shape
         m = hh * ww
-        h, g, st = tm.maps_fused(x, cfg, KERNEL=kern, QR=qr, STAGES=1)
+        h, g, st = tm.maps_fused(x, cfg, KERNEL=kern, QR=qr, STAGES=1, BQ=16, SBD=16)
         worst = max(worst, float((h - maps.entropy_map(maps.normalize(x), cfg)).abs().max()),
                     float((g - maps.gradient_magnitude(x)).abs().max()))
         assert torch.equal(st[:, 2], x.abs().amax(-1).reshape(-1, ww).amax(-1))
@@ -235,6 +235,23 @@ for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window
             idx, rows = tm.gather_fused(x.reshape(t_, m, d_), got[0], budgets, k)
             ref = _flat_indices(got[0].reshape(-1), k)
             assert torch.equal(idx, ref) and torch.equal(rows, x.reshape(-1, d_)[ref])
+# through the address table (how a CUDA graph reads new features in place): the placeholder only gives the shape
+x = torch.randn(3, 5, 6, 40)
+cfg = SelectorConfig()
+ph = torch.zeros_like(x)
+k = num_kept(0.35, 90)
+out_rows = torch.full((k, 40), float("nan"))
+tab = torch.tensor([x.data_ptr(), out_rows.data_ptr()], dtype=torch.int64)
+for kern in ("dout", "stencil"):
+    want = tm.maps_fused(x, cfg, KERNEL=kern, STAGES=1)
+    got = tm.maps_fused(ph, cfg, tab=tab, KERNEL=kern, STAGES=1)
+    assert all(torch.equal(a, b) for a, b in zip(got, want)), kern
+h, g, st = want
+gn, score, sal, amax = tm.scores_fused(h, g, st, cfg)
+budgets, _, _ = allocate.frame_budgets(score.reshape(3, 30), k, cfg, sal)
+keep = tm.pick_fused(score.reshape(3, 30), budgets, (5, 6), cfg)[0]
+idx, rows = tm.gather_fused(ph.reshape(3, 30, 40), keep, budgets, k, tab)
+assert rows.shape == (0, 40) and torch.equal(out_rows, x.reshape(-1, 40)[idx])
 bad = torch.randn(2, 3, 4, 5)
 bad[1, 2, 3, 4] = float("inf")
 assert math.isnan(float(tm.scores_fused(*tm.maps_fused(bad, SelectorConfig()), SelectorConfig())[3]))

@@ -449,3 +449,54 @@ def test_cuda_graph_checks_values_through_the_fused_statistics():
     huge = x * 2.0**60  # outside SAFE_RANGE: the graph hands over to the rescaled eager run
     a, b = select_tokens(huge, 0.3, cuda_graph=True), select_tokens(x, 0.3, cuda_graph=True)
     assert torch.equal(a.indices, b.indices) and torch.equal(a.tokens, huge.reshape(-1, 32)[a.indices])
+
+
+@pytest.mark.cuda
+@cuda_only
+@pytest.mark.parametrize("launch", [dict(KERNEL="dout"), dict(KERNEL="stencil", BQ=16, SBD=16, STAGES=1),
+                                    dict(KERNEL="dout", PREC="bf16x3"), dict(KERNEL="parts", QR=2, NKP=2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_entropy_kernels_match_reference(launch, dtype):
+    """Every entropy kernel and precision choice the sweep tools may pick, on the GPU, several grids and
+    neighbourhoods; the features read through the address table give the same maps."""
+    from selector import triton_maps
+
+    if not triton_maps.available():
+        pytest.skip("triton is not installed")
+    for shape in ((16, 27, 27, 1152), (5, 9, 31, 64), (3, 1, 7, 40)):
+        x = tensor(shape, 5).to(dtype).cuda()
+        for cfg in (SelectorConfig(), SelectorConfig(tau=0.02, window=7, temporal_window=2, past_window=5)):
+            ref = maps.entropy_map(maps.normalize(x.float()), cfg)
+            h, g, st = triton_maps.maps_fused(x, cfg, **launch)
+            assert float((h - ref).abs().max()) < 2e-5, (shape, cfg)
+            tab = torch.tensor([x.data_ptr(), 0], dtype=torch.int64, device="cuda")
+            got = triton_maps.maps_fused(torch.zeros_like(x), cfg, tab=tab, **launch)
+            assert all(torch.equal(a, b) for a, b in zip(got, (h, g, st), strict=True))
+
+
+@pytest.mark.cuda
+@cuda_only
+def test_cuda_graph_reads_each_new_tensor_in_place():
+    """The fused graph reads the caller's features through its address table and writes the kept rows
+    into a fresh tensor: new tensors of the captured shape (also non-contiguous ones) give the eager
+    result, earlier Selections keep their rows, and the cache does not keep inputs alive."""
+    import gc
+    import weakref
+
+    cfg = SelectorConfig()
+    xs = [tensor((6, 12, 13, 64), s).cuda() for s in (31, 32)]
+    xs.append(tensor((6, 12, 64, 13), 33).cuda().transpose(2, 3))  # same shape, not contiguous
+    outs = [select_tokens(x, 0.3, cfg, cuda_graph=True) for x in xs]
+    rows = [o.tokens.clone() for o in outs]
+    for x, o, r in zip(xs, outs, rows, strict=True):
+        e = select_tokens(x, 0.3, cfg, timed=False)
+        assert torch.equal(o.indices, e.indices) and torch.equal(o.entropy, e.entropy)
+        assert torch.equal(o.tokens, r) and torch.equal(o.tokens, x.reshape(-1, 64)[o.indices])
+    assert len({o.tokens.data_ptr() for o in outs}) == 3
+    for shape in ((6, 12, 13, 64), (2, 5, 5, 16)):  # a replay, then a capture
+        probe = tensor(shape, 34).cuda()
+        ref = weakref.ref(probe)
+        select_tokens(probe, 0.3, cfg, cuda_graph=True)
+        del probe
+        gc.collect()
+        assert ref() is None, shape

@@ -1,0 +1,81 @@
+"""Sweep the entropy kernels on the GPU: tensor-core "dout" in tf32x3 and bf16x3, the window-only "stencil".
+
+python3 tools/gpu_entropy_sweep.py [--bench]  — prep + entropy by median CUDA-graph replay time, with the
+largest |Ĥ - reference|, on 16×27×27×1152 fp32; the best few on 256×27×27×1152, on 16×14×14×896 and in bf16;
+prints the chosen launch parameters; `--bench` then runs `python -m selector.bench` with them.
+"""
+
+import itertools
+import sys
+
+import torch
+
+from selector import SelectorConfig, maps, triton_maps
+
+sys.path.insert(0, "tools")
+from gpu_stages import graph_ms  # noqa: E402
+
+BASE = dict(triton_maps.FUSED)
+CANDIDATES = ([dict(BASE, KERNEL="dout", PREC="tf32x3")]
+              + [dict(BASE, KERNEL="dout", PREC="bf16x3", QR=qr, BD=bd, num_warps=w, STAGES=st)
+                 for qr, bd, w, st in itertools.product((1, 2), (32, 64), (4, 8), (2, 3))]
+              + [dict(BASE, KERNEL="stencil", BQ=16, SBD=16, num_warps=4, STAGES=1)])
+
+
+def short(launch):
+    keys = ("KERNEL", "PREC", "QR", "BD", "num_warps", "STAGES") if launch["KERNEL"] != "stencil" else (
+        "KERNEL", "BQ", "SBD", "num_warps")
+    return " ".join(f"{k}={launch[k]}" for k in keys)
+
+
+def run(x, cfg, launches, label, reps=20):
+    ref = maps.entropy_map(maps.normalize(x.float()), cfg)
+    rows = []
+    for launch in launches:
+        try:
+            h, _, _ = triton_maps.maps_fused(x, cfg, **launch)
+            err = float((h - ref).abs().max())
+            ms = graph_ms(lambda launch=launch: triton_maps.maps_fused(x, cfg, **launch), reps=reps)
+        except Exception as e:  # a config the compiler or the chip refuses
+            print(f"  skip {short(launch)}: {type(e).__name__}: {str(e)[:120]}")
+            continue
+        rows.append((ms, err, launch))
+    rows.sort(key=lambda r: r[0])
+    print(f"{label}  prep + entropy", flush=True)
+    for ms, err, launch in rows[:8]:
+        print(f"  {ms:.4f} ms  err {err:.1e}  {short(launch)}")
+    for ms, err, launch in rows[8:]:
+        if launch["KERNEL"] == "stencil" or launch.get("PREC") == "tf32x3":
+            print(f"  {ms:.4f} ms  err {err:.1e}  {short(launch)}")
+    return [r[2] for r in rows]
+
+
+def main():
+    cfg = SelectorConfig()
+    x = torch.randn(16, 27, 27, 1152, device="cuda")
+    ranked = run(x, cfg, CANDIDATES, "16×27×27×1152 float32")
+    top = [c for c in ranked if c.get("PREC") == "bf16x3"][:4] + [CANDIDATES[0], CANDIDATES[-1]]
+    run(x, SelectorConfig(tau=0.01), top, "16×27×27×1152 float32 τ=0.01")
+    z = torch.randn(256, 27, 27, 1152, device="cuda")
+    run(z, cfg, top, "256×27×27×1152 float32", reps=5)
+    y = torch.randn(16, 14, 14, 896, device="cuda")
+    run(y, cfg, top, "16×14×14×896 float32")
+    bf = [dict(c, PREC="tf32x3") for c in top[:2]] + [BASE]
+    run(x.bfloat16(), cfg, bf, "16×27×27×1152 bfloat16")
+    run(z.bfloat16(), cfg, bf, "256×27×27×1152 bfloat16", reps=5)
+    chosen = ranked[0]
+    print("chosen", chosen, flush=True)
+    if "--bench" not in sys.argv:
+        return
+    triton_maps.FUSED.update(chosen)
+    from selector.bench import main as bench
+
+    for args in (["--quick"], ["--quick", "--dtype", "bfloat16"],
+                 ["--grid", "256x27x27x1152", "--grid", "64x27x27x1152", "--repeats", "10"],
+                 ["--grid", "256x27x27x1152", "--dtype", "bfloat16", "--repeats", "10"]):
+        print("python -m selector.bench", *args, flush=True)
+        bench(args)
+
+
+if __name__ == "__main__":
+    main()
