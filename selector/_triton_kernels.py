@@ -130,9 +130,11 @@ def budget_kernel(w_ptr, out_ptr, T, K, LO, HI, M, ITERS, BT: tl.constexpr):
 @triton.jit
 def _addr(ptr, tab_ptr, slot: tl.constexpr, IND: tl.constexpr):
     # IND: the tensor's address is read from tab[slot] on the device (a CUDA graph replayed on new tensors
-    # without copying them in or out); otherwise `ptr` itself
+    # without copying them in or out); otherwise `ptr` itself. The launcher guarantees 16-byte aligned
+    # addresses (as Triton assumes for pointer arguments), so loads stay vectorized and the compiled code,
+    # hence every rounding, is the same as with the pointer passed directly
     if IND:
-        return tl.load(tab_ptr + slot).to(tl.pointer_type(ptr.dtype.element_ty))
+        return tl.multiple_of(tl.load(tab_ptr + slot).to(tl.pointer_type(ptr.dtype.element_ty)), 16)
     return ptr
 
 

@@ -94,10 +94,13 @@ def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) ->
     t_, h_, w_, d_ = tokens.shape
     k = num_kept(retention, t_ * h_ * w_)
     key = (tuple(tokens.shape), tokens.dtype, str(tokens.device), k, cfg)
+    src = tokens.contiguous()
+    if src.data_ptr() % 16:  # the fused kernels assume 16-byte aligned rows (e.g. a view at an odd offset)
+        src = src.clone()
     with _LOCK:
         entry = _GRAPHS.get(key)
         if entry is None:
-            entry = _capture(tokens.contiguous(), k, retention, cfg)
+            entry = _capture(src, k, retention, cfg)
             _GRAPHS[key] = entry
             while len(_GRAPHS) > MAX_GRAPHS:
                 _GRAPHS.popitem(last=False)
@@ -106,7 +109,6 @@ def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) ->
         graph, static, out, amax, packed, layout, tab, host = entry
         extra = {}
         if tab is not None:
-            src = tokens.contiguous()
             rows = torch.empty((k, d_), dtype=tokens.dtype, device=tokens.device)
             host.numpy()[:] = (src.data_ptr(), rows.data_ptr())
             tab.copy_(host, non_blocking=True)  # ordered before the replay on this stream

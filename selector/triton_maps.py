@@ -129,9 +129,14 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 #: (H100: 16×27×27×1152 0.38 ms, 16×14×14×896 0.076 ms for prep + entropy; the best for either grid alone
 #: was within 4 % on the first and 0.073 ms on the second)
 FUSED = {"KERNEL": "dout", "QR": 1, "NKP": 4, "BD": 32, "num_warps": 4, "STAGES": 3, "PREP_BD": 64,
-         "PREP_WARPS": 8, "BQ": 32, "SBD": 8,
-         "PREC": "tf32x3"}
+         "PREP_WARPS": 8, "BQ": 16, "SBD": 16,
+         "PREC": "bf16x3"}
 MAX_FRAME_TOKENS = 1024
+#: fp32 features: "bf16x3" dots (x = hi + lo in bf16, three bf16 tensor-core passes) take 0.22 ms for prep +
+#: entropy on 16×27×27×1152 against 0.36 with "tf32x3" (H100). Their cosine error (~1e-7) is divided by τ in
+#: the logits: max |ΔĤ| measured 3.6e-7 at τ = 1 but 1.2e-5 at τ = 0.01 (tf32x3: 1.1e-6), so below this τ
+#: the tf32x3 dots are used.
+BF16X3_MIN_TAU = 0.05
 
 
 def fused_supports(shape: tuple[int, ...], cfg: SelectorConfig) -> bool:
@@ -189,7 +194,7 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
     kernel[(t_ * -(-h_ // qr),)](
         x, tab, inv, h, h_, w_, d_, 1.0 / cfg.tau,
         RAD=cfg.window // 2, PRAD=cfg.past_window // 2, KT=cfg.temporal_window, QR=qr, BW=bw,
-        NKP=nkp, BD=c["BD"], PREC=precision or c["PREC"], STAGES=c["STAGES"], num_warps=c["num_warps"],
+        NKP=nkp, BD=c["BD"], PREC=precision or (c["PREC"] if cfg.tau >= BF16X3_MIN_TAU else "tf32x3"), STAGES=c["STAGES"], num_warps=c["num_warps"],
         NATIVE=x.dtype in (torch.bfloat16, torch.float16), IND=ind,
     )
     return h, g, stats

@@ -486,13 +486,14 @@ def test_cuda_graph_reads_each_new_tensor_in_place():
     cfg = SelectorConfig()
     xs = [tensor((6, 12, 13, 64), s).cuda() for s in (31, 32)]
     xs.append(tensor((6, 12, 64, 13), 33).cuda().transpose(2, 3))  # same shape, not contiguous
+    xs.append(tensor((6 * 12 * 13 * 64 + 1,), 35).cuda()[1:].view(6, 12, 13, 64))  # 4 bytes off alignment
     outs = [select_tokens(x, 0.3, cfg, cuda_graph=True) for x in xs]
     rows = [o.tokens.clone() for o in outs]
     for x, o, r in zip(xs, outs, rows, strict=True):
         e = select_tokens(x, 0.3, cfg, timed=False)
         assert torch.equal(o.indices, e.indices) and torch.equal(o.entropy, e.entropy)
         assert torch.equal(o.tokens, r) and torch.equal(o.tokens, x.reshape(-1, 64)[o.indices])
-    assert len({o.tokens.data_ptr() for o in outs}) == 3
+    assert len({o.tokens.data_ptr() for o in outs}) == 4 and xs[-1].data_ptr() % 16 == 4
     for shape in ((6, 12, 13, 64), (2, 5, 5, 16)):  # a replay, then a capture
         probe = tensor(shape, 34).cuda()
         ref = weakref.ref(probe)

@@ -26,6 +26,33 @@ def wall(fn, n=50):
     return statistics.median(ts)
 
 
+def host_parts(x, cfg):
+    """Replay alone (synchronized), the table refresh, the output clones, the views + dataclass replace."""
+    from dataclasses import replace
+
+    from selector import graphs
+    from selector.core import num_kept
+
+    select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True)
+    k = num_kept(0.35, x.shape[0] * x.shape[1] * x.shape[2])
+    graph, _, out, _, packed, layout, tab, host = graphs._GRAPHS[(tuple(x.shape), x.dtype, str(x.device), k, cfg)]
+    rows = torch.empty((k, x.shape[-1]), dtype=x.dtype, device=x.device)
+
+    def refresh():
+        host.numpy()[:] = (x.data_ptr(), rows.data_ptr())
+        tab.copy_(host, non_blocking=True)
+
+    bufs = {dt: b.clone() for dt, b in packed.items()}
+    return {
+        "select_tokens": wall(lambda: select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True)),
+        "replay": wall(graph.replay),
+        "table": wall(refresh),
+        "clones": wall(lambda: {dt: b.clone() for dt, b in packed.items()}),
+        "rows alloc": wall(lambda: torch.empty((k, x.shape[-1]), dtype=x.dtype, device=x.device)),
+        "views+replace": wall(lambda: replace(out, retention=0.35, timings_ms={}, **graphs._views(bufs, layout))),
+    }
+
+
 def main():
     cfg = SelectorConfig()
     for shape in ((16, 14, 14, 896), (16, 27, 27, 1152)):
@@ -41,6 +68,7 @@ def main():
             dev = sum(k.self_device_time_total for k in ka) / 10 / 1e3
             print(f"{'×'.join(map(str, shape))} {str(dtype)[6:]}: graph {g:.3f} ms · eager {e:.3f} ms · "
                   f"device time per graph call {dev:.3f} ms")
+            print("  host parts of a graph call: " + " · ".join(f"{k} {v:.3f} ms" for k, v in host_parts(x, cfg).items()))
             print(ka.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
 
 
