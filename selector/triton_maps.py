@@ -184,6 +184,7 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
     qr = c["QR"]
     nkey = cfg.window + qr - 1 + (cfg.temporal_window - 1) * (cfg.past_window + qr - 1)
     nkp = c["NKP"]
+    prec = precision or (c["PREC"] if cfg.tau >= BF16X3_MIN_TAU else "tf32x3")
     kernel = kern.entropy_kernel
     if c["KERNEL"] == "dout":  # at most four key-row parts side by side, else the parts-outer kernel
         nkp = max(nkp, _pow2(-(-nkey // 4), 1))
@@ -194,7 +195,7 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
     kernel[(t_ * -(-h_ // qr),)](
         x, tab, inv, h, h_, w_, d_, 1.0 / cfg.tau,
         RAD=cfg.window // 2, PRAD=cfg.past_window // 2, KT=cfg.temporal_window, QR=qr, BW=bw,
-        NKP=nkp, BD=c["BD"], PREC=precision or (c["PREC"] if cfg.tau >= BF16X3_MIN_TAU else "tf32x3"), STAGES=c["STAGES"], num_warps=c["num_warps"],
+        NKP=nkp, BD=c["BD"], PREC=prec, STAGES=c["STAGES"], num_warps=c["num_warps"],
         NATIVE=x.dtype in (torch.bfloat16, torch.float16), IND=ind,
     )
     return h, g, stats

@@ -68,7 +68,8 @@ def main():
             dev = sum(k.self_device_time_total for k in ka) / 10 / 1e3
             print(f"{'×'.join(map(str, shape))} {str(dtype)[6:]}: graph {g:.3f} ms · eager {e:.3f} ms · "
                   f"device time per graph call {dev:.3f} ms")
-            print("  host parts of a graph call: " + " · ".join(f"{k} {v:.3f} ms" for k, v in host_parts(x, cfg).items()))
+            parts = host_parts(x, cfg)
+            print("  host parts of a graph call: " + " · ".join(f"{k} {v:.3f} ms" for k, v in parts.items()))
             print(ka.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
 
 
