@@ -252,7 +252,7 @@ def run_selector(
         fused = anchor.reshape(-1)[:k]  # all False
     else:
         indices = _flat_indices(keep.reshape(-1), k)
-        rows = original.reshape(n, d_)[indices]
+        rows = torch.index_select(original.reshape(n, d_), 0, indices)
         fused = anchor.reshape(-1)[indices]
     if fused_feat is not None:
         fused_rows = fused_feat.reshape(n, d_)[indices] / scale

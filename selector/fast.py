@@ -62,27 +62,50 @@ def entropy_banded_raw(x: torch.Tensor, cfg: SelectorConfig) -> torch.Tensor:
     return _banded(x, cfg, normalized=False)
 
 
+#: frames of features per chunk of the banded path (CPU): ~16 MB, so the padded buffer is reused and warm
+CHUNK_BYTES = 16 << 20
+
+
 def _banded(x: torch.Tensor, cfg: SelectorConfig, normalized: bool) -> torch.Tensor:
     t_, h_, w_, d_ = x.shape
-    parts, valid, n_valid, front = band_layout(t_, h_, w_, cfg.window, cfg.temporal_window, cfg.past_window,
-                                               str(x.device))
-    n = t_ * h_ * w_
+    parts, valid, n_valid, _ = band_layout(t_, h_, w_, cfg.window, cfg.temporal_window, cfg.past_window,
+                                           str(x.device))
+    m = h_ * w_
+    halo = cfg.temporal_window - 1
     rmax = max(cfg.window, cfg.past_window) // 2
-    buf = torch.empty((front + n + rmax * w_ + w_, d_), dtype=torch.float32, device=x.device)
-    buf[:front].zero_()
-    buf[front + n :].zero_()
-    flat = x.reshape(n, d_).float()
+    # frames go in chunks through one zero-padded buffer: [halo frames | chunk frames | tail padding],
+    # preceded by rmax rows of zeros; on a GPU the whole video is one chunk
+    chunk = t_ if x.device.type != "cpu" else max(1, min(t_, CHUNK_BYTES // max(1, m * d_ * 4)))
+    pre = rmax * w_ + halo * m
+    buf = torch.empty((pre + chunk * m + rmax * w_ + w_, d_), dtype=torch.float32, device=x.device)
+    buf[:pre].zero_()
+    flat = x.reshape(t_ * m, d_)
+    out = torch.empty((t_ * h_, w_), dtype=torch.float32, device=x.device)
+    for t0 in range(0, t_, chunk):
+        c = min(chunk, t_ - t0)
+        if t0 > 0:  # the previous chunk's last frames become this chunk's past frames
+            lo = max(0, t0 - halo)
+            if chunk >= halo:
+                buf[pre - (t0 - lo) * m : pre] = buf[pre + (chunk - (t0 - lo)) * m : pre + chunk * m]
+            else:
+                _fill(buf[pre - (t0 - lo) * m : pre], flat[lo * m : t0 * m], normalized)
+        _fill(buf[pre : pre + c * m], flat[t0 * m : (t0 + c) * m], normalized)
+        buf[pre + c * m :].zero_()
+        q = buf[pre : pre + c * m].view(c * h_, w_, d_)
+        sims = []
+        for dt, nrows, col in parts:
+            start = pre + dt * m - (nrows // 2) * w_
+            band = buf.as_strided((c * h_, nrows * w_, d_), (w_ * d_, d_, 1), start * d_)
+            s = torch.bmm(q, band.transpose(1, 2))  # (c·H, W, nrows·W)
+            sims.append(torch.gather(s, 2, col.expand(c * h_, -1, -1)))
+        logits = torch.cat(sims, dim=-1) / cfg.tau
+        rows = slice(t0 * h_, (t0 + c) * h_)
+        out[rows] = entropy_from_logits(logits, valid[rows], n_valid[rows])
+    return out.view(t_, h_, w_)
+
+
+def _fill(dst: torch.Tensor, src: torch.Tensor, normalized: bool) -> None:
     if normalized:
-        buf[front : front + n] = flat
+        dst.copy_(src)
     else:
-        normalize(flat, out=buf[front : front + n])
-    q = buf[front : front + n].view(t_ * h_, w_, d_)
-    sims = []
-    for dt, nrows, col in parts:
-        start = front + dt * h_ * w_ - (nrows // 2) * w_
-        band = buf.as_strided((t_ * h_, nrows * w_, d_), (w_ * d_, d_, 1), start * d_)
-        s = torch.bmm(q, band.transpose(1, 2))  # (T·H, W, nrows·W)
-        sims.append(torch.gather(s, 2, col.expand(t_ * h_, -1, -1)))
-    logits = torch.cat(sims, dim=-1) / cfg.tau
-    h = entropy_from_logits(logits, valid, n_valid)
-    return h.view(t_, h_, w_)
+        normalize(src, out=dst)

@@ -70,6 +70,25 @@ def test_banded_entropy_equals_reference(shape, cfg, seed):
     assert float((entropy_banded(xn, cfg) - maps.entropy_map(xn, cfg)).abs().max()) < 1e-5
 
 
+@pytest.mark.parametrize("frames_per_chunk", [1, 2, 3])
+def test_cpu_chunks_give_the_same_maps(monkeypatch, frames_per_chunk):
+    """The CPU paths go through the frames in chunks (past frames carried over or re-normalized when a
+    chunk is shorter than the temporal window); any chunk size gives the one-chunk maps."""
+    from selector import fast
+
+    x = tensor((7, 5, 6, 16), 9)
+    whole_g = maps.gradient_magnitude(x)
+    cfgs = [SelectorConfig(), SelectorConfig(temporal_window=4, window=3, past_window=5, tau=0.1)]
+    whole_h = [fast.entropy_banded_raw(x, c) for c in cfgs]
+    monkeypatch.setattr(fast, "CHUNK_BYTES", frames_per_chunk * 5 * 6 * 16 * 4)
+    monkeypatch.setattr(maps, "CHUNK_BYTES", frames_per_chunk * 5 * 6 * 16 * 4)
+    assert torch.equal(maps.gradient_magnitude(x), whole_g)
+    for c, h in zip(cfgs, whole_h, strict=True):
+        chunked = fast.entropy_banded_raw(x, c)
+        assert float((chunked - h).abs().max()) < 1e-6
+        assert float((chunked - maps.entropy_map(maps.normalize(x), c)).abs().max()) < 1e-5
+
+
 @settings(max_examples=40, deadline=None)
 @given(shape=shapes, cfg=configs, r=st.floats(0.01, 1.0), seed=st.integers(0, 2**16))
 def test_deterministic(shape, cfg, r, seed):
