@@ -4,8 +4,8 @@ A graph is captured once per (shape, dtype, device, K, config) and replayed. On 
 kernels read the features and write the kept rows at addresses held in a small device table, refreshed
 before each replay: the caller's tensor is read in place and the rows land in a fresh tensor (no copy in,
 no copy out). Elsewhere inputs are copied into a static buffer. The other outputs are packed by the graph
-into one flat buffer per dtype, cloned out after the replay (a few copies instead of one per field), so
-Selections never alias each other. Imports torch (and, through `triton_maps`, Triton when present) only.
+into one byte buffer, cloned out after the replay (one copy instead of one per field), so Selections never
+alias each other. Imports torch (and, through `triton_maps`, Triton when present) only.
 """
 
 from __future__ import annotations
@@ -32,36 +32,39 @@ def clear_graphs() -> None:
         _GRAPHS.clear()
 
 
-def _layout(out: Selection, skip: str | None = None) -> dict[torch.dtype, list[tuple[str, tuple[int, ...], int]]]:
-    """Per dtype: (field, shape, numel) of every tensor of a Selection but `skip`, in field order."""
-    groups: dict[torch.dtype, list[tuple[str, tuple[int, ...], int]]] = {}
+_ALIGN = 16
+
+
+def _layout(out: Selection, skip: str | None = None) -> tuple[list[tuple[str, torch.dtype, tuple[int, ...], int, int]],
+                                                              int]:
+    """(field, dtype, shape, byte offset, bytes) of every tensor of a Selection but `skip`, in field order,
+    at 16-byte aligned offsets of one byte buffer; and the buffer's size."""
+    rows, off = [], 0
     for f in fields(out):
         v = getattr(out, f.name)
         if isinstance(v, torch.Tensor) and f.name != skip:
-            groups.setdefault(v.dtype, []).append((f.name, tuple(v.shape), v.numel()))
-    return groups
+            nbytes = v.numel() * v.element_size()
+            rows.append((f.name, v.dtype, tuple(v.shape), off, nbytes))
+            off += -(-nbytes // _ALIGN) * _ALIGN
+    return rows, max(off, _ALIGN)
 
 
-def _views(bufs: dict[torch.dtype, torch.Tensor], layout) -> dict[str, torch.Tensor]:
-    """The Selection's tensors as views of one flat buffer per dtype (few ops: this runs on every call)."""
-    out = {}
-    for dtype, rows in layout.items():
-        parts = torch.split(bufs[dtype], [n for _, _, n in rows])
-        for (name, shape, _), part in zip(rows, parts, strict=True):
-            out[name] = part.view(shape)
-    return out
+def _views(buf: torch.Tensor, layout) -> dict[str, torch.Tensor]:
+    """The Selection's tensors as typed views of the one byte buffer (this runs on every call)."""
+    return {name: buf[off : off + nbytes].view(dtype).view(shape) for name, dtype, shape, off, nbytes in layout[0]}
 
 
-def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig):
+def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig, table_in_graph: bool = True):
     # fused GPU path: the kernels read the features, and write the kept rows, at addresses held in a device
-    # table that is refreshed before every replay; nothing is copied in, and the rows are not copied out
+    # table; the graph's first node copies it from a pinned host buffer the caller fills before each replay.
+    # Nothing is copied in, and the rows are not copied out
     indirect = triton_maps.fused_usable(tokens, cfg) and not cfg.grid_fusion
     clock = Clock(tokens.device, False)
     if indirect:
         static = tokens  # gives shape and dtype only: the graph reads through the table
         rows = torch.empty((k, tokens.shape[-1]), dtype=tokens.dtype, device=tokens.device)
         tab = torch.tensor([tokens.data_ptr(), rows.data_ptr()], dtype=torch.int64, device=tokens.device)
-        host = torch.empty(2, dtype=torch.int64, pin_memory=True)
+        host = torch.tensor([tokens.data_ptr(), rows.data_ptr()], dtype=torch.int64).pin_memory()
     else:
         static, tab, host = tokens.clone(), None, None
     stream = torch.cuda.Stream(tokens.device)
@@ -71,22 +74,30 @@ def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig
             probe = run_selector(static, k, retention, cfg, clock, tab=tab)
     torch.cuda.current_stream(tokens.device).wait_stream(stream)
     layout = _layout(probe, skip="tokens" if indirect else None)
-    packed = {dtype: torch.empty(sum(n for _, _, n in rows), dtype=dtype, device=tokens.device)
-              for dtype, rows in layout.items()}
+    packed = torch.empty(layout[1], dtype=torch.uint8, device=tokens.device)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        stats: list[torch.Tensor] = []
-        out = run_selector(static, k, retention, cfg, clock, stats_out=stats, tab=tab)
-        if stats:  # the fused path's own max |x|, NaN when any value is NaN/Inf
-            amax = stats[0]
-        else:
-            amax = static.detach().abs().amax()
-        dst = _views(packed, layout)
-        names = [name for rows in layout.values() for name, _, _ in rows]
-        torch._foreach_copy_([dst[n] for n in names], [getattr(out, n) for n in names])
+    table_in_graph = table_in_graph and indirect
+    try:
+        with torch.cuda.graph(graph):
+            if table_in_graph:
+                tab.copy_(host, non_blocking=True)
+            stats: list[torch.Tensor] = []
+            out = run_selector(static, k, retention, cfg, clock, stats_out=stats, tab=tab)
+            if stats:  # the fused path's own max |x|, NaN when any value is NaN/Inf
+                amax = stats[0]
+            else:
+                amax = static.detach().abs().amax()
+            dst = _views(packed, layout)
+            names = [row[0] for row in layout[0]]
+            torch._foreach_copy_([dst[n] for n in names], [getattr(out, n) for n in names])
+    except RuntimeError:
+        if not table_in_graph:
+            raise
+        torch.cuda.synchronize(tokens.device)
+        return _capture(tokens, k, retention, cfg, table_in_graph=False)  # copy the table before each replay
     if indirect:
         static = None  # the caller's tensor is not kept alive by the cache
-    return graph, static, out, amax, packed, layout, tab, host
+    return graph, static, out, amax, packed, layout, tab, host, table_in_graph
 
 
 def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) -> Selection:
@@ -106,18 +117,19 @@ def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) ->
                 _GRAPHS.popitem(last=False)
         else:
             _GRAPHS.move_to_end(key)
-        graph, static, out, amax, packed, layout, tab, host = entry
+        graph, static, out, amax, packed, layout, tab, host, table_in_graph = entry
         extra = {}
         if tab is not None:
             rows = torch.empty((k, d_), dtype=tokens.dtype, device=tokens.device)
-            host.numpy()[:] = (src.data_ptr(), rows.data_ptr())
-            tab.copy_(host, non_blocking=True)  # ordered before the replay on this stream
+            host.numpy()[:] = (src.data_ptr(), rows.data_ptr())  # read by the graph's first node
+            if not table_in_graph:
+                tab.copy_(host, non_blocking=True)  # ordered before the replay on this stream
             extra["tokens"] = rows
         else:
             static.copy_(tokens)
         graph.replay()
-        bufs = {dtype: b.clone() for dtype, b in packed.items()}  # one copy per dtype; the fields are views
+        buf = packed.clone()  # one copy for all the other fields (they are views of it)
         scale = rescale_for(float(amax), tokens)  # the one host sync (src and rows stay alive until here)
     if scale != 1.0:  # rare: values that need rescaling; the eager path does it
         return run_selector(tokens, k, retention, cfg, Clock(tokens.device, False), scale=scale)
-    return replace(out, retention=retention, timings_ms={}, **_views(bufs, layout), **extra)
+    return replace(out, retention=retention, timings_ms={}, **_views(buf, layout), **extra)
