@@ -35,23 +35,25 @@ def clear_graphs() -> None:
 _ALIGN = 16
 
 
-def _layout(out: Selection, skip: str | None = None) -> tuple[list[tuple[str, torch.dtype, tuple[int, ...], int, int]],
-                                                              int]:
-    """(field, dtype, shape, byte offset, bytes) of every tensor of a Selection but `skip`, in field order,
-    at 16-byte aligned offsets of one byte buffer; and the buffer's size."""
+def _layout(out: Selection, skip: str | None = None) -> tuple[list[tuple], int, list[torch.dtype]]:
+    """(field, dtype, shape, stride, element offset) of every tensor of a Selection but `skip`, in field
+    order, at 16-byte aligned offsets of one byte buffer; the buffer's size; the dtypes used."""
     rows, off = [], 0
     for f in fields(out):
         v = getattr(out, f.name)
         if isinstance(v, torch.Tensor) and f.name != skip:
-            nbytes = v.numel() * v.element_size()
-            rows.append((f.name, v.dtype, tuple(v.shape), off, nbytes))
-            off += -(-nbytes // _ALIGN) * _ALIGN
-    return rows, max(off, _ALIGN)
+            shape = tuple(v.shape)
+            stride = torch.empty(shape, device="meta").stride()
+            rows.append((f.name, v.dtype, shape, stride, off // v.element_size()))
+            off += -(-(v.numel() * v.element_size()) // _ALIGN) * _ALIGN
+    return rows, max(off, _ALIGN), sorted({r[1] for r in rows}, key=str)
 
 
 def _views(buf: torch.Tensor, layout) -> dict[str, torch.Tensor]:
-    """The Selection's tensors as typed views of the one byte buffer (this runs on every call)."""
-    return {name: buf[off : off + nbytes].view(dtype).view(shape) for name, dtype, shape, off, nbytes in layout[0]}
+    """The Selection's tensors as typed views of the one byte buffer (one op per field: this runs on every
+    call)."""
+    typed = {dtype: buf.view(dtype) for dtype in layout[2]}
+    return {name: typed[dtype].as_strided(shape, stride, off) for name, dtype, shape, stride, off in layout[0]}
 
 
 def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig, table_in_graph: bool = True):
