@@ -15,7 +15,7 @@ import functools
 import torch
 
 from .config import SelectorConfig
-from .maps import entropy_from_logits, normalize
+from .maps import entropy_from_logits, frames_per_chunk, normalize
 
 __all__ = ["entropy_banded", "entropy_banded_raw", "band_layout"]
 
@@ -62,21 +62,16 @@ def entropy_banded_raw(x: torch.Tensor, cfg: SelectorConfig) -> torch.Tensor:
     return _banded(x, cfg, normalized=False)
 
 
-#: frames of features per chunk of the banded path (CPU): ~16 MB, so the padded buffer is reused and warm
-CHUNK_BYTES = 16 << 20
-
-
 def _banded(x: torch.Tensor, cfg: SelectorConfig, normalized: bool) -> torch.Tensor:
     t_, h_, w_, d_ = x.shape
-    parts, valid, n_valid, _ = band_layout(t_, h_, w_, cfg.window, cfg.temporal_window, cfg.past_window,
-                                           str(x.device))
+    parts, valid, n_valid, pre = band_layout(t_, h_, w_, cfg.window, cfg.temporal_window, cfg.past_window,
+                                             str(x.device))
     m = h_ * w_
     halo = cfg.temporal_window - 1
     rmax = max(cfg.window, cfg.past_window) // 2
-    # frames go in chunks through one zero-padded buffer: [halo frames | chunk frames | tail padding],
-    # preceded by rmax rows of zeros; on a GPU the whole video is one chunk
-    chunk = t_ if x.device.type != "cpu" else max(1, min(t_, CHUNK_BYTES // max(1, m * d_ * 4)))
-    pre = rmax * w_ + halo * m
+    # frames go in chunks through one zero-padded buffer: [rmax rows of zeros | halo frames | chunk frames |
+    # tail padding]; `pre` (band_layout's front padding) tokens precede the chunk
+    chunk = frames_per_chunk(x)
     buf = torch.empty((pre + chunk * m + rmax * w_ + w_, d_), dtype=torch.float32, device=x.device)
     buf[:pre].zero_()
     flat = x.reshape(t_ * m, d_)

@@ -107,13 +107,10 @@ def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) ->
     t_, h_, w_, d_ = tokens.shape
     k = num_kept(retention, t_ * h_ * w_)
     key = (tuple(tokens.shape), tokens.dtype, str(tokens.device), k, cfg)
-    src = tokens.contiguous()
-    if src.data_ptr() % 16:  # the fused kernels assume 16-byte aligned rows (e.g. a view at an odd offset)
-        src = src.clone()
     with _LOCK:
         entry = _GRAPHS.get(key)
         if entry is None:
-            entry = _capture(src, k, retention, cfg)
+            entry = _capture(triton_maps.aligned(tokens), k, retention, cfg)
             _GRAPHS[key] = entry
             while len(_GRAPHS) > MAX_GRAPHS:
                 _GRAPHS.popitem(last=False)
@@ -122,6 +119,7 @@ def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) ->
         graph, static, out, amax, packed, layout, tab, host, table_in_graph = entry
         extra = {}
         if tab is not None:
+            src = triton_maps.aligned(tokens)  # the fused kernels assume 16-byte aligned rows
             rows = torch.empty((k, d_), dtype=tokens.dtype, device=tokens.device)
             host.numpy()[:] = (src.data_ptr(), rows.data_ptr())  # read by the graph's first node
             if not table_in_graph:

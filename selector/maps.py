@@ -92,8 +92,17 @@ def gradient_map(x: torch.Tensor) -> torch.Tensor:
     return minmax(gradient_magnitude(x))
 
 
-#: frames of features per chunk of `gradient_magnitude` on a CPU (~16 MB)
+#: bytes of fp32 features per chunk of frames on a CPU (`gradient_magnitude`, `fast.entropy_banded`)
 CHUNK_BYTES = 16 << 20
+
+
+def frames_per_chunk(x: torch.Tensor) -> int:
+    """Frames per chunk of the CPU paths: ~CHUNK_BYTES of fp32 features, so their buffers are reused and
+    warm instead of fresh temporaries (page faults); on a GPU the whole video is one chunk."""
+    t_, h_, w_, d_ = x.shape
+    if x.device.type != "cpu":
+        return t_
+    return max(1, min(t_, CHUNK_BYTES // max(1, h_ * w_ * d_ * 4)))
 
 
 def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -103,8 +112,8 @@ def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
     temporaries cost more in page faults than the arithmetic. Same operations, same values."""
     t_, h_, w_, d_ = x.shape
     g2 = torch.zeros((t_, h_, w_), dtype=torch.float32, device=x.device)
-    chunk = t_ if x.device.type != "cpu" else max(1, CHUNK_BYTES // max(1, h_ * w_ * d_ * 4))
-    scratch = torch.empty(min(chunk, t_) * h_ * w_ * d_, dtype=torch.float32, device=x.device)
+    chunk = frames_per_chunk(x)
+    scratch = torch.empty(chunk * h_ * w_ * d_, dtype=torch.float32, device=x.device)
     for t0 in range(0, t_, chunk):
         xc = x[t0 : t0 + chunk].float()
         gc = g2[t0 : t0 + chunk]

@@ -151,7 +151,7 @@ def fused_usable(x: torch.Tensor, cfg: SelectorConfig) -> bool:
     return ENABLED and x.is_cuda and available() and fused_supports(tuple(x.shape), cfg)
 
 
-def _aligned(x: torch.Tensor) -> torch.Tensor:
+def aligned(x: torch.Tensor) -> torch.Tensor:
     """x contiguous at a 16-byte aligned address (a copy only for odd views): Triton compiles pointer arguments
     by their alignment, and one code path means one rounding of every sum, whatever the input's offset."""
     x = x.contiguous()
@@ -169,7 +169,7 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
     With `tab` (int64 device tensor), the kernels read the features at the address tab[0] instead of x's
     (x gives the shape and dtype): a CUDA graph replays on a new tensor without copying it in."""
     t_, h_, w_, d_ = x.shape
-    x = _aligned(x)
+    x = aligned(x)
     ind = tab is not None
     tab = x if tab is None else tab
     c = {**FUSED, **launch}
@@ -266,7 +266,7 @@ def gather_fused(x: torch.Tensor, keep: torch.Tensor, budgets: torch.Tensor, k: 
     rows returned are then an empty placeholder."""
     t_, m = keep.shape
     d_ = x.shape[-1]
-    x = _aligned(x)
+    x = x.contiguous()  # a copy of values: any alignment gives the same rows (graphs pass aligned tensors)
     idx = torch.empty(k, device=x.device, dtype=torch.int64)
     rows = torch.empty((0 if tab is not None else k, d_), device=x.device, dtype=x.dtype)
     dst = rows if tab is None else x  # a placeholder of the right dtype: the kernel writes at tab[1]
