@@ -98,7 +98,8 @@ def check_finite(tokens: torch.Tensor) -> float:
     outside SAFE_RANGE (else 1.0). Cosines and min-max-normalized gradients do not change under a common
     scale, and a power of two rescales float32 exactly, so huge or tiny features neither overflow nor
     underflow in the sums of squares."""
-    return rescale_for(float(tokens.detach().abs().amax()), tokens)  # NaN propagates: one reduction checks both
+    lo, hi = (float(v) for v in torch.aminmax(tokens.detach()))  # one pass, no |x| temporary; NaN propagates
+    return rescale_for(math.nan if math.isnan(lo) or math.isnan(hi) else max(-lo, hi), tokens)
 
 
 def rescale_for(amax: float, tokens: torch.Tensor) -> float:

@@ -70,6 +70,70 @@ def test_banded_entropy_equals_reference(shape, cfg, seed):
     assert float((entropy_banded(xn, cfg) - maps.entropy_map(xn, cfg)).abs().max()) < 1e-5
 
 
+@settings(max_examples=80, deadline=None)
+@given(shape=st.tuples(st.integers(1, 4), st.integers(1, 7), st.integers(1, 16), st.integers(1, 5)), cfg=configs,
+       cols=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_strips_give_the_reference_entropy(shape, cfg, cols, seed):
+    """On a CPU wide grids are cut into strips of query columns with halo columns and zero rows between
+    them; any strip width (1 column upwards, the last strip part empty) gives the reference map."""
+    from selector import fast
+
+    x = tensor(shape, seed)
+    ref = maps.entropy_map(maps.normalize(x), cfg)
+    old = fast.STRIP_COLS
+    try:
+        fast.STRIP_COLS = cols
+        rmax = max(cfg.window, cfg.past_window) // 2
+        s_, b, hc = fast.strip_plan(shape[2], rmax, "cpu", cols)
+        assert s_ * b >= shape[2] and (s_ - 1) * b < shape[2] and hc == (rmax if s_ > 1 else 0)
+        for got in (fast.entropy_banded_raw(x, cfg), fast.entropy_banded(maps.normalize(x), cfg)):
+            assert float((got - ref).abs().max()) < 1e-5
+    finally:
+        fast.STRIP_COLS = old
+
+
+def test_cpu_scratch_reuse_across_layouts_and_threads():
+    """The CPU entropy keeps its last layout's buffers per thread: calls that switch grid, window or strip
+    layout, and calls from two threads at once, each get the reference map."""
+    import threading
+
+    from selector import fast
+
+    cases = [((3, 5, 24, 8), SelectorConfig()), ((2, 4, 24, 8), SelectorConfig(window=3, temporal_window=4)),
+             ((3, 5, 24, 8), SelectorConfig(past_window=5, tau=0.2)), ((4, 3, 7, 5), SelectorConfig())]
+    data = [(tensor(shape, i), cfg) for i, (shape, cfg) in enumerate(cases)]
+    want = [maps.entropy_map(maps.normalize(x), cfg) for x, cfg in data]
+    errors: list[float] = []
+
+    def run(order):
+        for i in order:
+            x, cfg = data[i]
+            errors.append(float((fast.entropy_banded_raw(x, cfg) - want[i]).abs().max()))
+
+    old = fast.STRIP_COLS
+    try:
+        fast.STRIP_COLS = 4  # the 24-column grids go in strips
+        run([0, 1, 0, 2, 3, 0])
+        threads = [threading.Thread(target=run, args=(order,)) for order in ([0, 1, 2, 3] * 3, [3, 2, 1, 0] * 3)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        fast.release_scratch()
+        run([2])
+    finally:
+        fast.STRIP_COLS = old
+    assert len(errors) == 6 + 24 + 1 and max(errors) < 1e-5
+
+
+def test_strip_plan_of_the_benchmark_grids():
+    from selector.fast import strip_plan
+
+    assert strip_plan(27, 2, "cpu") == (3, 9, 2)  # SigLIP grid on a CPU: 3 strips of 9 (+ 2 + 2) columns
+    assert strip_plan(14, 2, "cpu") == (1, 14, 0)  # LLaVA grid: too narrow to gain, plain grid rows
+    assert strip_plan(27, 2, "cuda") == (1, 27, 0)
+
+
 @pytest.mark.parametrize("frames_per_chunk", [1, 2, 3])
 def test_cpu_chunks_give_the_same_maps(monkeypatch, frames_per_chunk):
     """The CPU paths go through the frames in chunks (past frames carried over or re-normalized when a
@@ -82,10 +146,12 @@ def test_cpu_chunks_give_the_same_maps(monkeypatch, frames_per_chunk):
     whole_h = [fast.entropy_banded_raw(x, c) for c in cfgs]
     monkeypatch.setattr(maps, "CHUNK_BYTES", frames_per_chunk * 5 * 6 * 16 * 4)
     assert torch.equal(maps.gradient_magnitude(x), whole_g)
-    for c, h in zip(cfgs, whole_h, strict=True):
-        chunked = fast.entropy_banded_raw(x, c)
-        assert float((chunked - h).abs().max()) < 1e-6
-        assert float((chunked - maps.entropy_map(maps.normalize(x), c)).abs().max()) < 1e-5
+    for cols in (fast.STRIP_COLS, 2):  # one strip, then 3 strips of 2 columns
+        monkeypatch.setattr(fast, "STRIP_COLS", cols)
+        for c, h in zip(cfgs, whole_h, strict=True):
+            chunked = fast.entropy_banded_raw(x, c)
+            assert float((chunked - h).abs().max()) < 1e-6
+            assert float((chunked - maps.entropy_map(maps.normalize(x), c)).abs().max()) < 1e-5
 
 
 @settings(max_examples=40, deadline=None)
@@ -210,6 +276,8 @@ BAD_TOKENS = [
     (torch.randint(0, 5, (2, 3, 3, 4)), "float tensor"),
     (torch.tensor([[[[float("nan")]]]]), "NaN/Inf"),
     (torch.full((1, 2, 2, 2), float("inf")), "NaN/Inf"),
+    (torch.randn(2, 3, 3, 4).index_put_((torch.tensor([1]),) * 4, torch.tensor(float("-inf"))), "1 NaN/Inf"),
+    (torch.randn(2, 3, 3, 4).index_put_((torch.tensor([0]), torch.tensor([2])), torch.tensor(float("nan"))), "12 NaN"),
     (torch.randn(2, 3, 3, 4).numpy(), "torch.Tensor"),
 ]
 
