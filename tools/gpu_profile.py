@@ -44,7 +44,35 @@ def host_parts(x, cfg):
         tab.copy_(host, non_blocking=True)
 
     buf = packed.clone()
+
+    def back_to_back(n=50):
+        """Device time of one replay when replays queue back to back (no host gap between them)."""
+        graph.replay()
+        torch.cuda.synchronize()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(n):
+            graph.replay()
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b) / n
+
+    def events(fn, n=50):
+        """Like the bench: CUDA events around one call, median."""
+        ts = []
+        for _ in range(n):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            ts.append(a.elapsed_time(b))
+        return statistics.median(ts)
+
     return {
+        "bench-style select_tokens": events(lambda: select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True)),
+        "bench-style replay": events(graph.replay),
+        "replay back to back": back_to_back(),
         "select_tokens": wall(lambda: select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True)),
         "replay": wall(graph.replay),
         "table": wall(refresh),
