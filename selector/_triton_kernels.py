@@ -507,3 +507,89 @@ def stencil_kernel(x_ptr, tab_ptr, inv_ptr, off_ptr, h_ptr, H, W, D, M, inv_tau,
     zl = tl.sum(p * tl.where(valid, logits, 0.0), axis=1)
     cnt = tl.sum(valid.to(tl.float32), axis=1)
     tl.store(h_ptr + qtok, _entropy(mx, z, zl, cnt), mask=q_ok)
+
+
+@triton.jit
+def _patch_keys(part, t, r0, c0, H, W, RAD: tl.constexpr, PRAD: tl.constexpr, QR: tl.constexpr,
+                QC: tl.constexpr, NK: tl.constexpr, NKEY: tl.constexpr):
+    # part `part` (NK keys) of the patch's key list: the current frame's (QR+2·RAD)×(QC+2·RAD) tokens around
+    # the patch, then each past frame's (QR+2·PRAD)×(QC+2·PRAD) tokens, row-major
+    CC: tl.constexpr = QC + 2 * RAD
+    NC: tl.constexpr = (QR + 2 * RAD) * CC
+    PC: tl.constexpr = QC + 2 * PRAD
+    NP: tl.constexpr = (QR + 2 * PRAD) * PC
+    j = part * NK + tl.arange(0, NK)
+    is_cur = j < NC
+    pj = tl.maximum(j - NC, 0)
+    w = pj % NP
+    krow = tl.where(is_cur, r0 - RAD + j // CC, r0 - PRAD + w // PC)
+    kc = tl.where(is_cur, c0 - RAD + j % CC, c0 - PRAD + w % PC)
+    kframe = t - tl.where(is_cur, 0, pj // NP + 1)
+    k_ok = (j < NKEY) & (krow >= 0) & (krow < H) & (kc >= 0) & (kc < W) & (kframe >= 0)
+    ktok = (kframe * H + krow) * W + kc
+    return ktok, k_ok, krow, kc, is_cur
+
+
+@triton.jit
+def entropy_patch_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
+                         RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
+                         QC: tl.constexpr, NK: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
+                         STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr):
+    # like entropy_dout_kernel, but a program's queries are a QR×QC patch of one frame and its keys the
+    # union of their windows (not whole key rows): fewer wasted tensor-core products per query
+    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
+    ncb = (W + QC - 1) // QC
+    nrb = (H + QR - 1) // QR
+    pid = tl.program_id(0)
+    t = pid // (nrb * ncb)
+    r0 = (pid // ncb) % nrb * QR
+    c0 = pid % ncb * QC
+    q = tl.arange(0, QR * QC)
+    qr = r0 + q // QC
+    qc = c0 + q % QC
+    q_ok = (qr < H) & (qc < W)
+    qtok = (t * H + qr) * W + qc
+    NKEY: tl.constexpr = (QR + 2 * RAD) * (QC + 2 * RAD) + (KT - 1) * (QR + 2 * PRAD) * (QC + 2 * PRAD)
+    NPARTS: tl.constexpr = (NKEY + NK - 1) // NK
+    tl.static_assert(NPARTS <= 4)
+    k0, ok0, kr0, kc0, cur0 = _patch_keys(0, t, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    k1, ok1, kr1, kc1, cur1 = _patch_keys(1, t, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    k2, ok2, kr2, kc2, cur2 = _patch_keys(2, t, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    k3, ok3, kr3, kc3, cur3 = _patch_keys(3, t, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    BQ: tl.constexpr = QR * QC
+    s0 = tl.zeros((BQ, NK), dtype=tl.float32)
+    s1 = tl.zeros((BQ, NK), dtype=tl.float32)
+    s2 = tl.zeros((BQ, NK), dtype=tl.float32)
+    s3 = tl.zeros((BQ, NK), dtype=tl.float32)
+    for d0 in tl.range(0, D, BD, num_stages=STAGES):
+        d = d0 + tl.arange(0, BD)
+        dm = d < D
+        qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :], other=0.0)
+        kv = tl.load(x_ptr + k0[:, None] * D + d[None, :], mask=ok0[:, None] & dm[None, :], other=0.0)
+        s0 = _dot(qv, kv, s0, PREC, NATIVE)
+        if NPARTS > 1:
+            kv = tl.load(x_ptr + k1[:, None] * D + d[None, :], mask=ok1[:, None] & dm[None, :], other=0.0)
+            s1 = _dot(qv, kv, s1, PREC, NATIVE)
+        if NPARTS > 2:
+            kv = tl.load(x_ptr + k2[:, None] * D + d[None, :], mask=ok2[:, None] & dm[None, :], other=0.0)
+            s2 = _dot(qv, kv, s2, PREC, NATIVE)
+        if NPARTS > 3:
+            kv = tl.load(x_ptr + k3[:, None] * D + d[None, :], mask=ok3[:, None] & dm[None, :], other=0.0)
+            s3 = _dot(qv, kv, s3, PREC, NATIVE)
+    inv_q = tl.load(inv_ptr + qtok, mask=q_ok, other=0.0)
+    m_run = tl.full((BQ,), -1e30, dtype=tl.float32)
+    z = tl.zeros((BQ,), dtype=tl.float32)
+    zl = tl.zeros((BQ,), dtype=tl.float32)
+    cnt = tl.zeros((BQ,), dtype=tl.float32)
+    m_run, z, zl, cnt = _part_stats(s0, inv_ptr, k0, ok0, kr0, kc0, cur0, qr, qc, q_ok, inv_q, inv_tau,
+                                    m_run, z, zl, cnt, RAD, PRAD)
+    if NPARTS > 1:
+        m_run, z, zl, cnt = _part_stats(s1, inv_ptr, k1, ok1, kr1, kc1, cur1, qr, qc, q_ok, inv_q, inv_tau,
+                                        m_run, z, zl, cnt, RAD, PRAD)
+    if NPARTS > 2:
+        m_run, z, zl, cnt = _part_stats(s2, inv_ptr, k2, ok2, kr2, kc2, cur2, qr, qc, q_ok, inv_q, inv_tau,
+                                        m_run, z, zl, cnt, RAD, PRAD)
+    if NPARTS > 3:
+        m_run, z, zl, cnt = _part_stats(s3, inv_ptr, k3, ok3, kr3, kc3, cur3, qr, qc, q_ok, inv_q, inv_tau,
+                                        m_run, z, zl, cnt, RAD, PRAD)
+    tl.store(h_ptr + qtok, _entropy(m_run, z, zl, cnt), mask=q_ok)

@@ -129,7 +129,10 @@ def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) ->
             static.copy_(tokens)
         graph.replay()
         buf = packed.clone()  # one copy for all the other fields (they are views of it)
-        scale = rescale_for(float(amax), tokens)  # the one host sync (src and rows stay alive until here)
+        # the Selection is built while the GPU runs; the one host sync comes last (src and rows stay alive
+        # until then)
+        sel = replace(out, retention=retention, timings_ms={}, **_views(buf, layout), **extra)
+        scale = rescale_for(float(amax), tokens)
     if scale != 1.0:  # rare: values that need rescaling; the eager path does it
         return run_selector(tokens, k, retention, cfg, Clock(tokens.device, False), scale=scale)
-    return replace(out, retention=retention, timings_ms={}, **_views(buf, layout), **extra)
+    return sel

@@ -130,7 +130,7 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 #: tools/gpu_entropy_sweep.py; H100, prep + entropy: 16×27×27×1152 0.22 ms fp32 / 0.11 ms bf16, 16×14×14×896
 #: 0.054 / 0.036 ms; the stencil kernel's BQ/SBD are its best of 36 launch settings)
 FUSED = {"KERNEL": "dout", "QR": 1, "NKP": 4, "BD": 32, "num_warps": 4, "STAGES": 3, "PREP_BD": 64,
-         "PREP_WARPS": 8, "BQ": 16, "SBD": 16,
+         "PREP_WARPS": 8, "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 64,
          "PREC": "bf16x3"}
 MAX_FRAME_TOKENS = 1024
 #: fp32 features: "bf16x3" dots (x = hi + lo in bf16, three bf16 tensor-core passes) take 0.22 ms for prep +
@@ -189,10 +189,20 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
             x, tab, inv, offs, h, h_, w_, d_, m, 1.0 / cfg.tau, NOFF=offs.shape[1], BQ=bq, BD=bd,
             STAGES=c["STAGES"], EVEN_D=d_ % bd == 0, num_warps=c["num_warps"], IND=ind)
         return h, g, stats
+    prec = precision or (c["PREC"] if cfg.tau >= BF16X3_MIN_TAU else "tf32x3")
+    native = x.dtype in (torch.bfloat16, torch.float16)
+    rad, prad, kt = cfg.window // 2, cfg.past_window // 2, cfg.temporal_window
+    if c["KERNEL"] == "patch":  # QR×QC query patches against the union of their windows
+        pqr, pqc = c["PQR"], c["PQC"]
+        nkey = (pqr + 2 * rad) * (pqc + 2 * rad) + (kt - 1) * (pqr + 2 * prad) * (pqc + 2 * prad)
+        nk = max(c["PNK"], _pow2(-(-nkey // 4)))
+        kern.entropy_patch_kernel[(t_ * -(-h_ // pqr) * -(-w_ // pqc),)](
+            x, tab, inv, h, h_, w_, d_, 1.0 / cfg.tau, RAD=rad, PRAD=prad, KT=kt, QR=pqr, QC=pqc, NK=nk,
+            BD=c["BD"], PREC=prec, STAGES=c["STAGES"], num_warps=c["num_warps"], NATIVE=native, IND=ind)
+        return h, g, stats
     qr = c["QR"]
     nkey = cfg.window + qr - 1 + (cfg.temporal_window - 1) * (cfg.past_window + qr - 1)
     nkp = c["NKP"]
-    prec = precision or (c["PREC"] if cfg.tau >= BF16X3_MIN_TAU else "tf32x3")
     kernel = kern.entropy_kernel
     if c["KERNEL"] == "dout":  # at most four key-row parts side by side, else the parts-outer kernel
         nkp = max(nkp, _pow2(-(-nkey // 4), 1))
@@ -202,9 +212,9 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
             nkp = c["NKP"]
     kernel[(t_ * -(-h_ // qr),)](
         x, tab, inv, h, h_, w_, d_, 1.0 / cfg.tau,
-        RAD=cfg.window // 2, PRAD=cfg.past_window // 2, KT=cfg.temporal_window, QR=qr, BW=bw,
+        RAD=rad, PRAD=prad, KT=kt, QR=qr, BW=bw,
         NKP=nkp, BD=c["BD"], PREC=prec, STAGES=c["STAGES"], num_warps=c["num_warps"],
-        NATIVE=x.dtype in (torch.bfloat16, torch.float16), IND=ind,
+        NATIVE=native, IND=ind,
     )
     return h, g, stats
 

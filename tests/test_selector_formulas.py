@@ -215,11 +215,12 @@ worst = 0.0
 for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window=4, past_window=3, grid=3, rho=0.7),
             SelectorConfig(window=1, temporal_window=1)):
     for shape, qr, kern in (((3, 5, 6, 40), 1, "dout"), ((2, 4, 1, 2), 2, "parts"), ((2, 3, 27, 33), 2, "dout"),
-                            ((2, 7, 5, 20), 1, "parts"), ((3, 5, 6, 40), 1, "stencil"), ((2, 3, 27, 33), 1, "stencil")):
+                            ((2, 7, 5, 20), 1, "parts"), ((3, 5, 6, 40), 1, "stencil"), ((2, 3, 27, 33), 1, "stencil"),
+                            ((3, 9, 13, 24), 1, "patch"), ((2, 1, 27, 16), 1, "patch")):
         x = torch.randn(*shape)
         t_, hh, ww, d_ = shape
         m = hh * ww
-        h, g, st = tm.maps_fused(x, cfg, "tf32x3", KERNEL=kern, QR=qr, STAGES=1, BQ=16, SBD=16)
+        h, g, st = tm.maps_fused(x, cfg, "tf32x3", KERNEL=kern, QR=qr, STAGES=1, BQ=16, SBD=16, PQR=4, PQC=4)
         worst = max(worst, float((h - maps.entropy_map(maps.normalize(x), cfg)).abs().max()),
                     float((g - maps.gradient_magnitude(x)).abs().max()))
         assert torch.equal(st[:, 2], x.abs().amax(-1).reshape(-1, ww).amax(-1))
@@ -244,7 +245,7 @@ ph = torch.zeros_like(x)
 k = num_kept(0.35, 90)
 out_rows = torch.full((k, 40), float("nan"))
 tab = torch.tensor([x.data_ptr(), out_rows.data_ptr()], dtype=torch.int64)
-for kern in ("dout", "stencil"):
+for kern in ("dout", "stencil", "patch"):
     want = tm.maps_fused(x, cfg, "tf32x3", KERNEL=kern, STAGES=1)
     got = tm.maps_fused(ph, cfg, "tf32x3", tab=tab, KERNEL=kern, STAGES=1)
     assert all(torch.equal(a, b) for a, b in zip(got, want)), kern

@@ -1,6 +1,6 @@
 """Sweep the entropy kernels on the GPU: tensor-core "dout" in tf32x3 and bf16x3, the window-only "stencil".
 
-python3 tools/gpu_entropy_sweep.py [--bench]  — prep + entropy by median CUDA-graph replay time, with the
+python3 tools/gpu_entropy_sweep.py [--all] [--bench]  — prep + entropy by median CUDA-graph replay time, with the
 largest |Ĥ - reference|, on 16×27×27×1152 fp32; the best few on 256×27×27×1152, on 16×14×14×896 and in bf16;
 prints the chosen launch parameters; `--bench` then runs `python -m selector.bench` with them.
 """
@@ -17,14 +17,19 @@ from gpu_stages import graph_ms  # noqa: E402
 
 BASE = dict(triton_maps.FUSED)
 CANDIDATES = ([dict(BASE, KERNEL="dout", PREC="tf32x3")]
-              + [dict(BASE, KERNEL="dout", PREC="bf16x3", QR=qr, BD=bd, num_warps=w, STAGES=st)
-                 for qr, bd, w, st in itertools.product((1, 2), (32, 64), (4, 8), (2, 3))]
+              + ([dict(BASE, KERNEL="dout", PREC="bf16x3", QR=qr, BD=bd, num_warps=w, STAGES=st)
+                  for qr, bd, w, st in itertools.product((1, 2), (32, 64), (4, 8), (2, 3))]
+                 if "--all" in sys.argv else [dict(BASE, KERNEL="dout", PREC="bf16x3")])
+              + [dict(BASE, KERNEL="patch", PREC="bf16x3", PQR=pqr, PQC=pqc, PNK=nk, num_warps=w, BD=bd)
+                 for (pqr, pqc), nk, w, bd in itertools.product(((4, 8), (2, 16), (4, 16), (8, 8), (8, 4)),
+                                                                (64, 128), (4, 8), (32, 64))]
               + [dict(BASE, KERNEL="stencil", BQ=16, SBD=16, num_warps=4, STAGES=1)])
 
 
 def short(launch):
-    keys = ("KERNEL", "PREC", "QR", "BD", "num_warps", "STAGES") if launch["KERNEL"] != "stencil" else (
-        "KERNEL", "BQ", "SBD", "num_warps")
+    keys = {"stencil": ("KERNEL", "BQ", "SBD", "num_warps"),
+            "patch": ("KERNEL", "PREC", "PQR", "PQC", "PNK", "BD", "num_warps", "STAGES")}.get(
+        launch["KERNEL"], ("KERNEL", "PREC", "QR", "BD", "num_warps", "STAGES"))
     return " ".join(f"{k}={launch[k]}" for k in keys)
 
 
@@ -54,13 +59,13 @@ def main():
     cfg = SelectorConfig()
     x = torch.randn(16, 27, 27, 1152, device="cuda")
     ranked = run(x, cfg, CANDIDATES, "16×27×27×1152 float32")
-    top = [c for c in ranked if c.get("PREC") == "bf16x3"][:4] + [CANDIDATES[0], CANDIDATES[-1]]
+    top = [c for c in ranked if c.get("PREC") == "bf16x3"][:4] + [CANDIDATES[0], CANDIDATES[-1], BASE]
     run(x, SelectorConfig(tau=0.01), top, "16×27×27×1152 float32 τ=0.01")
     z = torch.randn(256, 27, 27, 1152, device="cuda")
     run(z, cfg, top, "256×27×27×1152 float32", reps=5)
     y = torch.randn(16, 14, 14, 896, device="cuda")
     run(y, cfg, top, "16×14×14×896 float32")
-    bf = [dict(c, PREC="tf32x3") for c in top[:2]] + [BASE]
+    bf = top[:4] + [BASE]
     run(x.bfloat16(), cfg, bf, "16×27×27×1152 bfloat16")
     run(z.bfloat16(), cfg, bf, "256×27×27×1152 bfloat16", reps=5)
     chosen = ranked[0]
