@@ -118,19 +118,21 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 # The fused pipeline: six launches from features to kept rows (no torch op between them but a softmax).
 #
 #   prep     one pass over the features: inverse norms, raw gradient, per-row min/max G, max |x|, NaN count
-#   entropy  per band of QR rows: dot products with the key rows on tensor cores (bf16 native, fp32 as bf16x3
-#            or tf32x3), softmax statistics merged online over the key-row parts, Ĥ written directly
-#            (KERNEL="stencil": the window's dot products only, on CUDA cores; measured slower, kept as option)
+#   entropy  per 4×8 patch of queries: dot products with the union of their windows on tensor cores (bf16
+#            native, fp32 as bf16x3 or tf32x3), softmax statistics merged online over the key parts, Ĥ written
+#            directly (KERNEL="dout"/"parts": whole key rows per band of QR query rows, the earlier default;
+#            KERNEL="stencil": the window's dot products only, on CUDA cores; both measured slower, kept)
 #   frame    per frame: Ĝ (min-max over the video from the row statistics), S, top-q saliency S̄_f
 #   budgets  the one-program kernel above (after a torch softmax for w_f)
 #   pick     per frame: both stable sorts of `allocate.pick` as sorts of packed 64-bit keys
 #   gather   per (frame, D block): ascending kept indices and their rows
 
-#: launch parameters of the entropy kernel (measured on the GPU machine, see tools/gpu_triton_sweep.py and
-#: tools/gpu_entropy_sweep.py; H100, prep + entropy: 16×27×27×1152 0.22 ms fp32 / 0.11 ms bf16, 16×14×14×896
-#: 0.054 / 0.036 ms; the stencil kernel's BQ/SBD are its best of 36 launch settings)
-FUSED = {"KERNEL": "dout", "QR": 1, "NKP": 4, "BD": 32, "num_warps": 4, "STAGES": 3, "PREP_BD": 64,
-         "PREP_WARPS": 8, "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 64,
+#: launch parameters of the entropy kernels (measured on the GPU machine, see tools/gpu_triton_sweep.py and
+#: tools/gpu_entropy_sweep.py). Default "patch": 4×8 query patches, key parts of 128; H100, prep + entropy:
+#: 16×27×27×1152 0.16 ms fp32 / 0.086 ms bf16 (row kernel "dout": 0.22 / 0.105), 256 frames 2.07 / 1.01 ms
+#: (2.80 / 1.20), 16×14×14×896 fp32 0.050 ms (0.055); the stencil kernel's BQ/SBD are its best of 36 settings
+FUSED = {"KERNEL": "patch", "QR": 1, "NKP": 4, "BD": 32, "num_warps": 4, "STAGES": 3, "PREP_BD": 64,
+         "PREP_WARPS": 8, "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 128,
          "PREC": "bf16x3"}
 MAX_FRAME_TOKENS = 1024
 #: fp32 features: "bf16x3" dots (x = hi + lo in bf16, three bf16 tensor-core passes) take 0.22 ms for prep +
