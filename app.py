@@ -324,9 +324,9 @@ def build_demo() -> gr.Blocks:
                         lat_btn = gr.Button("Measure selection latency vs retention")
                         lat_plot = gr.Plot(label="Latency")
                     with gr.Tab("Ask the video"):
-                        gr.Markdown("A LLaVA-OneVision model answers twice: with every video token and with the "
-                                    "ones ENTROPY-SELECT keeps at the retention above. Needs the model's weights: "
-                                    "a hub id on a machine with network access, or a local folder.")
+                        gr.Markdown("A LLaVA-OneVision or Qwen2.5-VL model answers twice: with every video token "
+                                    "and with the ones ENTROPY-SELECT keeps at the retention above. Needs the "
+                                    "model's weights: a hub id on a machine with network access, or a local folder.")
                         question = gr.Textbox(label="Question", value="What happens in this video?")
                         vlm_id = gr.Textbox(label="Model (hub id or local folder)", value=DEFAULT_VLM)
                         ask_btn = gr.Button("Ask", variant="primary")

@@ -1,5 +1,5 @@
 """Build LLaVA-OneVision checkpoints with random weights, offline: a tiny one for tests, and one with the
-real 0.5B sizes (SigLIP-SO400M + Qwen2-0.5B) for honest timings (never honest answers)."""
+real 0.5B sizes (SigLIP-SO400M + Qwen2-0.5B) for honest timings (never honest answers); and a tiny Qwen2.5-VL."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {% for c in m['c
             "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
 
 
-def build(folder: str | Path, real_sizes: bool = False, seed: int = 0) -> Path:
-    """Save a random checkpoint (model + processor) to `folder`, loadable with `load_vlm(folder)`."""
-    model, processor = make(real_sizes, seed)
+def build(folder: str | Path, real_sizes: bool = False, seed: int = 0, family: str = "llava_onevision") -> Path:
+    """Save a random checkpoint (model + processor) to `folder`, loadable with `load_vlm(folder)`;
+    family "qwen2_5_vl" gives a tiny Qwen2.5-VL instead of a LLaVA-OneVision."""
+    model, processor = make_qwen(seed) if family == "qwen2_5_vl" else make(real_sizes, seed)
     folder = Path(folder)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -82,4 +83,50 @@ def make(real_sizes: bool = False, seed: int = 0, device: str = "cpu", llm: str 
         video_processor=LlavaOnevisionVideoProcessor(size=size),
         num_image_tokens=(vision.image_size // vision.patch_size) ** 2, vision_feature_select_strategy="full",
         chat_template=TEMPLATE)
+    return model, processor
+
+
+QWEN_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {% for c in m['content'] %}"
+                 "{% if c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|> "
+                 "{% elif c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|> "
+                 "{% else %}{{ c['text'] }} {% endif %}{% endfor %}<|im_end|> {% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
+
+
+def make_qwen(seed: int = 0):
+    """(model, processor): a tiny Qwen2.5-VL with random weights (3-D M-RoPE positions, 2×2 patch merging,
+    two frames per temporal patch), for tests of the second model family."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    specials = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"]
+    vocab = {w: i for i, w in enumerate(specials + ["user", "assistant"] + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
+                                        eos_token="<|im_end|>", additional_special_tokens=specials[2:])
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=64, window_size=56, fullatt_block_indexes=[1],
+                  tokens_per_second=2, in_channels=3)
+    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=len(vocab), max_position_embeddings=4096,
+                rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
+    cfg = Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=vocab["<|image_pad|>"],
+                           video_token_id=vocab["<|video_pad|>"], vision_start_token_id=vocab["<|vision_start|>"],
+                           vision_end_token_id=vocab["<|vision_end|>"])
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = vocab["<|im_end|>"]
+    pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112)
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
+                                    video_processor=Qwen2VLVideoProcessor(**pixels), chat_template=QWEN_TEMPLATE)
     return model, processor

@@ -1,18 +1,20 @@
-"""Ask a video: a stock LLaVA-OneVision (transformers) answers with the ENTROPY-SELECT tokens.
+"""Ask a video: a stock LLaVA-OneVision or Qwen2.5-VL (transformers) answers with the ENTROPY-SELECT tokens.
 
 Route, with no patching of library classes: the model's own `get_video_features` gives the pooled
-video tokens (T·h'·w' rows + one newline row); `select_tokens` runs on exactly those, viewed as
+video tokens (LLaVA-OneVision: T·h'·w' rows + one newline row); `select_tokens` runs on exactly those, viewed as
 (T, h', w', D); the prompt's run of `<video>` placeholders is shortened to K + 1, embedded with the model's own
 embedding table, and the kept rows (in temporal-raster order) plus the newline are written over the
 placeholder embeddings, as the stock forward does for the full run; the stock forward then gets
-`inputs_embeds`. Qwen2 uses 1-D RoPE, so the
-shorter sequence is a valid input. Decoding is greedy, token by token on the KV cache, which gives an
+`inputs_embeds`. Qwen2 uses 1-D RoPE, so the shorter sequence is a valid input. Qwen2.5-VL (3-D M-RoPE, merged
+2×2 patches, two frames per temporal patch): the grid is (T/2, h', w'), and the kept tokens are given their
+original 3-D positions (`_answer_qwen`). Decoding is greedy, token by token on the KV cache, which gives an
 exact time to first token.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import threading
 import time
@@ -30,7 +32,11 @@ __all__ = ["VLM", "VLMError", "Answer", "load_vlm", "DEFAULT_VLM", "KNOWN_VLMS"]
 
 DEFAULT_VLM = os.environ.get("ENTROPY_SELECT_VLM", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf")
 MAX_QUESTION_CHARS = 2000
-KNOWN_VLMS = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf")
+#: model types this module drives, and their transformers classes
+FAMILIES = {"llava_onevision": "LlavaOnevisionForConditionalGeneration",
+            "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
+KNOWN_VLMS = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+              "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
 
 
 class VLMError(ValueError):
@@ -58,6 +64,7 @@ class VLM:
     device: torch.device
     dtype: torch.dtype
     lock: threading.Lock
+    family: str = "llava_onevision"  # or "qwen2_5_vl"
 
     @property
     def video_token_id(self) -> int:
@@ -78,6 +85,8 @@ class VLM:
 
     def _answer(self, inputs: dict, t_: int, retention: float, config: SelectorConfig | None,
                 max_new_tokens: int) -> Answer:
+        if self.family == "qwen2_5_vl":
+            return self._answer_qwen(inputs, retention, config, max_new_tokens)
         dev = self.device
         ids = inputs["input_ids"].to(dev)
         pix = inputs["pixel_values_videos"].to(dev, self.dtype)
@@ -120,22 +129,97 @@ class VLM:
         t3 = time.perf_counter()
         prefill_ms = (t3 - t0) * 1e3
         stages = {"vision": (t1 - t0) * 1e3, "select": (t2 - t1) * 1e3, "llm_prefill": (t3 - t2) * 1e3}
-        generated = [int(token)]
-        past = out.past_key_values
-        eos = _eos_ids(self.model, self.processor)
-        mask_len = short.shape[1]
-        while len(generated) < max_new_tokens and generated[-1] not in eos:
-            mask_len += 1
-            step = self.model(input_ids=token.view(1, 1), past_key_values=past, use_cache=True, logits_to_keep=1,
-                              attention_mask=torch.ones((1, mask_len), dtype=short.dtype, device=dev))
-            past = step.past_key_values
-            token = step.logits[0, -1].argmax()
-            generated.append(int(token))
+        generated = self._decode(out, token, short.shape[1], max_new_tokens)
         sync()
         total_ms = (time.perf_counter() - t0) * 1e3
         text = self.processor.decode(generated, skip_special_tokens=True).strip()
         return Answer(text, int(video.shape[0]), full, prefill_ms, total_ms, len(generated), sel, stages,
                       first_logits.cpu())
+
+    def _decode(self, out: Any, token: torch.Tensor, length: int, max_new_tokens: int,
+                next_position: int | None = None) -> list[int]:
+        """Greedy decoding on the KV cache after the prefill `out`; with next_position (3-D RoPE models
+        given explicit positions), each new token gets the next text position on all three axes."""
+        generated = [int(token)]
+        past = out.past_key_values
+        eos = _eos_ids(self.model, self.processor)
+        while len(generated) < max_new_tokens and generated[-1] not in eos:
+            length += 1
+            extra = {}
+            if next_position is not None:
+                extra["position_ids"] = torch.full((3, 1, 1), next_position, dtype=torch.long, device=self.device)
+                next_position += 1
+            step = self.model(input_ids=token.view(1, 1), past_key_values=past, use_cache=True, logits_to_keep=1,
+                              attention_mask=torch.ones((1, length), dtype=torch.long, device=self.device), **extra)
+            past = step.past_key_values
+            token = step.logits[0, -1].argmax()
+            generated.append(int(token))
+        return generated
+
+    def _answer_qwen(self, inputs: dict, retention: float, config: SelectorConfig | None,
+                     max_new_tokens: int) -> Answer:
+        """Qwen2.5-VL: the merged video tokens (T/2 · h/28 · w/28 rows, temporal-raster order) are selected as a
+        (T', h', w', D) grid; the LLM gets the kept rows at their *original* 3-D RoPE positions (the stock
+        model's own `get_rope_index` on the full prompt, then the dropped positions removed), so every kept
+        token keeps its time, row and column; decoding continues from the last text position."""
+        dev = self.device
+        ids = inputs["input_ids"].to(dev)
+        thw = inputs["video_grid_thw"].to(dev)
+        pix = inputs["pixel_values_videos"].to(dev, self.dtype)
+        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        feats = self.model.model.get_video_features(pix, thw, return_dict=True).pooler_output
+        feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
+        merge = self.model.config.vision_config.spatial_merge_size
+        t_, h_, w_ = (int(v) for v in thw[0])
+        n_grid = t_ * (h_ // merge) * (w_ // merge)
+        if feats.shape[0] != n_grid:
+            raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid}")
+        grid = feats.reshape(t_, h_ // merge, w_ // merge, -1)
+        sync()
+        t1 = time.perf_counter()
+        sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False, cuda_graph=grid.is_cuda)
+        sync()
+        t2 = time.perf_counter()
+        mask = ids[0] == self.video_token_id
+        where = torch.nonzero(mask).flatten()
+        full = int(mask.sum())
+        if full != n_grid or int(where[-1] - where[0]) + 1 != full:
+            raise VLMError(f"the prompt has {full} video placeholders for {n_grid} video features")
+        start = int(where[0])
+        positions = _rope_positions(self.model, inputs, dev)  # (3, 1, L): the stock model's positions
+        keep = torch.ones(ids.shape[1], dtype=torch.bool, device=dev)
+        keep[start : start + full] = sel.keep.reshape(-1)
+        short = ids[:, keep]
+        embeds = self.model.get_input_embeddings()(short)
+        embeds[0, start : start + sel.num_tokens] = sel.tokens.to(embeds.dtype)
+        pos = positions[:, :, keep]
+        out = self.model(inputs_embeds=embeds, position_ids=pos, attention_mask=torch.ones_like(short),
+                         use_cache=True, logits_to_keep=1)
+        first_logits = out.logits[0, -1].float()
+        token = first_logits.argmax()
+        sync()
+        t3 = time.perf_counter()
+        stages = {"vision": (t1 - t0) * 1e3, "select": (t2 - t1) * 1e3, "llm_prefill": (t3 - t2) * 1e3}
+        generated = self._decode(out, token, short.shape[1], max_new_tokens, int(pos[:, 0, -1].max()) + 1)
+        sync()
+        total_ms = (time.perf_counter() - t0) * 1e3
+        text = self.processor.decode(generated, skip_special_tokens=True).strip()
+        return Answer(text, sel.num_tokens, full, (t3 - t0) * 1e3, total_ms, len(generated), sel, stages,
+                      first_logits.cpu())
+
+
+def _rope_positions(model: Any, inputs: dict, dev: torch.device) -> torch.Tensor:
+    """3-D RoPE positions (3, 1, L) of the full prompt from the model's own `get_rope_index`, given the
+    processor outputs it takes (their names differ between transformers versions)."""
+    fn = model.model.get_rope_index
+    accepted = inspect.signature(fn).parameters
+    kwargs = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()
+              if k in accepted and k != "input_ids"}
+    if "second_per_grid_ts" in kwargs and not isinstance(kwargs["second_per_grid_ts"], torch.Tensor):
+        kwargs["second_per_grid_ts"] = torch.tensor(kwargs["second_per_grid_ts"], device=dev)
+    return fn(inputs["input_ids"].to(dev), **kwargs)[0]
 
 
 def _eos_ids(model: Any, processor: Any) -> set[int]:
@@ -157,9 +241,9 @@ def _check_inputs(frames: object, question: object) -> None:
 
 
 def _how_to_connect(ident: str) -> str:
-    return (f"No LLaVA-OneVision model could be loaded from '{ident}' on this machine (no network access to the "
-            "Hugging Face hub, and no such local folder). To connect one: run on a machine with network access "
-            f"(e.g. a Hugging Face Space) with the id '{DEFAULT_VLM}', or download it elsewhere "
+    return (f"No LLaVA-OneVision or Qwen2.5-VL model could be loaded from '{ident}' on this machine (no network "
+            "access to the Hugging Face hub, and no such local folder). To connect one: run on a machine with "
+            f"network access (e.g. a Hugging Face Space) with the id '{DEFAULT_VLM}', or download it elsewhere "
             f"(huggingface-cli download {DEFAULT_VLM} --local-dir DIR), copy DIR here and give DIR as the model.")
 
 
@@ -168,7 +252,8 @@ _LOCK = threading.Lock()
 
 def load_vlm(model_id_or_path: str | None = None, device: str | torch.device | None = None,
              dtype: torch.dtype | None = None) -> VLM:
-    """Load (once, then cached) a LLaVA-OneVision checkpoint: bf16 on a GPU (fp16 if bf16 is missing), fp32 on CPU."""
+    """Load (once, then cached) a LLaVA-OneVision or Qwen2.5-VL checkpoint: bf16 on a GPU (fp16 if bf16 is
+    missing), fp32 on CPU."""
     ident = (model_id_or_path or DEFAULT_VLM).strip()
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None:
@@ -180,7 +265,7 @@ def load_vlm(model_id_or_path: str | None = None, device: str | torch.device | N
 
 @functools.lru_cache(maxsize=2)
 def _load(ident: str, device: str, dtype: torch.dtype) -> VLM:
-    from transformers import AutoConfig, AutoProcessor, LlavaOnevisionForConditionalGeneration
+    from transformers import AutoConfig, AutoProcessor
 
     try:
         cfg = AutoConfig.from_pretrained(ident, trust_remote_code=False)
@@ -188,12 +273,16 @@ def _load(ident: str, device: str, dtype: torch.dtype) -> VLM:
         if Path(ident).is_dir():
             raise VLMError(f"{ident} is not a model folder (no usable config.json)") from None
         raise VLMError(_how_to_connect(ident)) from None
-    if cfg.model_type != "llava_onevision":
-        raise VLMError(f"'{ident}' is a {cfg.model_type!r} model; this panel needs a LLaVA-OneVision checkpoint")
+    if cfg.model_type not in FAMILIES:
+        raise VLMError(f"'{ident}' is a {cfg.model_type!r} model; this panel needs a LLaVA-OneVision or a "
+                       "Qwen2.5-VL checkpoint")
+    import transformers
+
+    cls = getattr(transformers, FAMILIES[cfg.model_type])
     try:
         processor = AutoProcessor.from_pretrained(ident, trust_remote_code=False)
-        model = LlavaOnevisionForConditionalGeneration.from_pretrained(ident, dtype=dtype, trust_remote_code=False)
+        model = cls.from_pretrained(ident, dtype=dtype, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise VLMError(f"could not load '{ident}': {str(e).splitlines()[0]}") from None
     model = model.eval().to(device)
-    return VLM(ident, model, processor, torch.device(device), dtype, threading.Lock())
+    return VLM(ident, model, processor, torch.device(device), dtype, threading.Lock(), cfg.model_type)

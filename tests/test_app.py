@@ -24,7 +24,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def tiny_qwen(tmp_path_factory):
+    from selector.tiny_vlm import build
+
+    return build(tmp_path_factory.mktemp("tiny-qwen"), family="qwen2_5_vl")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_qwen):
     from selector.tiny_vlm import build
 
     port = _free_port()
@@ -32,7 +39,7 @@ def server(tmp_path_factory):
     tiny = build(tmp_path_factory.mktemp("tiny-llava"))
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "ENTROPY_SELECT_MAX_FRAMES": "24", "PYTHONUNBUFFERED": "1",
-           "ENTROPY_SELECT_VLM": str(tiny)}
+           "ENTROPY_SELECT_VLM": str(tiny), "ENTROPY_SELECT_MODEL_ALLOWLIST": str(tiny_qwen)}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -241,6 +248,16 @@ def test_ask_answers_with_full_and_compressed_tokens(client):
     assert comp["visual_tokens"] == 16 + 1 and comp["full_visual_tokens"] == 65
     assert comp["prefill_ms"] > 0 and full["total_ms"] >= full["prefill_ms"]
     assert "time to first token" in full_md and "r = 0.25" in comp_md
+
+
+def test_ask_with_a_qwen25vl_folder(client, tiny_qwen):
+    """The second family through the same endpoint: a local Qwen2.5-VL folder on the allowlist."""
+    full_md, comp_md, summary = _ask(client, question="what is in the video", retention=0.25, model=str(tiny_qwen))
+    full, comp = summary["full"], summary["compressed"]
+    n = full["full_visual_tokens"]
+    assert summary["model"] == str(tiny_qwen) and n >= 8 and full["visual_tokens"] == n
+    assert comp["visual_tokens"] == max(1, int(0.25 * n)) and comp["full_visual_tokens"] == n
+    assert "time to first token" in comp_md
 
 
 @pytest.mark.parametrize("kw,msg", [
