@@ -400,28 +400,17 @@ def _part_stats(s, inv_ptr, ktok, k_ok, krow, kc, is_cur, qr, qc, q_ok, inv_q, i
 
 
 @triton.jit
-def entropy_dout_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
-                        RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
-                        BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
-                        STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr):
-    # like entropy_kernel, but the feature dimension is the outer loop: the query chunk is read once per
-    # D chunk and up to four key-row parts accumulate side by side (fewer bytes through L2, more registers)
-    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
-    t, r0, qr, qc, q_ok, qtok = _band(tl.program_id(0), H, W, QR, BW)
-    BQ: tl.constexpr = QR * BW
-    NCUR: tl.constexpr = 2 * RAD + QR
-    PROWS: tl.constexpr = 2 * PRAD + QR
-    NKEY: tl.constexpr = NCUR + (KT - 1) * PROWS
-    NPARTS: tl.constexpr = (NKEY + NKP - 1) // NKP
-    tl.static_assert(NPARTS <= 4)
-    k0, ok0, kr0, kc0, cur0 = _part_keys(0, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-    k1, ok1, kr1, kc1, cur1 = _part_keys(1, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-    k2, ok2, kr2, kc2, cur2 = _part_keys(2, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-    k3, ok3, kr3, kc3, cur3 = _part_keys(3, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-    s0 = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
-    s1 = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
-    s2 = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
-    s3 = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
+def _parts_entropy(x_ptr, inv_ptr, qtok, q_ok, qr, qc, D, inv_tau, k0, ok0, kr0, kc0, cur0, k1, ok1, kr1, kc1,
+                   cur1, k2, ok2, kr2, kc2, cur2, k3, ok3, kr3, kc3, cur3, RAD: tl.constexpr, PRAD: tl.constexpr,
+                   BQ: tl.constexpr, NK: tl.constexpr, NPARTS: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
+                   STAGES: tl.constexpr, NATIVE: tl.constexpr):
+    # Ĥ of BQ queries against up to four key parts of NK keys: the feature dimension is the outer loop (the
+    # query chunk is read once per D chunk, the parts accumulate side by side), then the softmax statistics
+    # are merged online part by part
+    s0 = tl.zeros((BQ, NK), dtype=tl.float32)
+    s1 = tl.zeros((BQ, NK), dtype=tl.float32)
+    s2 = tl.zeros((BQ, NK), dtype=tl.float32)
+    s3 = tl.zeros((BQ, NK), dtype=tl.float32)
     for d0 in tl.range(0, D, BD, num_stages=STAGES):
         d = d0 + tl.arange(0, BD)
         dm = d < D
@@ -453,7 +442,32 @@ def entropy_dout_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
     if NPARTS > 3:
         m_run, z, zl, cnt = _part_stats(s3, inv_ptr, k3, ok3, kr3, kc3, cur3, qr, qc, q_ok, inv_q, inv_tau,
                                         m_run, z, zl, cnt, RAD, PRAD)
-    tl.store(h_ptr + qtok, _entropy(m_run, z, zl, cnt), mask=q_ok)
+    return _entropy(m_run, z, zl, cnt)
+
+
+@triton.jit
+def entropy_dout_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
+                        RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
+                        BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
+                        STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr):
+    # like entropy_kernel, but the feature dimension is the outer loop: the query chunk is read once per
+    # D chunk and up to four key-row parts accumulate side by side (fewer bytes through L2, more registers)
+    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
+    t, r0, qr, qc, q_ok, qtok = _band(tl.program_id(0), H, W, QR, BW)
+    BQ: tl.constexpr = QR * BW
+    NCUR: tl.constexpr = 2 * RAD + QR
+    PROWS: tl.constexpr = 2 * PRAD + QR
+    NKEY: tl.constexpr = NCUR + (KT - 1) * PROWS
+    NPARTS: tl.constexpr = (NKEY + NKP - 1) // NKP
+    tl.static_assert(NPARTS <= 4)
+    k0, ok0, kr0, kc0, cur0 = _part_keys(0, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+    k1, ok1, kr1, kc1, cur1 = _part_keys(1, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+    k2, ok2, kr2, kc2, cur2 = _part_keys(2, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+    k3, ok3, kr3, kc3, cur3 = _part_keys(3, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+    h = _parts_entropy(x_ptr, inv_ptr, qtok, q_ok, qr, qc, D, inv_tau, k0, ok0, kr0, kc0, cur0, k1, ok1, kr1, kc1,
+                       cur1, k2, ok2, kr2, kc2, cur2, k3, ok3, kr3, kc3, cur3, RAD, PRAD, BQ, NKP * BW, NPARTS, BD,
+                       PREC, STAGES, NATIVE)
+    tl.store(h_ptr + qtok, h, mask=q_ok)
 
 
 @triton.jit
@@ -557,39 +571,7 @@ def entropy_patch_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
     k2, ok2, kr2, kc2, cur2 = _patch_keys(2, t, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
     k3, ok3, kr3, kc3, cur3 = _patch_keys(3, t, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
     BQ: tl.constexpr = QR * QC
-    s0 = tl.zeros((BQ, NK), dtype=tl.float32)
-    s1 = tl.zeros((BQ, NK), dtype=tl.float32)
-    s2 = tl.zeros((BQ, NK), dtype=tl.float32)
-    s3 = tl.zeros((BQ, NK), dtype=tl.float32)
-    for d0 in tl.range(0, D, BD, num_stages=STAGES):
-        d = d0 + tl.arange(0, BD)
-        dm = d < D
-        qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :], other=0.0)
-        kv = tl.load(x_ptr + k0[:, None] * D + d[None, :], mask=ok0[:, None] & dm[None, :], other=0.0)
-        s0 = _dot(qv, kv, s0, PREC, NATIVE)
-        if NPARTS > 1:
-            kv = tl.load(x_ptr + k1[:, None] * D + d[None, :], mask=ok1[:, None] & dm[None, :], other=0.0)
-            s1 = _dot(qv, kv, s1, PREC, NATIVE)
-        if NPARTS > 2:
-            kv = tl.load(x_ptr + k2[:, None] * D + d[None, :], mask=ok2[:, None] & dm[None, :], other=0.0)
-            s2 = _dot(qv, kv, s2, PREC, NATIVE)
-        if NPARTS > 3:
-            kv = tl.load(x_ptr + k3[:, None] * D + d[None, :], mask=ok3[:, None] & dm[None, :], other=0.0)
-            s3 = _dot(qv, kv, s3, PREC, NATIVE)
-    inv_q = tl.load(inv_ptr + qtok, mask=q_ok, other=0.0)
-    m_run = tl.full((BQ,), -1e30, dtype=tl.float32)
-    z = tl.zeros((BQ,), dtype=tl.float32)
-    zl = tl.zeros((BQ,), dtype=tl.float32)
-    cnt = tl.zeros((BQ,), dtype=tl.float32)
-    m_run, z, zl, cnt = _part_stats(s0, inv_ptr, k0, ok0, kr0, kc0, cur0, qr, qc, q_ok, inv_q, inv_tau,
-                                    m_run, z, zl, cnt, RAD, PRAD)
-    if NPARTS > 1:
-        m_run, z, zl, cnt = _part_stats(s1, inv_ptr, k1, ok1, kr1, kc1, cur1, qr, qc, q_ok, inv_q, inv_tau,
-                                        m_run, z, zl, cnt, RAD, PRAD)
-    if NPARTS > 2:
-        m_run, z, zl, cnt = _part_stats(s2, inv_ptr, k2, ok2, kr2, kc2, cur2, qr, qc, q_ok, inv_q, inv_tau,
-                                        m_run, z, zl, cnt, RAD, PRAD)
-    if NPARTS > 3:
-        m_run, z, zl, cnt = _part_stats(s3, inv_ptr, k3, ok3, kr3, kc3, cur3, qr, qc, q_ok, inv_q, inv_tau,
-                                        m_run, z, zl, cnt, RAD, PRAD)
-    tl.store(h_ptr + qtok, _entropy(m_run, z, zl, cnt), mask=q_ok)
+    h = _parts_entropy(x_ptr, inv_ptr, qtok, q_ok, qr, qc, D, inv_tau, k0, ok0, kr0, kc0, cur0, k1, ok1, kr1, kc1,
+                       cur1, k2, ok2, kr2, kc2, cur2, k3, ok3, kr3, kc3, cur3, RAD, PRAD, BQ, NK, NPARTS, BD, PREC,
+                       STAGES, NATIVE)
+    tl.store(h_ptr + qtok, h, mask=q_ok)

@@ -11,6 +11,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from selector import SelectorConfig, select_tokens
+from selector.bench import _timer
 
 
 def wall(fn, n=50):
@@ -58,16 +59,8 @@ def host_parts(x, cfg):
         return a.elapsed_time(b) / n
 
     def events(fn, n=50):
-        """Like the bench: CUDA events around one call, median."""
-        ts = []
-        for _ in range(n):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            ts.append(a.elapsed_time(b))
-        return statistics.median(ts)
+        """Like the bench (its own timer): CUDA events around one call, median."""
+        return statistics.median(_timer(x.device, fn, n))
 
     return {
         "bench-style select_tokens": events(lambda: select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True)),
