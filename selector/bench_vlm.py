@@ -1,9 +1,10 @@
-"""Time to first token of LLaVA-OneVision with all, 35 % and 10 % of the video tokens.
+"""Time to first token of LLaVA-OneVision (or Qwen2.5-VL) with all, 35 % and 10 % of the video tokens.
 
-python -m selector.bench_vlm [--frames 16 32] [--device cuda] [--llm 0.5b|7b]
+python -m selector.bench_vlm [--frames 16 32] [--device cuda] [--llm 0.5b|7b] [--family qwen2_5_vl]
 
 The model has the real LLaVA-OneVision sizes (SigLIP-SO400M at 384 px + Qwen2-0.5B, or Qwen2-7B with
---llm 7b) with random weights, built here from configs: nothing is downloaded. Timings are honest; the
+--llm 7b), or with --family qwen2_5_vl the Qwen2.5-VL-3B sizes (frames of 448×448: 16×16 merged tokens per
+2 frames), with random weights, built here from configs: nothing is downloaded. Timings are honest; the
 answers are not. TTFT counts from the frames' pixels to the first token (vision tower included); the
 "cached" columns count from cached video features (a follow-up question on the same clip: selection +
 LLM prefill), which is the part token selection can shorten.
@@ -18,7 +19,7 @@ import threading
 import numpy as np
 import torch
 
-from .tiny_vlm import make
+from .tiny_vlm import make, make_qwen
 from .vlm import VLM
 
 
@@ -28,22 +29,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--llm", default="0.5b", choices=["0.5b", "7b"], help="language model sizes")
+    ap.add_argument("--family", default="llava_onevision", choices=["llava_onevision", "qwen2_5_vl"])
+    ap.add_argument("--tiny", action="store_true", help="tiny random model (a smoke test of this script)")
     a = ap.parse_args(argv)
     dev = torch.device(a.device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    model, processor = make(real_sizes=True, device=str(dev), llm=a.llm, dtype=dtype)
+    if a.family == "qwen2_5_vl":
+        model, processor = make_qwen(real_sizes=not a.tiny, device=str(dev), dtype=dtype)
+        label, side = "Qwen2.5-VL-3B" if not a.tiny else "tiny Qwen2.5-VL", 448 if not a.tiny else 112
+    else:
+        model, processor = make(real_sizes=not a.tiny, device=str(dev), llm=a.llm, dtype=dtype)
+        label, side = f"LLaVA-OV-{a.llm}" if not a.tiny else "tiny LLaVA-OV", 384 if not a.tiny else 112
     model = model.to(dtype)
-    vlm = VLM(f"random LLaVA-OV-{a.llm} sizes", model, processor, dev, dtype, threading.Lock())
+    vlm = VLM(f"random {label} sizes", model, processor, dev, dtype, threading.Lock(), a.family)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     attn = getattr(model.config.text_config, "_attn_implementation", "?")
-    print(f"device {name} · {dtype} · torch {torch.__version__} · LLaVA-OV-{a.llm} sizes · attention {attn} · "
+    print(f"device {name} · {dtype} · torch {torch.__version__} · {label} sizes · attention {attn} · "
           f"median of {a.repeats} · greedy, 8 new tokens")
     print(f"{'frames':>6}{'retention':>10}{'visual tok':>12}{'prompt tok':>12}{'TTFT ms':>10}{'total ms':>10}"
           f"{'TTFT/full':>11}{'vision':>9}{'select':>9}{'prefill':>9}{'prefill/full':>14}{'cached ms':>11}"
           f"{'cached/full':>13}")
     question = "what happens in the video"
     for t in a.frames:
-        frames = np.random.RandomState(t).randint(0, 255, (t, 384, 384, 3), dtype=np.uint8)
+        frames = np.random.RandomState(t).randint(0, 255, (t, side, side, 3), dtype=np.uint8)
         inputs = vlm.prepare(frames, question)
         base = None
         for r in (1.0, 0.35, 0.1):

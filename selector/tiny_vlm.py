@@ -93,9 +93,20 @@ QWEN_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {% for c in
                  "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
 
 
-def make_qwen(seed: int = 0):
+#: Qwen2.5-VL-3B-Instruct sizes (config.json of the hub model)
+QWEN_3B = dict(
+    vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
+                spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=2048, window_size=112,
+                fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2, in_channels=3),
+    text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+              num_key_value_heads=2, vocab_size=151936, max_position_embeddings=128000, rope_theta=1000000.0,
+              rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}, tie_word_embeddings=True))
+
+
+def make_qwen(seed: int = 0, real_sizes: bool = False, device: str = "cpu", dtype=None):
     """(model, processor): a tiny Qwen2.5-VL with random weights (3-D M-RoPE positions, 2×2 patch merging,
-    two frames per temporal patch), for tests of the second model family."""
+    two frames per temporal patch), for tests of the second model family; with real_sizes the
+    Qwen2.5-VL-3B sizes (for timings; frames up to 448×448), initialized on `device` in `dtype`."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
@@ -120,13 +131,21 @@ def make_qwen(seed: int = 0):
     text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, vocab_size=len(vocab), max_position_embeddings=4096,
                 rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
+    if real_sizes:
+        vision, text = QWEN_3B["vision"], QWEN_3B["text"]
     cfg = Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=vocab["<|image_pad|>"],
                            video_token_id=vocab["<|video_pad|>"], vision_start_token_id=vocab["<|vision_start|>"],
                            vision_end_token_id=vocab["<|vision_end|>"])
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or torch.float32)
+    try:
+        with torch.device(device):
+            model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    finally:
+        torch.set_default_dtype(old)
     model.generation_config.eos_token_id = vocab["<|im_end|>"]
-    pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112)
+    pixels = dict(min_pixels=56 * 56, max_pixels=(448 if real_sizes else 112) ** 2)
     processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
                                     video_processor=Qwen2VLVideoProcessor(**pixels), chat_template=QWEN_TEMPLATE)
     return model, processor
