@@ -36,26 +36,18 @@ def make(real_sizes: bool = False, seed: int = 0, device: str = "cpu", llm: str 
          dtype=None):
     """(model, processor) with random weights; `device` is where the weights are initialized, in `dtype`
     (default float32). `llm` picks the language model's sizes when real_sizes is set ("0.5b" or "7b")."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
         LlavaOnevisionImageProcessor,
         LlavaOnevisionProcessor,
         LlavaOnevisionVideoProcessor,
-        PreTrainedTokenizerFast,
         Qwen2Config,
         SiglipVisionConfig,
     )
 
-    specials = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
-    vocab = {w: i for i, w in enumerate(specials + ["user", "assistant"] + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
-                                        eos_token="<|im_end|>",
-                                        additional_special_tokens=["<|im_start|>", "<image>", "<video>"])
+    tokenizer, vocab = _tokenizer(["<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+                                  ["<|im_start|>", "<image>", "<video>"])
     if real_sizes:
         vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
                                     num_attention_heads=16, image_size=384, patch_size=14)
@@ -68,14 +60,7 @@ def make(real_sizes: bool = False, seed: int = 0, device: str = "cpu", llm: str 
     cfg = LlavaOnevisionConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
                                image_token_id=vocab["<image>"], video_token_id=vocab["<video>"],
                                vision_feature_layer=-1, vision_feature_select_strategy="full")
-    torch.manual_seed(seed)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype or torch.float32)  # a 7B model is initialized directly in bf16
-    try:
-        with torch.device(device):
-            model = LlavaOnevisionForConditionalGeneration(cfg).eval()
-    finally:
-        torch.set_default_dtype(old)
+    model = _init(LlavaOnevisionForConditionalGeneration, cfg, seed, device, dtype)
     model.generation_config.eos_token_id = vocab["<|im_end|>"]
     size = {"height": vision.image_size, "width": vision.image_size}
     processor = LlavaOnevisionProcessor(
@@ -107,10 +92,7 @@ def make_qwen(seed: int = 0, real_sizes: bool = False, device: str = "cpu", dtyp
     """(model, processor): a tiny Qwen2.5-VL with random weights (3-D M-RoPE positions, 2×2 patch merging,
     two frames per temporal patch), for tests of the second model family; with real_sizes the
     Qwen2.5-VL-3B sizes (for timings; frames up to 448×448), initialized on `device` in `dtype`."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
-        PreTrainedTokenizerFast,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
@@ -118,13 +100,8 @@ def make_qwen(seed: int = 0, real_sizes: bool = False, device: str = "cpu", dtyp
         Qwen2VLVideoProcessor,
     )
 
-    specials = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                "<|image_pad|>", "<|video_pad|>"]
-    vocab = {w: i for i, w in enumerate(specials + ["user", "assistant"] + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
-                                        eos_token="<|im_end|>", additional_special_tokens=specials[2:])
+    specials = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer, vocab = _tokenizer(specials, specials)
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
                   temporal_patch_size=2, out_hidden_size=64, window_size=56, fullatt_block_indexes=[1],
                   tokens_per_second=2, in_channels=3)
@@ -136,16 +113,37 @@ def make_qwen(seed: int = 0, real_sizes: bool = False, device: str = "cpu", dtyp
     cfg = Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=vocab["<|image_pad|>"],
                            video_token_id=vocab["<|video_pad|>"], vision_start_token_id=vocab["<|vision_start|>"],
                            vision_end_token_id=vocab["<|vision_end|>"])
-    torch.manual_seed(seed)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype or torch.float32)
-    try:
-        with torch.device(device):
-            model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
-    finally:
-        torch.set_default_dtype(old)
+    model = _init(Qwen2_5_VLForConditionalGeneration, cfg, seed, device, dtype)
     model.generation_config.eos_token_id = vocab["<|im_end|>"]
     pixels = dict(min_pixels=56 * 56, max_pixels=(448 if real_sizes else 112) ** 2)
     processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
                                     video_processor=Qwen2VLVideoProcessor(**pixels), chat_template=QWEN_TEMPLATE)
     return model, processor
+
+
+def _init(cls, cfg, seed: int, device: str, dtype):
+    """cls(cfg) with random weights (seeded), built on `device` in `dtype` (a 7B model is initialized directly
+    in bf16), in eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or torch.float32)
+    try:
+        with torch.device(device):
+            return cls(cfg).eval()
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _tokenizer(specials: list[str], additional: list[str]):
+    """(tokenizer, vocab): a whitespace word-level tokenizer over <unk>, <pad>, `specials`, the two roles and
+    WORDS; <|im_end|> is the end of sequence, `additional` are its special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<unk>", "<pad>", *specials, "user", "assistant", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>",
+                                   additional_special_tokens=additional), vocab

@@ -7,7 +7,7 @@ embedding table, and the kept rows (in temporal-raster order) plus the newline a
 placeholder embeddings, as the stock forward does for the full run; the stock forward then gets
 `inputs_embeds`. Qwen2 uses 1-D RoPE, so the shorter sequence is a valid input. Qwen2.5-VL (3-D M-RoPE, merged
 2×2 patches, two frames per temporal patch): the grid is (T/2, h', w'), and the kept tokens are given their
-original 3-D positions (`_answer_qwen`). Decoding is greedy, token by token on the KV cache, which gives an
+original 3-D positions (`VLM._video_grid`). Decoding is greedy, token by token on the KV cache, which gives an
 exact time to first token.
 """
 
@@ -85,14 +85,71 @@ class VLM:
 
     def _answer(self, inputs: dict, t_: int, retention: float, config: SelectorConfig | None,
                 max_new_tokens: int) -> Answer:
-        if self.family == "qwen2_5_vl":
-            return self._answer_qwen(inputs, retention, config, max_new_tokens)
         dev = self.device
         ids = inputs["input_ids"].to(dev)
-        pix = inputs["pixel_values_videos"].to(dev, self.dtype)
         sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
+        grid, tail = self._video_grid(inputs, t_)
+        sync()
+        t1 = time.perf_counter()
+        sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False, cuda_graph=grid.is_cuda)
+        sync()
+        t2 = time.perf_counter()
+        # the run of video placeholders: the grid's tokens in temporal-raster order, then the tail rows
+        # (LLaVA-OneVision's newline); the dropped ones leave the sequence, the kept rows fill the rest
+        video = torch.cat([sel.tokens, tail], dim=0)
+        mask = ids[0] == self.video_token_id
+        where = torch.nonzero(mask).flatten()
+        full = int(mask.sum())
+        n_grid = grid.shape[0] * grid.shape[1] * grid.shape[2]
+        if full != n_grid + tail.shape[0] or int(where[-1] - where[0]) + 1 != full:
+            plus = f" + {tail.shape[0]}" if tail.shape[0] else ""
+            raise VLMError(f"the prompt has {full} video placeholders for {n_grid}{plus} video features")
+        start = int(where[0])
+        keep = torch.ones(ids.shape[1], dtype=torch.bool, device=dev)
+        keep[start : start + n_grid] = sel.keep.reshape(-1)
+        short = ids[:, keep]
+        embeds = self.model.get_input_embeddings()(short)
+        embeds[0, start : start + video.shape[0]] = video.to(embeds.dtype)
+        extra, next_position = {}, None
+        if self.family == "qwen2_5_vl":  # 3-D M-RoPE: the kept tokens at their original positions
+            extra["position_ids"] = _rope_positions(self.model, inputs, dev)[:, :, keep]
+            next_position = int(extra["position_ids"][:, 0, -1].max()) + 1
+        out = self.model(inputs_embeds=embeds, attention_mask=torch.ones_like(short), use_cache=True,
+                         logits_to_keep=1, **extra)
+        first_logits = out.logits[0, -1].float()
+        token = first_logits.argmax()
+        sync()
+        t3 = time.perf_counter()
+        stages = {"vision": (t1 - t0) * 1e3, "select": (t2 - t1) * 1e3, "llm_prefill": (t3 - t2) * 1e3}
+        generated = self._decode(out, token, short.shape[1], max_new_tokens, next_position)
+        sync()
+        total_ms = (time.perf_counter() - t0) * 1e3
+        text = self.processor.decode(generated, skip_special_tokens=True).strip()
+        return Answer(text, int(video.shape[0]), full, (t3 - t0) * 1e3, total_ms, len(generated), sel, stages,
+                      first_logits.cpu())
+
+    def _video_grid(self, inputs: dict, t_: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's own video tokens as a (T', h', w', D) grid, and the rows that follow the grid in the
+        placeholder run (LLaVA-OneVision: the newline; Qwen2.5-VL: none).
+
+        Qwen2.5-VL: the merged tokens (2 frames per temporal patch, 2×2 patches per token, temporal-raster
+        order) form a (T/2, h/28, w/28) grid; `_answer` gives the kept ones their original 3-D RoPE positions
+        (the stock model's `get_rope_index` on the full prompt, the dropped positions removed), so every kept
+        token keeps its time, row and column, and decoding continues from the last text position."""
+        dev = self.device
+        pix = inputs["pixel_values_videos"].to(dev, self.dtype)
+        if self.family == "qwen2_5_vl":
+            thw = inputs["video_grid_thw"].to(dev)
+            feats = self.model.model.get_video_features(pix, thw, return_dict=True).pooler_output
+            feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
+            merge = self.model.config.vision_config.spatial_merge_size
+            t_, h_, w_ = (int(v) for v in thw[0])
+            n_grid = t_ * (h_ // merge) * (w_ // merge)
+            if feats.shape[0] != n_grid:
+                raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid}")
+            return feats.reshape(t_, h_ // merge, w_ // merge, -1), feats[:0]
         # positional: the keyword is pixel_values_videos in transformers 5.23, pixel_values in 5.17
         feats = self.model.get_video_features(pix, return_dict=True).pooler_output
         feats = feats.reshape(-1, feats.shape[-1])
@@ -105,36 +162,7 @@ class VLM:
             newline = feats[-1:]
         else:
             raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid} (+1)")
-        grid = feats[:n_grid].reshape(t_, side, side, -1)
-        sync()
-        t1 = time.perf_counter()
-        sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False, cuda_graph=grid.is_cuda)
-        sync()
-        t2 = time.perf_counter()
-        video = torch.cat([sel.tokens, newline], dim=0)
-        mask = ids[0] == self.video_token_id
-        where = torch.nonzero(mask).flatten()
-        full = int(mask.sum())
-        if full != n_grid + 1 or int(where[-1] - where[0]) + 1 != full:
-            raise VLMError(f"the prompt has {full} <video> placeholders for {n_grid} + 1 video features")
-        start, end = int(where[0]), int(where[-1]) + 1
-        run = torch.full((1, video.shape[0]), self.video_token_id, dtype=ids.dtype, device=dev)
-        short = torch.cat([ids[:, :start], run, ids[:, end:]], dim=1)
-        embeds = self.model.get_input_embeddings()(short)
-        embeds[0, start : start + video.shape[0]] = video.to(embeds.dtype)
-        out = self.model(inputs_embeds=embeds, attention_mask=torch.ones_like(short), use_cache=True, logits_to_keep=1)
-        first_logits = out.logits[0, -1].float()
-        token = first_logits.argmax()
-        sync()
-        t3 = time.perf_counter()
-        prefill_ms = (t3 - t0) * 1e3
-        stages = {"vision": (t1 - t0) * 1e3, "select": (t2 - t1) * 1e3, "llm_prefill": (t3 - t2) * 1e3}
-        generated = self._decode(out, token, short.shape[1], max_new_tokens)
-        sync()
-        total_ms = (time.perf_counter() - t0) * 1e3
-        text = self.processor.decode(generated, skip_special_tokens=True).strip()
-        return Answer(text, int(video.shape[0]), full, prefill_ms, total_ms, len(generated), sel, stages,
-                      first_logits.cpu())
+        return feats[:n_grid].reshape(t_, side, side, -1), newline
 
     def _decode(self, out: Any, token: torch.Tensor, length: int, max_new_tokens: int,
                 next_position: int | None = None) -> list[int]:
@@ -155,59 +183,6 @@ class VLM:
             token = step.logits[0, -1].argmax()
             generated.append(int(token))
         return generated
-
-    def _answer_qwen(self, inputs: dict, retention: float, config: SelectorConfig | None,
-                     max_new_tokens: int) -> Answer:
-        """Qwen2.5-VL: the merged video tokens (T/2 · h/28 · w/28 rows, temporal-raster order) are selected as a
-        (T', h', w', D) grid; the LLM gets the kept rows at their *original* 3-D RoPE positions (the stock
-        model's own `get_rope_index` on the full prompt, then the dropped positions removed), so every kept
-        token keeps its time, row and column; decoding continues from the last text position."""
-        dev = self.device
-        ids = inputs["input_ids"].to(dev)
-        thw = inputs["video_grid_thw"].to(dev)
-        pix = inputs["pixel_values_videos"].to(dev, self.dtype)
-        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-        sync()
-        t0 = time.perf_counter()
-        feats = self.model.model.get_video_features(pix, thw, return_dict=True).pooler_output
-        feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
-        merge = self.model.config.vision_config.spatial_merge_size
-        t_, h_, w_ = (int(v) for v in thw[0])
-        n_grid = t_ * (h_ // merge) * (w_ // merge)
-        if feats.shape[0] != n_grid:
-            raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid}")
-        grid = feats.reshape(t_, h_ // merge, w_ // merge, -1)
-        sync()
-        t1 = time.perf_counter()
-        sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False, cuda_graph=grid.is_cuda)
-        sync()
-        t2 = time.perf_counter()
-        mask = ids[0] == self.video_token_id
-        where = torch.nonzero(mask).flatten()
-        full = int(mask.sum())
-        if full != n_grid or int(where[-1] - where[0]) + 1 != full:
-            raise VLMError(f"the prompt has {full} video placeholders for {n_grid} video features")
-        start = int(where[0])
-        positions = _rope_positions(self.model, inputs, dev)  # (3, 1, L): the stock model's positions
-        keep = torch.ones(ids.shape[1], dtype=torch.bool, device=dev)
-        keep[start : start + full] = sel.keep.reshape(-1)
-        short = ids[:, keep]
-        embeds = self.model.get_input_embeddings()(short)
-        embeds[0, start : start + sel.num_tokens] = sel.tokens.to(embeds.dtype)
-        pos = positions[:, :, keep]
-        out = self.model(inputs_embeds=embeds, position_ids=pos, attention_mask=torch.ones_like(short),
-                         use_cache=True, logits_to_keep=1)
-        first_logits = out.logits[0, -1].float()
-        token = first_logits.argmax()
-        sync()
-        t3 = time.perf_counter()
-        stages = {"vision": (t1 - t0) * 1e3, "select": (t2 - t1) * 1e3, "llm_prefill": (t3 - t2) * 1e3}
-        generated = self._decode(out, token, short.shape[1], max_new_tokens, int(pos[:, 0, -1].max()) + 1)
-        sync()
-        total_ms = (time.perf_counter() - t0) * 1e3
-        text = self.processor.decode(generated, skip_special_tokens=True).strip()
-        return Answer(text, sel.num_tokens, full, (t3 - t0) * 1e3, total_ms, len(generated), sel, stages,
-                      first_logits.cpu())
 
 
 def _rope_positions(model: Any, inputs: dict, dev: torch.device) -> torch.Tensor:
