@@ -3,6 +3,8 @@
 python3 tools/gpu_entropy_sweep.py [--all] [--bench]  — prep + entropy by median CUDA-graph replay time, with the
 largest |Ĥ - reference|, on 16×27×27×1152 fp32; the best few on 256×27×27×1152, on 16×14×14×896 and in bf16;
 prints the chosen launch parameters; `--bench` then runs `python -m selector.bench` with them.
+python3 tools/gpu_entropy_sweep.py --bf16  — the patch kernel's settings on bf16 features (one native tensor-core
+pass, so other tile shapes than in fp32 may win), ranked on 256×27×27×1152, the best few on 16×27×27×1152.
 """
 
 import itertools
@@ -55,7 +57,24 @@ def run(x, cfg, launches, label, reps=20):
     return [r[2] for r in rows]
 
 
+PATCHES_BF16 = [dict(BASE, KERNEL="patch", PQR=pqr, PQC=pqc, PNK=nk, num_warps=w, BD=bd, STAGES=st)
+                for (pqr, pqc), nk, w, bd, st in itertools.product(
+                    ((4, 8), (8, 8), (4, 16), (8, 4), (2, 16)), (64, 128), (4, 8), (32, 64, 128), (2, 3))
+                if not (pqr * pqc >= 128 and w == 4) and not (bd == 128 and st == 3)]
+
+
+def main_bf16():
+    cfg = SelectorConfig()
+    z = torch.randn(256, 27, 27, 1152, device="cuda").bfloat16()
+    ranked = run(z, cfg, PATCHES_BF16, "256×27×27×1152 bfloat16", reps=5)
+    x = torch.randn(16, 27, 27, 1152, device="cuda").bfloat16()
+    run(x, cfg, ranked[:8] + [BASE], "16×27×27×1152 bfloat16")
+    print("chosen", ranked[0], flush=True)
+
+
 def main():
+    if "--bf16" in sys.argv:
+        return main_bf16()
     cfg = SelectorConfig()
     x = torch.randn(16, 27, 27, 1152, device="cuda")
     ranked = run(x, cfg, CANDIDATES, "16×27×27×1152 float32")
