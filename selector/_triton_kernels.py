@@ -90,8 +90,9 @@ def maps_kernel(x_ptr, stats_ptr, g_ptr, T, H, W, D, N, inv_tau,
 
 
 @triton.jit(do_not_specialize=["M", "ITERS"])
-def _water(cap, pos, ok, amount, M, ITERS, BT: tl.constexpr):
-    # one unit per frame per pass, frames visited by increasing pos, frame f taking <= cap[f]
+def _water(cap, ok, amount, M, ITERS, REVERSE: tl.constexpr):
+    # one unit per frame per pass, frames visited in rank order (REVERSE: last rank first), frame taking
+    # <= cap; the frames are given in rank order, so a frame's turn in the last pass is a prefix count
     lo = tl.full((), 0, tl.int64)
     hi = tl.full((), 0, tl.int64) + M
     for _ in range(ITERS):
@@ -101,26 +102,32 @@ def _water(cap, pos, ok, amount, M, ITERS, BT: tl.constexpr):
         hi = tl.where(fits, hi, mid - 1)
     extra = tl.where(ok, tl.minimum(cap, lo), 0)
     left = amount - tl.sum(extra, axis=0)
-    elig = ok & (cap > lo)
-    before = elig[None, :] & (pos[None, :] < pos[:, None])
-    erank = tl.sum(before.to(tl.int64), axis=1)
-    return extra + (elig & (erank < left)).to(tl.int64)
+    elig = (ok & (cap > lo)).to(tl.int32)
+    if REVERSE:
+        erank = tl.sum(elig, axis=0) - tl.cumsum(elig, axis=0)  # eligible frames of a later rank
+    else:
+        erank = tl.cumsum(elig, axis=0) - elig  # eligible frames of an earlier rank
+    return extra + ((elig != 0) & (erank < left)).to(tl.int64)
+
 
 @triton.jit(do_not_specialize=["T", "K", "LO", "HI", "M", "ITERS"])  # one compile for every K and shape
 def budget_kernel(w_ptr, out_ptr, T, K, LO, HI, M, ITERS, BT: tl.constexpr):
+    # frames sorted once by (weight descending, index ascending) as packed int64 keys (w >= 0, so its bits
+    # order like its values); all later steps run in that order (O(T log² T), no T×T comparisons)
     f = tl.arange(0, BT)
-    ok = f < T
-    w = tl.load(w_ptr + f, mask=ok, other=-1.0)
-    base = (w.to(tl.float64) * K).to(tl.int64)  # w >= 0: truncation is the floor
+    w = tl.load(w_ptr + f, mask=f < T, other=0.0)
+    bits = tl.maximum(w.to(tl.int32, bitcast=True), 0).to(tl.int64)
+    top = tl.full((), 0x7F800000, tl.int64)  # the bits of +inf: above every weight's
+    key = tl.where(f < T, (top - bits) * BT + f, (top + 1) * BT + f)
+    fs = (tl.sort(key) % BT).to(tl.int32)  # the frame of each rank; padding ranks last
+    ok = fs < T
+    ws = tl.load(w_ptr + fs, mask=ok, other=0.0)
+    base = (ws.to(tl.float64) * K).to(tl.int64)  # w >= 0: truncation is the floor
     base = tl.where(ok, tl.minimum(tl.maximum(base, LO), HI), 0)
     diff = K - tl.sum(base, axis=0)
-    wf = w[:, None]
-    wg = w[None, :]
-    before = ok[None, :] & ((wg > wf) | ((wg == wf) & (f[None, :] < f[:, None])))
-    rank = tl.sum(before.to(tl.int64), axis=1)  # 0 = highest weight, ties to the lower index
-    add = _water(HI - base, rank, ok, tl.maximum(diff, 0), M, ITERS, BT)
-    cut = _water(base - LO, T - 1 - rank, ok, tl.maximum(-diff, 0), M, ITERS, BT)
-    tl.store(out_ptr + f, base + add - cut, mask=ok)
+    add = _water(HI - base, ok, tl.maximum(diff, 0), M, ITERS, False)
+    cut = _water(base - LO, ok, tl.maximum(-diff, 0), M, ITERS, True)
+    tl.store(out_ptr + fs, base + add - cut, mask=ok)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -140,7 +147,7 @@ def _addr(ptr, tab_ptr, slot: tl.constexpr, IND: tl.constexpr):
 
 @triton.jit
 def prep_kernel(x_ptr, tab_ptr, inv_ptr, g_ptr, rowstat_ptr, H, W, D, BW: tl.constexpr, BD: tl.constexpr,
-                IND: tl.constexpr):
+                STAGES: tl.constexpr, IND: tl.constexpr):
     # one program per token row (t, r): inverse norms, raw gradient magnitude (central differences,
     # one-sided at borders) and row statistics (min G, max G, max |x|, count of NaN/Inf)
     x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
@@ -160,7 +167,7 @@ def prep_kernel(x_ptr, tab_ptr, inv_ptr, g_ptr, rowstat_ptr, H, W, D, BW: tl.con
     g2 = tl.zeros((BW,), dtype=tl.float32)
     amax = tl.zeros((BW,), dtype=tl.float32)
     bad = tl.zeros((BW,), dtype=tl.float32)
-    for d0 in range(0, D, BD):
+    for d0 in tl.range(0, D, BD, num_stages=STAGES):
         d = d0 + tl.arange(0, BD)
         m2 = q_ok[:, None] & (d < D)[None, :]
         xc = tl.load(x_ptr + (base + q)[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
@@ -336,17 +343,22 @@ def pick_kernel(score_ptr, budget_ptr, kreg_ptr, keep_ptr, rank_ptr, quota_ptr, 
 
 @triton.jit
 def gather_kernel(x_ptr, tab_ptr, keep_ptr, budget_ptr, idx_ptr, rows_ptr, T, M, D,
-                  BM: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, IND: tl.constexpr):
-    # grid (T, D blocks): kept positions of frame f in ascending order, placed after the budgets of the
-    # frames before it; their rows copied (the D block 0 also writes the indices)
+                  BM: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, MC: tl.constexpr, IND: tl.constexpr):
+    # grid (T, D blocks, position chunks of MC): the kept positions of frame f in ascending order, placed
+    # after the budgets of the frames before it; a program copies the rows of its chunk's kept positions
+    # (the D block 0 also writes the indices)
     x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
     rows_ptr = _addr(rows_ptr, tab_ptr, 1, IND)
     f = tl.program_id(0)
     dblk = tl.program_id(1)
+    i0 = tl.program_id(2) * MC
     ft = tl.arange(0, BT)
     bud = tl.load(budget_ptr + ft, mask=ft < T, other=0)
     off = tl.sum(tl.where(ft < f, bud, 0), axis=0)
-    i = tl.arange(0, BM)
+    if MC < BM:  # kept positions of this frame before the chunk
+        j = tl.arange(0, BM)
+        off += tl.sum((tl.load(keep_ptr + f * M + j, mask=j < i0, other=0) != 0).to(tl.int64), axis=0)
+    i = i0 + tl.arange(0, MC)
     ok = i < M
     kp = tl.load(keep_ptr + f * M + i, mask=ok, other=0).to(tl.int32) != 0
     pos = tl.cumsum(kp.to(tl.int32), axis=0) - 1

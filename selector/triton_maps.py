@@ -131,9 +131,11 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 #: tools/gpu_entropy_sweep.py). Default "patch": 4×8 query patches, key parts of 128; H100, prep + entropy:
 #: 16×27×27×1152 0.16 ms fp32 / 0.086 ms bf16 (row kernel "dout": 0.22 / 0.105), 256 frames 2.07 / 1.01 ms
 #: (2.80 / 1.20), 16×14×14×896 fp32 0.050 ms (0.055); the stencil kernel's BQ/SBD are its best of 36 settings
-FUSED = {"KERNEL": "patch", "QR": 1, "NKP": 4, "BD": 32, "num_warps": 4, "STAGES": 3, "PREP_BD": 64,
-         "PREP_WARPS": 8, "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 128,
+FUSED = {"KERNEL": "patch", "QR": 1, "NKP": 4, "BD": 32, "BD16": 64, "num_warps": 4, "STAGES": 3, "PREP_BD": 64,
+         "PREP_BD16": 64, "PREP_STAGES": 1, "PREP_WARPS": 8, "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 128,
          "PREC": "bf16x3"}
+#: gather launch: BD columns of fp32 (twice as many of a 2-byte dtype) × MC positions per program
+GATHER = {"BD": 32, "MC": 1024, "num_warps": 8}
 MAX_FRAME_TOKENS = 1024
 #: fp32 features: "bf16x3" dots (x = hi + lo in bf16, three bf16 tensor-core passes) take 0.22 ms for prep +
 #: entropy on 16×27×27×1152 against 0.36 with "tf32x3" (H100). Their cosine error (~1e-7) is divided by τ in
@@ -180,8 +182,9 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
     inv = torch.empty((t_, h_, w_), device=x.device, dtype=torch.float32)
     g = torch.empty_like(inv)
     stats = torch.empty((t_ * h_, 4), device=x.device, dtype=torch.float32)
-    kern.prep_kernel[(t_ * h_,)](x, tab, inv, g, stats, h_, w_, d_, BW=bw, BD=c["PREP_BD"],
-                                 num_warps=c["PREP_WARPS"], IND=ind)
+    half = x.element_size() == 2
+    kern.prep_kernel[(t_ * h_,)](x, tab, inv, g, stats, h_, w_, d_, BW=bw, BD=c["PREP_BD16" if half else "PREP_BD"],
+                                 STAGES=c["PREP_STAGES"], num_warps=c["PREP_WARPS"], IND=ind)
     h = torch.empty_like(inv)
     if c["KERNEL"] == "stencil":
         offs = _stencil_table(cfg.window, cfg.temporal_window, cfg.past_window, str(x.device))
@@ -200,7 +203,8 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
         nk = max(c["PNK"], _pow2(-(-nkey // 4)))
         kern.entropy_patch_kernel[(t_ * -(-h_ // pqr) * -(-w_ // pqc),)](
             x, tab, inv, h, h_, w_, d_, 1.0 / cfg.tau, RAD=rad, PRAD=prad, KT=kt, QR=pqr, QC=pqc, NK=nk,
-            BD=c["BD"], PREC=prec, STAGES=c["STAGES"], num_warps=c["num_warps"], NATIVE=native, IND=ind)
+            BD=c["BD16"] if native else c["BD"], PREC=prec, STAGES=c["STAGES"], num_warps=c["num_warps"],
+            NATIVE=native, IND=ind)
         return h, g, stats
     qr = c["QR"]
     nkey = cfg.window + qr - 1 + (cfg.temporal_window - 1) * (cfg.past_window + qr - 1)
@@ -272,7 +276,7 @@ def pick_fused(score: torch.Tensor, budgets: torch.Tensor, hw: tuple[int, int],
 
 
 def gather_fused(x: torch.Tensor, keep: torch.Tensor, budgets: torch.Tensor, k: int,
-                 tab: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 tab: torch.Tensor | None = None, **launch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(ascending flat indices of the kept tokens (K,), their rows (K, D) in x's dtype). With `tab`, the
     features are read at tab[0] and the rows written at tab[1] (a (K, D) buffer the caller owns); the
     rows returned are then an empty placeholder."""
@@ -282,8 +286,11 @@ def gather_fused(x: torch.Tensor, keep: torch.Tensor, budgets: torch.Tensor, k: 
     idx = torch.empty(k, device=x.device, dtype=torch.int64)
     rows = torch.empty((0 if tab is not None else k, d_), device=x.device, dtype=x.dtype)
     dst = rows if tab is None else x  # a placeholder of the right dtype: the kernel writes at tab[1]
-    bd = 32
-    _kernels().gather_kernel[(t_, -(-d_ // bd))](x, x if tab is None else tab, keep, budgets, idx, dst, t_, m,
-                                                 d_, BM=_pow2(m), BT=_pow2(t_), BD=bd, num_warps=8,
-                                                 IND=tab is not None)
+    c = {**GATHER, **launch}
+    bd = c["BD"] * 4 // x.element_size()  # bytes per row segment whatever the dtype
+    bm = _pow2(m)
+    mc = min(bm, c["MC"])
+    _kernels().gather_kernel[(t_, -(-d_ // bd), -(-m // mc))](
+        x, x if tab is None else tab, keep, budgets, idx, dst, t_, m, d_, BM=bm, BT=_pow2(t_), BD=bd, MC=mc,
+        num_warps=c["num_warps"], IND=tab is not None)
     return idx, rows

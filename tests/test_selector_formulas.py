@@ -175,8 +175,9 @@ for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window
 from selector import allocate
 from selector.triton_maps import budgets_triton
 gen = torch.Generator().manual_seed(1)
-for _ in range(60):  # the budget kernel against the torch budgets, integers exactly
-    t, m = int(torch.randint(1, 40, (1,), generator=gen)), int(torch.randint(1, 60, (1,), generator=gen))
+for i in range(68):  # the budget kernel against the torch budgets, integers exactly (8 long clips, ≤ 256 frames)
+    t = int(torch.randint(1, 40, (1,), generator=gen)) if i < 60 else int(torch.randint(129, 257, (1,), generator=gen))
+    m = int(torch.randint(1, 60, (1,), generator=gen))
     k = int(torch.randint(1, t * m + 1, (1,), generator=gen))
     cfg = SelectorConfig(min_tokens=int(torch.randint(0, 9, (1,), generator=gen)))
     score = (torch.rand(t, m, generator=gen) * 4).round() / 4
@@ -235,9 +236,11 @@ for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window
             budgets, _, _ = allocate.frame_budgets(flat, k, cfg)
             got, want = tm.pick_fused(flat, budgets, (hh, ww), cfg), allocate.pick(flat, budgets, (hh, ww), cfg)
             assert all(torch.equal(a, b) for a, b in zip(got, want)), (shape, cfg, r)
-            idx, rows = tm.gather_fused(x.reshape(t_, m, d_), got[0], budgets, k)
             ref = _flat_indices(got[0].reshape(-1), k)
-            assert torch.equal(idx, ref) and torch.equal(rows, x.reshape(-1, d_)[ref])
+            # the default launch; at r = 0.35 also chunks of 16 positions (several a frame)
+            for launch in ({}, {"MC": 16, "BD": 16, "num_warps": 2}) if r == 0.35 else ({},):
+                idx, rows = tm.gather_fused(x.reshape(t_, m, d_), got[0], budgets, k, **launch)
+                assert torch.equal(idx, ref) and torch.equal(rows, x.reshape(-1, d_)[ref]), launch
 # through the address table (how a CUDA graph reads new features in place): the placeholder only gives the shape
 x = torch.randn(3, 5, 6, 40)
 cfg = SelectorConfig()

@@ -22,7 +22,7 @@ CANDIDATES = ([dict(BASE, KERNEL="dout", PREC="tf32x3")]
               + ([dict(BASE, KERNEL="dout", PREC="bf16x3", QR=qr, BD=bd, num_warps=w, STAGES=st)
                   for qr, bd, w, st in itertools.product((1, 2), (32, 64), (4, 8), (2, 3))]
                  if "--all" in sys.argv else [dict(BASE, KERNEL="dout", PREC="bf16x3")])
-              + [dict(BASE, KERNEL="patch", PREC="bf16x3", PQR=pqr, PQC=pqc, PNK=nk, num_warps=w, BD=bd)
+              + [dict(BASE, KERNEL="patch", PREC="bf16x3", PQR=pqr, PQC=pqc, PNK=nk, num_warps=w, BD=bd, BD16=bd)
                  for (pqr, pqc), nk, w, bd in itertools.product(((4, 8), (2, 16), (4, 16), (8, 8), (8, 4)),
                                                                 (64, 128), (4, 8), (32, 64))]
               + [dict(BASE, KERNEL="stencil", BQ=16, SBD=16, num_warps=4, STAGES=1)])
@@ -57,7 +57,7 @@ def run(x, cfg, launches, label, reps=20):
     return [r[2] for r in rows]
 
 
-PATCHES_BF16 = [dict(BASE, KERNEL="patch", PQR=pqr, PQC=pqc, PNK=nk, num_warps=w, BD=bd, STAGES=st)
+PATCHES_BF16 = [dict(BASE, KERNEL="patch", PQR=pqr, PQC=pqc, PNK=nk, num_warps=w, BD=bd, BD16=bd, STAGES=st)
                 for (pqr, pqc), nk, w, bd, st in itertools.product(
                     ((4, 8), (8, 8), (4, 16), (8, 4), (2, 16)), (64, 128), (4, 8), (32, 64, 128), (2, 3))
                 if not (pqr * pqc >= 128 and w == 4) and not (bd == 128 and st == 3)]

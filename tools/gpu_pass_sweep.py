@@ -1,0 +1,74 @@
+"""Sweep the launch settings of the fused pipeline's memory-bound kernels on the GPU: prep (one pass over the
+features) and gather (the kept rows), plus the budget kernel's time; each by median CUDA-graph replay time.
+
+python3 tools/gpu_pass_sweep.py  — 256×27×27×1152 and 16×27×27×1152, float32 and bfloat16; gather at r = 0.35
+and 0.9, checked against x[indices] for every setting.
+"""
+
+import itertools
+import sys
+
+import torch
+
+from selector import SelectorConfig, triton_maps
+from selector.core import num_kept
+
+sys.path.insert(0, "tools")
+from gpu_stages import graph_ms  # noqa: E402
+
+PREP = [dict(PREP_BD=bd, PREP_BD16=bd, PREP_WARPS=w, PREP_STAGES=st)
+        for bd, w, st in itertools.product((32, 64, 128, 256), (4, 8), (1, 2, 3))]
+GATHER = [dict(BD=bd, MC=mc, num_warps=w)
+          for bd, mc, w in itertools.product((16, 32, 64, 128), (128, 256, 512, 1024), (4, 8)) if bd * mc <= 32768]
+
+
+def prep_ms(x, c):
+    t_, h_, w_, d_ = x.shape
+    inv = torch.empty((t_, h_, w_), device=x.device)
+    g = torch.empty_like(inv)
+    stats = torch.empty((t_ * h_, 4), device=x.device)
+    bd = c["PREP_BD16"] if x.element_size() == 2 else c["PREP_BD"]
+
+    def fn():
+        triton_maps._kernels().prep_kernel[(t_ * h_,)](x, x, inv, g, stats, h_, w_, d_, BW=32, BD=bd,
+                                                       STAGES=c["PREP_STAGES"], num_warps=c["PREP_WARPS"],
+                                                       IND=False)
+    return graph_ms(fn, reps=10)
+
+
+def main():
+    cfg = SelectorConfig()
+    for shape in ((256, 27, 27, 1152), (16, 27, 27, 1152)):
+        for dtype in (torch.bfloat16, torch.float32):
+            x = torch.randn(*shape, device="cuda").to(dtype)
+            t_, h_, w_, d_ = shape
+            m = h_ * w_
+            label = f"{'×'.join(map(str, shape))} {str(dtype)[6:]}"
+            rows = sorted((prep_ms(x, c), c) for c in PREP)
+            print(f"{label} prep: " + " · ".join(f"{ms:.4f} {c}" for ms, c in rows[:5]), flush=True)
+            base = dict(PREP_BD=triton_maps.FUSED["PREP_BD"], PREP_BD16=triton_maps.FUSED["PREP_BD16"],
+                        PREP_WARPS=triton_maps.FUSED["PREP_WARPS"], PREP_STAGES=triton_maps.FUSED["PREP_STAGES"])
+            print(f"   current {prep_ms(x, base):.4f} {base}")
+            w = torch.softmax(torch.randn(t_, device="cuda"), 0)
+            for r in (0.35, 0.9):
+                k = num_kept(r, t_ * m)
+                ms = graph_ms(lambda w=w, k=k, m=m: triton_maps.budgets_triton(w, k, 0, m, m), reps=20)
+                budgets = triton_maps.budgets_triton(w, k, 0, m, m)
+                score = torch.rand(t_, m, device="cuda")
+                keep = triton_maps.pick_fused(score, budgets, (h_, w_), cfg)[0]
+                flat = x.reshape(t_, m, d_)
+                res = []
+                for c in GATHER:
+                    idx, got = triton_maps.gather_fused(flat, keep, budgets, k, **c)
+                    ok = torch.equal(got, x.reshape(-1, d_)[idx]) and torch.equal(idx, keep.reshape(-1).nonzero()[:, 0])
+                    a = (flat, keep, budgets, k)
+                    res.append((graph_ms(lambda c=c, a=a: triton_maps.gather_fused(*a, **c), reps=10), ok, c))
+                res.sort(key=lambda v: v[0])
+                cur = next(v for v in res if v[2] == triton_maps.GATHER)
+                bad = sum(not v[1] for v in res)
+                print(f"{label} r={r}: budgets {ms:.4f} ms · gather best " + " · ".join(
+                    f"{v[0]:.4f} {v[2]}" for v in res[:4]) + f" · current {cur[0]:.4f} · wrong {bad}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
