@@ -147,15 +147,19 @@ def _addr(ptr, tab_ptr, slot: tl.constexpr, IND: tl.constexpr):
 
 @triton.jit
 def prep_kernel(x_ptr, tab_ptr, inv_ptr, g_ptr, rowstat_ptr, H, W, D, BW: tl.constexpr, BD: tl.constexpr,
-                STAGES: tl.constexpr, IND: tl.constexpr):
-    # one program per token row (t, r): inverse norms, raw gradient magnitude (central differences,
-    # one-sided at borders) and row statistics (min G, max G, max |x|, count of NaN/Inf)
+                RB: tl.constexpr, STAGES: tl.constexpr, IND: tl.constexpr):
+    # one program per RB token rows (t, r0 .. r0+RB-1): inverse norms, raw gradient magnitude (central
+    # differences, one-sided at borders) and row statistics (min G, max G, max |x|, count of NaN/Inf). The
+    # rows above and below a block are mostly the block's own (read again from L1, not L2)
     x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
     pid = tl.program_id(0)
-    t = pid // H
-    r = pid % H
-    q = tl.arange(0, BW)
-    q_ok = q < W
+    nrb = (H + RB - 1) // RB
+    t = pid // nrb
+    r0 = pid % nrb * RB
+    qq = tl.arange(0, RB * BW)
+    r = r0 + qq // BW
+    q = qq % BW
+    q_ok = (q < W) & (r < H)
     cl = tl.maximum(q - 1, 0)
     cr = tl.minimum(q + 1, W - 1)
     ru = tl.maximum(r - 1, 0)
@@ -163,10 +167,10 @@ def prep_kernel(x_ptr, tab_ptr, inv_ptr, g_ptr, rowstat_ptr, H, W, D, BW: tl.con
     fx = 1.0 / tl.maximum(cr - cl, 1).to(tl.float32)
     fy = 1.0 / tl.maximum(rd - ru, 1).to(tl.float32)
     base = (t * H + r) * W
-    ss = tl.zeros((BW,), dtype=tl.float32)
-    g2 = tl.zeros((BW,), dtype=tl.float32)
-    amax = tl.zeros((BW,), dtype=tl.float32)
-    bad = tl.zeros((BW,), dtype=tl.float32)
+    ss = tl.zeros((RB * BW,), dtype=tl.float32)
+    g2 = tl.zeros((RB * BW,), dtype=tl.float32)
+    amax = tl.zeros((RB * BW,), dtype=tl.float32)
+    bad = tl.zeros((RB * BW,), dtype=tl.float32)
     for d0 in tl.range(0, D, BD, num_stages=STAGES):
         d = d0 + tl.arange(0, BD)
         m2 = q_ok[:, None] & (d < D)[None, :]
@@ -180,17 +184,19 @@ def prep_kernel(x_ptr, tab_ptr, inv_ptr, g_ptr, rowstat_ptr, H, W, D, BW: tl.con
         amax = tl.maximum(amax, tl.max(ax, axis=1))
         bad += tl.sum(((xc != xc) | (ax == float("inf"))).to(tl.float32), axis=1)
         gx = (xr - xl) * fx[:, None]
-        gy = (xd - xu) * fy
+        gy = (xd - xu) * fy[:, None]
         g2 += tl.sum(gx * gx + gy * gy, axis=1)
     inv = 1.0 / tl.maximum(tl.sqrt(ss), 1e-12)
     g = tl.sqrt(g2)
     tl.store(inv_ptr + base + q, inv, mask=q_ok)
     tl.store(g_ptr + base + q, g, mask=q_ok)
-    out = rowstat_ptr + pid * 4
-    tl.store(out, tl.min(tl.where(q_ok, g, float("inf")), axis=0))
-    tl.store(out + 1, tl.max(tl.where(q_ok, g, 0.0), axis=0))
-    tl.store(out + 2, tl.max(amax, axis=0))
-    tl.store(out + 3, tl.sum(bad, axis=0))
+    rows = r0 + tl.arange(0, RB)
+    out = rowstat_ptr + (t * H + rows) * 4
+    r_ok = rows < H
+    tl.store(out, tl.min(tl.reshape(tl.where(q_ok, g, float("inf")), (RB, BW)), axis=1), mask=r_ok)
+    tl.store(out + 1, tl.max(tl.reshape(tl.where(q_ok, g, 0.0), (RB, BW)), axis=1), mask=r_ok)
+    tl.store(out + 2, tl.max(tl.reshape(amax, (RB, BW)), axis=1), mask=r_ok)
+    tl.store(out + 3, tl.sum(tl.reshape(bad, (RB, BW)), axis=1), mask=r_ok)
 
 
 @triton.jit

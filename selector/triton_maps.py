@@ -131,11 +131,11 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 #: tools/gpu_entropy_sweep.py). Default "patch": 4×8 query patches, key parts of 128; H100, prep + entropy:
 #: 16×27×27×1152 0.16 ms fp32 / 0.086 ms bf16 (row kernel "dout": 0.22 / 0.105), 256 frames 2.07 / 1.01 ms
 #: (2.80 / 1.20), 16×14×14×896 fp32 0.050 ms (0.055); the stencil kernel's BQ/SBD are its best of 36 settings
-FUSED = {"KERNEL": "patch", "QR": 1, "NKP": 4, "BD": 32, "BD16": 64, "num_warps": 4, "STAGES": 3, "PREP_BD": 64,
-         "PREP_BD16": 64, "PREP_STAGES": 1, "PREP_WARPS": 8, "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 128,
-         "PREC": "bf16x3"}
+FUSED = {"KERNEL": "patch", "QR": 1, "NKP": 4, "BD": 32, "BD16": 64, "num_warps": 4, "STAGES": 3,
+         "PREP_BD": 64, "PREP_BD16": 64, "PREP_RB": 1, "PREP_STAGES": 1, "PREP_WARPS": 8,
+         "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 128, "PREC": "bf16x3"}
 #: gather launch: BD columns of fp32 (twice as many of a 2-byte dtype) × MC positions per program
-GATHER = {"BD": 32, "MC": 1024, "num_warps": 8}
+GATHER = {"BD": 64, "MC": 128, "num_warps": 4}
 MAX_FRAME_TOKENS = 1024
 #: fp32 features: "bf16x3" dots (x = hi + lo in bf16, three bf16 tensor-core passes) take 0.22 ms for prep +
 #: entropy on 16×27×27×1152 against 0.36 with "tf32x3" (H100). Their cosine error (~1e-7) is divided by τ in
@@ -183,8 +183,10 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
     g = torch.empty_like(inv)
     stats = torch.empty((t_ * h_, 4), device=x.device, dtype=torch.float32)
     half = x.element_size() == 2
-    kern.prep_kernel[(t_ * h_,)](x, tab, inv, g, stats, h_, w_, d_, BW=bw, BD=c["PREP_BD16" if half else "PREP_BD"],
-                                 STAGES=c["PREP_STAGES"], num_warps=c["PREP_WARPS"], IND=ind)
+    rb = c["PREP_RB"]
+    kern.prep_kernel[(t_ * -(-h_ // rb),)](x, tab, inv, g, stats, h_, w_, d_, BW=bw,
+                                           BD=c["PREP_BD16" if half else "PREP_BD"], RB=rb,
+                                           STAGES=c["PREP_STAGES"], num_warps=c["PREP_WARPS"], IND=ind)
     h = torch.empty_like(inv)
     if c["KERNEL"] == "stencil":
         offs = _stencil_table(cfg.window, cfg.temporal_window, cfg.past_window, str(x.device))

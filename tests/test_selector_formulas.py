@@ -252,6 +252,9 @@ for kern in ("dout", "stencil", "patch"):
     want = tm.maps_fused(x, cfg, "tf32x3", KERNEL=kern, STAGES=1)
     got = tm.maps_fused(ph, cfg, "tf32x3", tab=tab, KERNEL=kern, STAGES=1)
     assert all(torch.equal(a, b) for a, b in zip(got, want)), kern
+for rb in (2, 4):  # prep on blocks of rows (5 rows: a partial last block): the same numbers, bit for bit
+    got = tm.maps_fused(x, cfg, "tf32x3", KERNEL="patch", STAGES=1, PREP_RB=rb)
+    assert all(torch.equal(a, b) for a, b in zip(got, want)), rb
 h, g, st = want
 gn, score, sal, amax = tm.scores_fused(h, g, st, cfg)
 budgets, _, _ = allocate.frame_budgets(score.reshape(3, 30), k, cfg, sal)
