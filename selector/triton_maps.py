@@ -125,17 +125,23 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 #   frame    per frame: Ĝ (min-max over the video from the row statistics), S, top-q saliency S̄_f
 #   budgets  the one-program kernel above (after a torch softmax for w_f)
 #   pick     per frame: both stable sorts of `allocate.pick` as sorts of packed 64-bit keys
-#   gather   per (frame, D block): ascending kept indices and their rows
+#   gather   per (frame, D block, chunk of positions): ascending kept indices and their rows
 
 #: launch parameters of the entropy kernels (measured on the GPU machine, see tools/gpu_triton_sweep.py and
 #: tools/gpu_entropy_sweep.py). Default "patch": 4×8 query patches, key parts of 128; H100, prep + entropy:
 #: 16×27×27×1152 0.16 ms fp32 / 0.086 ms bf16 (row kernel "dout": 0.22 / 0.105), 256 frames 2.07 / 1.01 ms
-#: (2.80 / 1.20), 16×14×14×896 fp32 0.050 ms (0.055); the stencil kernel's BQ/SBD are its best of 36 settings
+#: (2.80 / 1.20), 16×14×14×896 fp32 0.050 ms (0.055); the stencil kernel's BQ/SBD are its best of 36 settings.
+#: bf16 features take D chunks of 64 (BD16; --bf16 sweep of 72 settings: 256 frames 0.93 ms, 16 frames 0.084).
+#: prep: rows per program (PREP_RB), chunk and stages swept in tools/gpu_pass_sweep.py: none beat these by
+#: more than 0.03 ms (256 frames: bf16 0.285 ms, fp32 0.41)
 FUSED = {"KERNEL": "patch", "QR": 1, "NKP": 4, "BD": 32, "BD16": 64, "num_warps": 4, "STAGES": 3,
          "PREP_BD": 64, "PREP_BD16": 64, "PREP_RB": 1, "PREP_STAGES": 1, "PREP_WARPS": 8,
          "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 128, "PREC": "bf16x3"}
-#: gather launch: BD columns of fp32 (twice as many of a 2-byte dtype) × MC positions per program
-GATHER = {"BD": 64, "MC": 128, "num_warps": 4}
+#: gather launch: BD columns of fp32 (twice as many of a 2-byte dtype) × MC positions per program; BD_SMALL
+#: below BIG bytes of features (more programs for short clips). tools/gpu_pass_sweep.py, H100, 256×27×27×1152:
+#: r = 0.35 bf16 0.119 ms, fp32 0.228 (one program per frame and 32 columns: 0.158 / 0.296); r = 0.9 bf16
+#: 0.281, fp32 0.556 ms (2.8 TB/s moved)
+GATHER = {"BD": 64, "MC": 128, "num_warps": 4, "BD_SMALL": 32, "BIG": 64 << 20}
 MAX_FRAME_TOKENS = 1024
 #: fp32 features: "bf16x3" dots (x = hi + lo in bf16, three bf16 tensor-core passes) take 0.22 ms for prep +
 #: entropy on 16×27×27×1152 against 0.36 with "tf32x3" (H100). Their cosine error (~1e-7) is divided by τ in
@@ -289,7 +295,8 @@ def gather_fused(x: torch.Tensor, keep: torch.Tensor, budgets: torch.Tensor, k: 
     rows = torch.empty((0 if tab is not None else k, d_), device=x.device, dtype=x.dtype)
     dst = rows if tab is None else x  # a placeholder of the right dtype: the kernel writes at tab[1]
     c = {**GATHER, **launch}
-    bd = c["BD"] * 4 // x.element_size()  # bytes per row segment whatever the dtype
+    bd = c["BD"] if x.numel() * x.element_size() >= c["BIG"] else c["BD_SMALL"]
+    bd = bd * 4 // x.element_size()  # bytes per row segment whatever the dtype
     bm = _pow2(m)
     mc = min(bm, c["MC"])
     _kernels().gather_kernel[(t_, -(-d_ // bd), -(-m // mc))](
