@@ -102,15 +102,21 @@ def _merge(stats: torch.Tensor) -> torch.Tensor:
 
 
 MAX_BUDGET_FRAMES = 256
+#: above this many frames (padded to a power of two) the budget kernel sorts the frames once instead of comparing
+#: every pair (H100: pairs 0.0033 ms at 16 frames, sorted 0.011; at 256 frames 0.47 ms against 0.017)
+SORT_FRAMES = 32
 
 
-def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int) -> torch.Tensor:
-    """Clamp + round-robin redistribution of `allocate.frame_budgets` in one single-program launch."""
+def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int,
+                   sort: bool | None = None) -> torch.Tensor:
+    """Clamp + round-robin redistribution of `allocate.frame_budgets` in one single-program launch. `sort`
+    forces the sorted (True) or pairwise (False) ranking; by default the frame count decides."""
     t_ = weights.numel()
     out = torch.empty(t_, dtype=torch.int64, device=weights.device)
     bt = max(16, 1 << (t_ - 1).bit_length())
     iters = max(1, math.ceil(math.log2(m + 2)))
-    _kernels().budget_kernel[(1,)](weights.contiguous(), out, t_, k, b_min, b_max, m, iters, BT=bt, num_warps=4)
+    _kernels().budget_kernel[(1,)](weights.contiguous(), out, t_, k, b_min, b_max, m, iters, BT=bt,
+                                   SORTED=bt > SORT_FRAMES if sort is None else sort, num_warps=4)
     return out
 
 

@@ -185,8 +185,9 @@ for i in range(68):  # the budget kernel against the torch budgets, integers exa
     lo, hi = min(cfg.min_tokens, m), m
     if k < t * lo:
         lo, hi = k // t, min(hi, -(-k // t))
-    if not torch.equal(budgets_triton(w, k, lo, hi, m), ref):
-        worst = 1.0
+    for sort in (False, True):  # both rankings of the kernel (pairwise and sorted) on every case
+        if not torch.equal(budgets_triton(w, k, lo, hi, m, sort=sort), ref):
+            worst = 1.0
 print(worst)
 """
     import os

@@ -450,9 +450,14 @@ def test_cuda_budget_kernel_equals_torch_budgets():
         cfg = SelectorConfig(min_tokens=int(torch.randint(0, 9, (1,), generator=gen)),
                              tau_alloc=float(torch.rand(1, generator=gen)) + 0.01)
         score = (torch.rand(t, m, generator=gen) * 8).round() / 8
-        cpu = allocate.frame_budgets(score, k, cfg)[0]
+        cpu, _, w = allocate.frame_budgets(score, k, cfg)
         gpu = allocate.frame_budgets(score.cuda(), k, cfg)[0]
         assert torch.equal(gpu.cpu(), cpu), (t, m, k)
+        lo, hi = min(cfg.min_tokens, m), m
+        if k < t * lo:
+            lo, hi = k // t, min(hi, -(-k // t))
+        for sort in (False, True):  # both rankings, whatever the frame count picks
+            assert torch.equal(triton_maps.budgets_triton(w.cuda(), k, lo, hi, m, sort=sort).cpu(), cpu), sort
 
 
 extreme = st.sampled_from([0.0, -0.0, 1e-38, -1e-38, 1e-30, 1.0, -1.0, 1e30, -1e30, 3.4e38, -3.4e38, 7.0])
