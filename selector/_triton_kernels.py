@@ -253,40 +253,6 @@ def _entropy(m_run, z, zl, cnt):
     return tl.minimum(tl.maximum(h, 0.0), 1.0)
 
 
-@triton.jit
-def entropy_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
-                   RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
-                   BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
-                   STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr):
-    # one program per band of QR rows of one frame; key rows: 2·RAD+QR of frame t, then 2·PRAD+QR of each
-    # past frame, NKP at a time; per part a (QR·BW × NKP·BW) block of raw dot products on tensor cores,
-    # cosines from the precomputed inverse norms, and an online merge of the softmax statistics
-    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
-    t, r0, qr, qc, q_ok, qtok = _band(tl.program_id(0), H, W, QR, BW)
-    BQ: tl.constexpr = QR * BW
-    NCUR: tl.constexpr = 2 * RAD + QR
-    PROWS: tl.constexpr = 2 * PRAD + QR
-    NKEY: tl.constexpr = NCUR + (KT - 1) * PROWS
-    NPARTS: tl.constexpr = (NKEY + NKP - 1) // NKP
-    inv_q = tl.load(inv_ptr + qtok, mask=q_ok, other=0.0)
-    m_run = tl.full((BQ,), -1e30, dtype=tl.float32)
-    z = tl.zeros((BQ,), dtype=tl.float32)
-    zl = tl.zeros((BQ,), dtype=tl.float32)
-    cnt = tl.zeros((BQ,), dtype=tl.float32)
-    for part in tl.static_range(NPARTS):
-        ktok, k_ok, krow, kc, is_cur = _part_keys(part, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-        s = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
-        for d0 in tl.range(0, D, BD, num_stages=STAGES):
-            d = d0 + tl.arange(0, BD)
-            dm = d < D
-            qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :], other=0.0)
-            kv = tl.load(x_ptr + ktok[:, None] * D + d[None, :], mask=k_ok[:, None] & dm[None, :], other=0.0)
-            s = _dot(qv, kv, s, PREC, NATIVE)
-        m_run, z, zl, cnt = _part_stats(s, inv_ptr, ktok, k_ok, krow, kc, is_cur, qr, qc, q_ok, inv_q, inv_tau,
-                                        m_run, z, zl, cnt, RAD, PRAD)
-    tl.store(h_ptr + qtok, _entropy(m_run, z, zl, cnt), mask=q_ok)
-
-
 @triton.jit(do_not_specialize=["M", "NROWS", "NQ"])
 def frame_kernel(h_ptr, g_ptr, rowstat_ptr, gn_ptr, score_ptr, sal_ptr, amax_ptr, M, NROWS, alpha, beta, NQ,
                  NQF, BM: tl.constexpr, BR: tl.constexpr):
@@ -477,12 +443,16 @@ def _parts_entropy(x_ptr, inv_ptr, qtok, q_ok, qr, qc, D, inv_tau, k0, ok0, kr0,
 
 
 @triton.jit
-def entropy_dout_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
+def entropy_rows_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
                         RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
                         BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
-                        STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr):
-    # like entropy_kernel, but the feature dimension is the outer loop: the query chunk is read once per
-    # D chunk and up to four key-row parts accumulate side by side (fewer bytes through L2, more registers)
+                        STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr, DOUT: tl.constexpr):
+    # one program per band of QR rows of one frame; key rows: 2·RAD+QR of frame t, then 2·PRAD+QR of each
+    # past frame, NKP at a time; per part a (QR·BW × NKP·BW) block of raw dot products on tensor cores,
+    # cosines from the precomputed inverse norms, and an online merge of the softmax statistics.
+    # DOUT: the feature dimension is the outer loop (the query chunk is read once per D chunk and up to four
+    # key-row parts accumulate side by side: fewer bytes through L2, more registers); else the parts are
+    # the outer loop, any number of them
     x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
     t, r0, qr, qc, q_ok, qtok = _band(tl.program_id(0), H, W, QR, BW)
     BQ: tl.constexpr = QR * BW
@@ -490,14 +460,34 @@ def entropy_dout_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
     PROWS: tl.constexpr = 2 * PRAD + QR
     NKEY: tl.constexpr = NCUR + (KT - 1) * PROWS
     NPARTS: tl.constexpr = (NKEY + NKP - 1) // NKP
-    tl.static_assert(NPARTS <= 4)
-    k0, ok0, kr0, kc0, cur0 = _part_keys(0, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-    k1, ok1, kr1, kc1, cur1 = _part_keys(1, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-    k2, ok2, kr2, kc2, cur2 = _part_keys(2, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-    k3, ok3, kr3, kc3, cur3 = _part_keys(3, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-    h = _parts_entropy(x_ptr, inv_ptr, qtok, q_ok, qr, qc, D, inv_tau, k0, ok0, kr0, kc0, cur0, k1, ok1, kr1, kc1,
-                       cur1, k2, ok2, kr2, kc2, cur2, k3, ok3, kr3, kc3, cur3, RAD, PRAD, BQ, NKP * BW, NPARTS, BD,
-                       PREC, STAGES, NATIVE)
+    if DOUT:
+        tl.static_assert(NPARTS <= 4)
+        k0, ok0, kr0, kc0, cur0 = _part_keys(0, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+        k1, ok1, kr1, kc1, cur1 = _part_keys(1, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+        k2, ok2, kr2, kc2, cur2 = _part_keys(2, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+        k3, ok3, kr3, kc3, cur3 = _part_keys(3, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
+        h = _parts_entropy(x_ptr, inv_ptr, qtok, q_ok, qr, qc, D, inv_tau, k0, ok0, kr0, kc0, cur0, k1, ok1, kr1,
+                           kc1, cur1, k2, ok2, kr2, kc2, cur2, k3, ok3, kr3, kc3, cur3, RAD, PRAD, BQ, NKP * BW,
+                           NPARTS, BD, PREC, STAGES, NATIVE)
+    else:
+        inv_q = tl.load(inv_ptr + qtok, mask=q_ok, other=0.0)
+        m_run = tl.full((BQ,), -1e30, dtype=tl.float32)
+        z = tl.zeros((BQ,), dtype=tl.float32)
+        zl = tl.zeros((BQ,), dtype=tl.float32)
+        cnt = tl.zeros((BQ,), dtype=tl.float32)
+        for part in tl.static_range(NPARTS):
+            ktok, k_ok, krow, kc, is_cur = _part_keys(part, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS,
+                                                      NKEY)
+            s = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
+            for d0 in tl.range(0, D, BD, num_stages=STAGES):
+                d = d0 + tl.arange(0, BD)
+                dm = d < D
+                qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :], other=0.0)
+                kv = tl.load(x_ptr + ktok[:, None] * D + d[None, :], mask=k_ok[:, None] & dm[None, :], other=0.0)
+                s = _dot(qv, kv, s, PREC, NATIVE)
+            m_run, z, zl, cnt = _part_stats(s, inv_ptr, ktok, k_ok, krow, kc, is_cur, qr, qc, q_ok, inv_q,
+                                            inv_tau, m_run, z, zl, cnt, RAD, PRAD)
+        h = _entropy(m_run, z, zl, cnt)
     tl.store(h_ptr + qtok, h, mask=q_ok)
 
 
@@ -580,7 +570,7 @@ def entropy_patch_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
                          RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
                          QC: tl.constexpr, NK: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
                          STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr):
-    # like entropy_dout_kernel, but a program's queries are a QR×QC patch of one frame and its keys the
+    # like entropy_rows_kernel (DOUT), but a program's queries are a QR×QC patch of one frame and its keys the
     # union of their windows (not whole key rows): fewer wasted tensor-core products per query
     x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
     ncb = (W + QC - 1) // QC

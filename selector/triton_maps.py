@@ -223,18 +223,17 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
     qr = c["QR"]
     nkey = cfg.window + qr - 1 + (cfg.temporal_window - 1) * (cfg.past_window + qr - 1)
     nkp = c["NKP"]
-    kernel = kern.entropy_kernel
-    if c["KERNEL"] == "dout":  # at most four key-row parts side by side, else the parts-outer kernel
+    dout = False
+    if c["KERNEL"] == "dout":  # at most four key-row parts side by side, else the parts-outer loop
         nkp = max(nkp, _pow2(-(-nkey // 4), 1))
-        if nkp <= 2 * c["NKP"]:
-            kernel = kern.entropy_dout_kernel
-        else:
+        dout = nkp <= 2 * c["NKP"]
+        if not dout:
             nkp = c["NKP"]
-    kernel[(t_ * -(-h_ // qr),)](
+    kern.entropy_rows_kernel[(t_ * -(-h_ // qr),)](
         x, tab, inv, h, h_, w_, d_, 1.0 / cfg.tau,
         RAD=rad, PRAD=prad, KT=kt, QR=qr, BW=bw,
         NKP=nkp, BD=c["BD"], PREC=prec, STAGES=c["STAGES"], num_warps=c["num_warps"],
-        NATIVE=native, IND=ind,
+        NATIVE=native, IND=ind, DOUT=dout,
     )
     return h, g, stats
 
