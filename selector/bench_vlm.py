@@ -1,13 +1,16 @@
 """Time to first token of LLaVA-OneVision (or Qwen2.5-VL) with all, 35 % and 10 % of the video tokens.
 
 python -m selector.bench_vlm [--frames 16 32] [--device cuda] [--llm 0.5b|7b] [--family qwen2_5_vl]
+                            [--prefill graph eager]
 
 The model has the real LLaVA-OneVision sizes (SigLIP-SO400M at 384 px + Qwen2-0.5B, or Qwen2-7B with
 --llm 7b), or with --family qwen2_5_vl the Qwen2.5-VL-3B sizes (frames of 448×448: 16×16 merged tokens per
 2 frames), with random weights, built here from configs: nothing is downloaded. Timings are honest; the
 answers are not. TTFT counts from the frames' pixels to the first token (vision tower included); the
 "cached" columns count from cached video features (a follow-up question on the same clip: selection +
-LLM prefill), which is the part token selection can shorten.
+LLM prefill), which is the part token selection can shorten. --prefill picks the LLM prefill: "graph" replays
+it from CUDA graphs per length bucket (selector.prefill, the app's default on a GPU; LLaVA-OneVision only),
+"eager" is the stock forward; each one named gets its own rows (the graphs are captured in the warm-up).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 
 from .tiny_vlm import make, make_qwen
-from .vlm import VLM
+from .vlm import VLM, graph_prefill
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--llm", default="0.5b", choices=["0.5b", "7b"], help="language model sizes")
     ap.add_argument("--family", default="llava_onevision", choices=["llava_onevision", "qwen2_5_vl"])
     ap.add_argument("--tiny", action="store_true", help="tiny random model (a smoke test of this script)")
+    ap.add_argument("--prefill", nargs="+", default=None, choices=["graph", "eager"],
+                    help="LLM prefill modes to time (default: graph and eager on a GPU, eager on a CPU)")
     a = ap.parse_args(argv)
     dev = torch.device(a.device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -41,16 +46,20 @@ def main(argv: list[str] | None = None) -> None:
         model, processor = make(real_sizes=not a.tiny, device=str(dev), llm=a.llm, dtype=dtype)
         label, side = f"LLaVA-OV-{a.llm}" if not a.tiny else "tiny LLaVA-OV", 384 if not a.tiny else 112
     model = model.to(dtype)
-    vlm = VLM(f"random {label} sizes", model, processor, dev, dtype, threading.Lock(), a.family)
+    modes = a.prefill or (["graph", "eager"] if dev.type == "cuda" and a.family == "llava_onevision" else ["eager"])
+    if "graph" in modes and (dev.type != "cuda" or a.family != "llava_onevision"):
+        ap.error("--prefill graph needs --device cuda and the llava_onevision family")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     attn = getattr(model.config.text_config, "_attn_implementation", "?")
     print(f"device {name} · {dtype} · torch {torch.__version__} · {label} sizes · attention {attn} · "
           f"median of {a.repeats} · greedy, 8 new tokens")
-    print(f"{'frames':>6}{'retention':>10}{'visual tok':>12}{'prompt tok':>12}{'TTFT ms':>10}{'total ms':>10}"
-          f"{'TTFT/full':>11}{'vision':>9}{'select':>9}{'prefill':>9}{'prefill/full':>14}{'cached ms':>11}"
-          f"{'cached/full':>13}")
+    print(f"{'prefill':>8}{'frames':>7}{'retention':>10}{'visual tok':>12}{'prompt tok':>12}{'TTFT ms':>10}"
+          f"{'total ms':>10}{'TTFT/full':>11}{'vision':>9}{'select':>9}{'prefill':>9}{'prefill/full':>14}"
+          f"{'cached ms':>11}{'cached/full':>13}")
     question = "what happens in the video"
-    for t in a.frames:
+    for mode, t in ((m, t) for m in modes for t in a.frames):
+        vlm = VLM(f"random {label} sizes", model, processor, dev, dtype, threading.Lock(), a.family,
+                  graph_prefill(model, a.family, mode))
         frames = np.random.RandomState(t).randint(0, 255, (t, side, side, 3), dtype=np.uint8)
         inputs = vlm.prepare(frames, question)
         base = None
@@ -65,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             cached = st["select"] + st["llm_prefill"]
             base = base or (ttft, st["llm_prefill"], cached)
             prompt = inputs["input_ids"].shape[1] - runs[0].full_visual_tokens + runs[0].visual_tokens
-            print(f"{t:>6}{r:>10}{runs[0].visual_tokens:>12}{prompt:>12}{ttft:>10.1f}{total:>10.1f}"
+            print(f"{mode:>8}{t:>7}{r:>10}{runs[0].visual_tokens:>12}{prompt:>12}{ttft:>10.1f}{total:>10.1f}"
                   f"{ttft / base[0]:>11.2f}{st['vision']:>9.1f}{st['select']:>9.2f}{st['llm_prefill']:>9.1f}"
                   f"{st['llm_prefill'] / base[1]:>14.2f}{cached:>11.1f}{cached / base[2]:>13.2f}", flush=True)
 

@@ -65,6 +65,8 @@ class VLM:
     dtype: torch.dtype
     lock: threading.Lock
     family: str = "llava_onevision"  # or "qwen2_5_vl"
+    #: LLaVA-OneVision on a GPU: the LLM prefill replayed from CUDA graphs (`prefill.GraphPrefill`); None: stock
+    prefill: Any = None
 
     @property
     def video_token_id(self) -> int:
@@ -116,8 +118,11 @@ class VLM:
         if self.family == "qwen2_5_vl":  # 3-D M-RoPE: the kept tokens at their original positions
             extra["position_ids"] = _rope_positions(self.model, inputs, dev)[:, :, keep]
             next_position = int(extra["position_ids"][:, 0, -1].max()) + 1
-        out = self.model(inputs_embeds=embeds, attention_mask=torch.ones_like(short), use_cache=True,
-                         logits_to_keep=1, **extra)
+        if self.prefill is not None and not extra:
+            out = self.prefill(embeds)
+        else:
+            out = self.model(inputs_embeds=embeds, attention_mask=torch.ones_like(short), use_cache=True,
+                             logits_to_keep=1, **extra)
         first_logits = out.logits[0, -1].float()
         token = first_logits.argmax()
         sync()
@@ -226,20 +231,29 @@ _LOCK = threading.Lock()
 
 
 def load_vlm(model_id_or_path: str | None = None, device: str | torch.device | None = None,
-             dtype: torch.dtype | None = None) -> VLM:
+             dtype: torch.dtype | None = None, prefill: str | None = None) -> VLM:
     """Load (once, then cached) a LLaVA-OneVision or Qwen2.5-VL checkpoint: bf16 on a GPU (fp16 if bf16 is
-    missing), fp32 on CPU."""
+    missing), fp32 on CPU.
+
+    prefill: "graph" replays the LLM prefill of LLaVA-OneVision from CUDA graphs (`selector.prefill`; the
+    default on a GPU), "eager" keeps the stock forward (the default on a CPU, and always for Qwen2.5-VL, whose
+    3-D positions the graphs do not take). Default from the environment variable ENTROPY_SELECT_PREFILL."""
     ident = (model_id_or_path or DEFAULT_VLM).strip()
+    prefill = (prefill or os.environ.get("ENTROPY_SELECT_PREFILL") or "auto").strip().lower()
+    if prefill not in ("auto", "graph", "eager"):
+        raise VLMError(f"prefill must be 'graph', 'eager' or 'auto', got {prefill!r}")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None:
         dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if dev.type == "cuda" \
             else torch.float32
+    if prefill == "graph" and dev.type != "cuda":
+        raise VLMError("prefill='graph' needs a CUDA device (CUDA graphs); use 'eager' on a CPU")
     with _LOCK:
-        return _load(ident, str(dev), dtype)
+        return _load(ident, str(dev), dtype, prefill)
 
 
 @functools.lru_cache(maxsize=2)
-def _load(ident: str, device: str, dtype: torch.dtype) -> VLM:
+def _load(ident: str, device: str, dtype: torch.dtype, prefill: str = "auto") -> VLM:
     from transformers import AutoConfig, AutoProcessor
 
     try:
@@ -260,4 +274,15 @@ def _load(ident: str, device: str, dtype: torch.dtype) -> VLM:
     except (OSError, ValueError) as e:
         raise VLMError(f"could not load '{ident}': {str(e).splitlines()[0]}") from None
     model = model.eval().to(device)
-    return VLM(ident, model, processor, torch.device(device), dtype, threading.Lock(), cfg.model_type)
+    return VLM(ident, model, processor, torch.device(device), dtype, threading.Lock(), cfg.model_type,
+               graph_prefill(model, cfg.model_type, prefill))
+
+
+def graph_prefill(model: Any, family: str, prefill: str = "auto") -> Any:
+    """The `VLM.prefill` for a model: a GraphPrefill where "graph" (or "auto" on a GPU) applies, else None."""
+    from .prefill import GraphPrefill
+
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    if family != "llava_onevision" or prefill == "eager" or (prefill == "auto" and not on_gpu):
+        return None
+    return GraphPrefill(model, graphs=on_gpu)

@@ -76,3 +76,93 @@ def test_missing_model_says_how_to_connect(tmp_path):
         load_vlm("no-such-org/no-such-llava", "cpu")
     with pytest.raises(VLMError, match="not a model folder"):
         load_vlm(str(tmp_path), "cpu")
+
+
+# --- the LLM prefill from CUDA graphs (selector.prefill): padding to a bucket, cache hand-over ---------------
+
+def _with_prefill(vlm, graphs):
+    import dataclasses
+
+    from selector.prefill import GraphPrefill
+
+    return dataclasses.replace(vlm, prefill=GraphPrefill(vlm.model, graphs=graphs))
+
+
+def test_bucket_rounds_up_with_little_padding():
+    from selector.prefill import bucket
+
+    sizes = {n: bucket(n) for n in range(1, 20000)}
+    assert all(s >= n for n, s in sizes.items())
+    assert all(sizes[n + 1] >= sizes[n] for n in range(1, 19999))  # a longer prompt never gets a smaller buffer
+    assert all((sizes[n] - n) / n < 1 / 8 for n in range(1024, 20000))
+    assert len({sizes[n] for n in range(1025, 2049)}) == 8  # n = 1025..2048: 8 buckets per doubling
+    assert (bucket(324), bucket(1108), bucket(3147), bucket(6283)) == (384, 1152, 3328, 6656)
+    with pytest.raises(ValueError):
+        bucket(0)
+
+
+@pytest.mark.parametrize("r", [1.0, 0.35])
+def test_padded_prefill_equals_the_stock_forward_and_decodes_the_same(vlm, frames, r):
+    """The bucketed prefill (here eager, so that it runs on a CPU) pads the prompt at the end; causal attention
+    leaves the real rows unchanged, and the cache handed to decoding holds the real rows only."""
+    padded = _with_prefill(vlm, graphs=False)
+    seen = []
+    hook = vlm.model.model.language_model.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    try:
+        stock = vlm.answer(frames, "what is in the video", r, max_new_tokens=6)
+        ours = padded.answer(frames, "what is in the video", r, max_new_tokens=6)
+    finally:
+        hook.remove()
+    from selector.prefill import bucket
+
+    n = seen[0]  # the stock prefill's length; then its decode steps (1 row each), then ours
+    assert seen[stock.new_tokens] == bucket(n) > n
+    assert float((stock.first_logits - ours.first_logits).abs().max()) < 1e-5
+    assert (ours.text, ours.new_tokens, ours.visual_tokens) == (stock.text, stock.new_tokens, stock.visual_tokens)
+
+
+def test_padded_prefill_cache_continues_like_the_stock_cache(vlm, frames):
+    """Decoding on the handed-over cache gives the stock next-token logits (a cache that kept the padded rows
+    would shift every later position)."""
+    from selector.prefill import GraphPrefill
+
+    inputs = vlm.prepare(frames, "and then")
+    ids = inputs["input_ids"]
+    with torch.inference_mode():
+        embeds = vlm.model.model.get_input_embeddings()(ids)
+        stock = vlm.model(inputs_embeds=embeds, attention_mask=torch.ones_like(ids), use_cache=True)
+        ours = GraphPrefill(vlm.model, graphs=False)(embeds)
+        assert ours.past_key_values.get_seq_length() == ids.shape[1]  # (decoding below appends to it)
+        nxt = torch.tensor([[5]])
+        mask = torch.ones((1, ids.shape[1] + 1), dtype=torch.long)
+        a = vlm.model(input_ids=nxt, past_key_values=stock.past_key_values, attention_mask=mask).logits
+        b = vlm.model(input_ids=nxt, past_key_values=ours.past_key_values, attention_mask=mask).logits
+    assert float((a - b).abs().max()) < 1e-5
+
+
+def test_prefill_option_is_checked(tmp_path):
+    with pytest.raises(VLMError, match="prefill must be"):
+        load_vlm("anything", "cpu", prefill="fast")
+    with pytest.raises(VLMError, match="needs a CUDA device"):
+        load_vlm("anything", "cpu", prefill="graph")
+
+
+def test_cpu_model_keeps_the_stock_prefill(vlm):
+    assert vlm.prefill is None  # "auto" on a CPU: no graphs, the stock forward
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_graph_prefill_answers_like_the_stock_forward(tmp_path, frames):
+    folder = build(tmp_path / "m")
+    stock = load_vlm(str(folder), "cuda", torch.float32, prefill="eager")
+    graph = load_vlm(str(folder), "cuda", torch.float32, prefill="graph")
+    assert stock.prefill is None and graph.prefill is not None
+    for r in (1.0, 0.35, 0.1, 0.35):
+        a = stock.answer(frames, "what is in the video", r, max_new_tokens=6)
+        b = graph.answer(frames, "what is in the video", r, max_new_tokens=6)
+        assert float((a.first_logits - b.first_logits).abs().max()) < 1e-4
+        assert (a.text, a.new_tokens, a.visual_tokens) == (b.text, b.new_tokens, b.visual_tokens)
+    assert graph.prefill.disabled is None
+    assert graph.prefill.captures == len(graph.prefill._slots) >= 1  # one capture per bucket, replayed after
