@@ -8,11 +8,15 @@ How, with the stock modules and no patching: the prompt's embeddings are copied 
 `bucket(n)` rows (n rounded up; rows after the n real ones are zeros). Attention is causal, so the padded rows
 come after every real row and change none of them: the real rows get the same positions (0..n-1), the same
 attention and the same hidden states as an unpadded forward. The graph runs the stock language model with
-`use_cache=True` on the buffer, picks the hidden state of row n-1 (a static index) and applies the stock
-`lm_head`. After a replay the first n positions of every layer's keys and values are copied out of the graph's
-memory into a fresh `DynamicCache`, so decoding goes on exactly as after the stock forward and the next replay
-cannot overwrite it. A capture that fails (a model whose forward synchronises, say) turns the graphs off with a
-warning and the stock forward answers.
+`use_cache=True` on the buffer and the mask mapping {"full_attention": None}, the form transformers' own
+`generate` may pass in: SDPA then runs with is_causal (flash attention). Left to build its masks, transformers
+would check the positions for packed sequences, which needs the host, and under capture it materializes an
+L×L mask instead: measured on an H100, 6283 tokens of Qwen2-0.5B took 38.5 ms that way against 24.4 eagerly.
+So only models whose layers all use full causal attention through SDPA or flash attention get graphs. The graph
+then picks the hidden state of row n-1 (a static index) and applies the stock `lm_head`. After a replay the first
+n positions of every layer's keys and values are copied out of the graph's memory into a fresh `DynamicCache`,
+so decoding goes on exactly as after the stock forward and the next replay cannot overwrite it. A capture that
+fails (a model whose forward synchronises, say) turns the graphs off with a warning and the stock forward answers.
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ class GraphPrefill:
         self.lm = model.model.language_model
         self.head = model.lm_head
         self.config = model.config.text_config
+        types = set(getattr(self.config, "layer_types", None) or ["full_attention"])
+        attn = getattr(self.config, "_attn_implementation", None) or "eager"
+        if types != {"full_attention"} or not (attn == "sdpa" or attn.startswith("flash_attention")):
+            raise ValueError(f"padded prefill needs full causal attention through SDPA or flash attention; this "
+                             f"model has layers {sorted(types)} and attention {attn!r}")
+        self._masks = {"full_attention": None}  # causal, no mask tensor: SDPA's is_causal (see the module notes)
         dev = next(model.parameters()).device
         self.graphs = dev.type == "cuda" if graphs is None else graphs
         if self.graphs and dev.type != "cuda":
@@ -76,7 +86,7 @@ class GraphPrefill:
         return bucket(n)
 
     def _forward(self, buf: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        out = self.lm(inputs_embeds=buf, use_cache=True)
+        out = self.lm(inputs_embeds=buf, attention_mask=self._masks, use_cache=True)
         hidden = out.last_hidden_state.index_select(1, last)
         return self.head(hidden), out.past_key_values
 

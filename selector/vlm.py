@@ -285,4 +285,9 @@ def graph_prefill(model: Any, family: str, prefill: str = "auto") -> Any:
     on_gpu = next(model.parameters()).device.type == "cuda"
     if family != "llava_onevision" or prefill == "eager" or (prefill == "auto" and not on_gpu):
         return None
-    return GraphPrefill(model, graphs=on_gpu)
+    try:
+        return GraphPrefill(model, graphs=on_gpu)
+    except ValueError as e:  # an LLM with sliding-window layers or eager attention: the stock forward
+        if prefill == "graph":
+            raise VLMError(f"prefill='graph' is not possible for this model: {e}") from None
+        return None

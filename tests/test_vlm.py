@@ -166,3 +166,19 @@ def test_cuda_graph_prefill_answers_like_the_stock_forward(tmp_path, frames):
         assert (a.text, a.new_tokens, a.visual_tokens) == (b.text, b.new_tokens, b.visual_tokens)
     assert graph.prefill.disabled is None
     assert graph.prefill.captures == len(graph.prefill._slots) >= 1  # one capture per bucket, replayed after
+
+
+def test_padded_prefill_refuses_models_it_would_answer_wrongly(tmp_path):
+    """Eager attention ignores a missing mask (it would attend to later rows), and sliding-window layers need
+    their own masks: no graphs for those, the stock forward answers."""
+    from selector.prefill import GraphPrefill
+    from selector.tiny_vlm import make
+
+    model, _ = make()
+    model.config.text_config._attn_implementation = "eager"
+    with pytest.raises(ValueError, match="attention 'eager'"):
+        GraphPrefill(model, graphs=False)
+    model.config.text_config._attn_implementation = "sdpa"
+    model.config.text_config.layer_types = ["full_attention", "sliding_attention"]
+    with pytest.raises(ValueError, match="sliding_attention"):
+        GraphPrefill(model, graphs=False)

@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from selector.prefill import GraphPrefill  # noqa: E402
 from selector.tiny_vlm import make  # noqa: E402
-from selector.vlm import GraphPrefill  # noqa: E402
 
 
 def _med(fn, repeats: int) -> tuple[float, float]:
