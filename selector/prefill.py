@@ -22,6 +22,7 @@ fails (a model whose forward synchronises, say) turns the graphs off with a warn
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections import OrderedDict
 from types import SimpleNamespace
@@ -80,6 +81,7 @@ class GraphPrefill:
         self._pool = None
         self.disabled: str | None = None  # why the graphs were turned off, if they were
         self.captures = 0
+        self.last_capture_ms = 0.0  # wall time the last call spent capturing a new bucket's graph (0: replayed)
 
     @staticmethod
     def bucket(n: int) -> int:
@@ -99,6 +101,7 @@ class GraphPrefill:
         last = torch.zeros(1, dtype=torch.long, device=like.device)
         slot = SimpleNamespace(buf=buf, last=last, graph=None, logits=None, kv=None)
         if self.graphs:
+            t0 = time.perf_counter()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
@@ -112,6 +115,8 @@ class GraphPrefill:
                 logits, cache = self._forward(buf, last)
             slot.graph, slot.logits, slot.kv = graph, logits, _kv(cache)
             self.captures += 1
+            torch.cuda.synchronize()
+            self.last_capture_ms = (time.perf_counter() - t0) * 1e3
         self._slots[rows] = slot
         while len(self._slots) > self.max_graphs:
             self._slots.popitem(last=False)
@@ -123,6 +128,7 @@ class GraphPrefill:
         if self.disabled is not None:
             return self._stock(embeds)
         n = embeds.shape[1]
+        self.last_capture_ms = 0.0
         try:
             slot = self._slot(bucket(n), embeds)
         except RuntimeError as e:  # a capture the model does not allow: answer eagerly from now on

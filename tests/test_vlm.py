@@ -31,7 +31,7 @@ def test_full_retention_first_logits_equal_stock_forward(vlm, frames):
     assert a.full_visual_tokens == a.visual_tokens == 4 * 4 * 4 + 1
     assert float((stock - a.first_logits).abs().max()) < 1e-5
     assert a.new_tokens >= 1 and a.prefill_ms > 0 and a.total_ms >= a.prefill_ms
-    assert set(a.stages_ms) == {"vision", "select", "llm_prefill"}
+    assert set(a.stages_ms) == {"vision", "select", "llm_prefill"} and a.setup_ms == 0
     assert sum(a.stages_ms.values()) == pytest.approx(a.prefill_ms, rel=1e-6)
 
 
@@ -159,11 +159,15 @@ def test_cuda_graph_prefill_answers_like_the_stock_forward(tmp_path, frames):
     stock = load_vlm(str(folder), "cuda", torch.float32, prefill="eager")
     graph = load_vlm(str(folder), "cuda", torch.float32, prefill="graph")
     assert stock.prefill is None and graph.prefill is not None
+    setups = []
     for r in (1.0, 0.35, 0.1, 0.35):
         a = stock.answer(frames, "what is in the video", r, max_new_tokens=6)
         b = graph.answer(frames, "what is in the video", r, max_new_tokens=6)
         assert float((a.first_logits - b.first_logits).abs().max()) < 1e-4
         assert (a.text, a.new_tokens, a.visual_tokens) == (b.text, b.new_tokens, b.visual_tokens)
+        assert a.setup_ms == 0 and b.total_ms >= b.prefill_ms > 0
+        setups.append(b.setup_ms)
+    assert setups[0] > 0 and setups[-1] == 0  # the capture is reported apart, once per bucket
     assert graph.prefill.disabled is None
     assert graph.prefill.captures == len(graph.prefill._slots) >= 1  # one capture per bucket, replayed after
 
