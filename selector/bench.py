@@ -79,11 +79,16 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
             med = statistics.median(t)
             p90 = sorted(t)[int(0.9 * (len(t) - 1))]
             rows.append((r, int(r * n), med, p90, _peak_mb(device)))
-        ref_ms = None
+        ref_ms, differ = None, ""
         if n <= ref_max_tokens:
             ref = _timer(device, lambda x=x: select_tokens(x, 0.35, cfg, timed=False, entropy_fn=maps.entropy_map),  # type: ignore[misc]
                          max(3, repeats // 4), warmup=1)
             ref_ms = statistics.median(ref)
+            want = select_tokens(x, 0.35, cfg, timed=False, entropy_fn=maps.entropy_map).indices
+            got = select_tokens(x, 0.35, cfg, timed=False, cuda_graph=graph).indices
+            k = want.numel()
+            n_diff = k - torch.isin(got, want).sum().item() if got.numel() == k else -1
+            differ = f"  selection at r = 0.35: {n_diff} of {k} kept tokens differ from the reference's"
         spread = max(m for _, _, m, _, _ in rows) / min(m for _, _, m, _, _ in rows)
         for i, (r, k, med, p90, peak) in enumerate(rows):
             grid = "×".join(map(str, shape)) if i == 0 else ""
@@ -92,6 +97,8 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
             spread_txt = f"{spread:9.3f}" if i == 0 else f"{'':>9}"
             print(f"{grid:<18}{r:>6}{k:>10}{med:>11.3f}{p90:>9.3f}{n / med / 1e3:>9.3g}{peak:>10.0f}{spread_txt}"
                   f"{ref_txt}{sp}")
+        if differ:
+            print(differ)
         del x
         if graph:
             from .graphs import clear_graphs
@@ -129,8 +136,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--encoders", action="store_true", help="time the offline encoders instead")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--no-graph", action="store_true", help="on a GPU, time the eager calls (no CUDA graph)")
+    ap.add_argument("--fp32-dots", default=None, choices=["bf16x3", "tf32x3", "tf32"],
+                    help="on a GPU, how the fused kernels multiply fp32 features: bf16x3 (default, ~1e-7), tf32x3, "
+                         "or tf32 (one tensor-core pass, ~1e-5: faster, and near-ties may select differently)")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
+    if a.fp32_dots:
+        from . import triton_maps
+
+        triton_maps.FUSED["PREC"] = a.fp32_dots
     if a.encoders:
         bench_encoders(device, a.frames)
         return
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(f"--grid takes four positive sizes T×H×W×D; got {a.grid}")
     repeats = a.repeats or (10 if a.quick else 30)
     # the straightforward version is timed where it takes seconds at most
-    ref_max = 64 * 27 * 27 if device.type == "cuda" else 16 * 27 * 27
+    ref_max = 256 * 27 * 27 if device.type == "cuda" else 16 * 27 * 27
     bench_selector(device, getattr(torch, a.dtype), shapes, repeats, ref_max, not a.no_graph)
 
 
