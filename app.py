@@ -21,6 +21,7 @@ import gradio.utils  # noqa: E402
 import torch  # noqa: E402
 
 from selector import SelectorError
+from selector.cpu_tuning import tune_malloc
 from selector.encoders import DEFAULT_ENCODER, EncoderError, available_encoders
 from selector.export import to_json, to_npz
 from selector.service import MAX_FRAMES, Analysis, Params, analyze, latency_rows
@@ -375,6 +376,7 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
+tune_malloc()  # large new tensors reuse freed heap instead of fresh pages (selector/cpu_tuning.py)
 demo = build_demo()
 
 if __name__ == "__main__":

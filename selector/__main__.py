@@ -25,9 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from . import SelectorConfig, SelectorError, select_tokens
+    from .cpu_tuning import tune_malloc
     from .encoders import EncoderError
     from .features import extract
     from .video import VideoError, describe
+
+    tune_malloc()
 
     def progress(frac: float, msg: str) -> None:
         print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True)

@@ -54,14 +54,15 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
                    repeats: int, ref_max_tokens: int, use_graph: bool = True) -> None:
     cfg = SelectorConfig()
     graph = device.type == "cuda" and use_graph
-    from . import triton_maps
+    from . import cpu_tuning, triton_maps
 
     probe = torch.zeros(1, 1, 1, 1, device=device)
     path = ("fused Triton kernels" if triton_maps.fused_usable(probe, cfg) else
             "Triton maps kernel" if triton_maps.usable(probe, cfg) else "banded GEMM entropy")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name} · torch {torch.__version__} · "
-          f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: {path}"
+          f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: {path} · malloc "
+          f"{'tuned' if cpu_tuning.MALLOC_TUNED else 'default'}"
           + (" + CUDA graph" if graph else "") + f" · {repeats} repeats, median")
     head = (f"{'grid T×H×W×D':<18}{'r':>6}{'K':>10}{'median ms':>11}{'p90 ms':>9}{'Mtok/s':>9}{'peak MiB':>10}"
             f"{'max/min':>9}{'ref ms':>10}{'speed-up':>9}")
@@ -136,11 +137,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--encoders", action="store_true", help="time the offline encoders instead")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--no-graph", action="store_true", help="on a GPU, time the eager calls (no CUDA graph)")
+    ap.add_argument("--malloc-tuning", action="store_true",
+                    help="raise glibc's malloc thresholds first, as the app and the command line do "
+                         "(selector/cpu_tuning.py); the reference gains more from it than the fast path")
     ap.add_argument("--fp32-dots", default=None, choices=["bf16x3", "tf32x3", "tf32"],
                     help="on a GPU, how the fused kernels multiply fp32 features: bf16x3 (default, ~1e-7), tf32x3, "
                          "or tf32 (one tensor-core pass, ~1e-5: faster, and near-ties may select differently)")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
+    if a.malloc_tuning:
+        from .cpu_tuning import tune_malloc
+
+        tune_malloc()
     if a.fp32_dots:
         from . import triton_maps
 
