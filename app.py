@@ -278,7 +278,8 @@ def ask_endpoint(video: str, question: str, retention: float = 0.35, model: str 
     except Exception as e:
         log.exception("ask failed")
         raise gr.Error(f"Internal error ({type(e).__name__}); the server log has the details.") from None
-    summary = {"model": vlm.name, "device": str(vlm.device), "full": _answer_dict(full),
+    summary = {"model": vlm.name, "device": str(vlm.device),
+               "llm_prefill": "CUDA graphs" if vlm.prefill is not None else "stock forward", "full": _answer_dict(full),
                "compressed": _answer_dict(comp), "retention": p.retention}
     return [_answer_md("All video tokens", full), _answer_md(f"ENTROPY-SELECT, r = {p.retention:g}", comp), summary]
 

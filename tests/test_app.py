@@ -247,6 +247,7 @@ def test_ask_answers_with_full_and_compressed_tokens(client):
     assert full["visual_tokens"] == full["full_visual_tokens"] == 4 * 16 + 1  # tiny model: 4×4 pooled tokens
     assert comp["visual_tokens"] == 16 + 1 and comp["full_visual_tokens"] == 65
     assert comp["prefill_ms"] > 0 and full["total_ms"] >= full["prefill_ms"]
+    assert summary["llm_prefill"] == "stock forward" and full["setup_ms"] == comp["setup_ms"] == 0  # CPU: no graphs
     assert "time to first token" in full_md and "r = 0.25" in comp_md
 
 

@@ -94,9 +94,9 @@ def test_bucket_rounds_up_with_little_padding():
     sizes = {n: bucket(n) for n in range(1, 20000)}
     assert all(s >= n for n, s in sizes.items())
     assert all(sizes[n + 1] >= sizes[n] for n in range(1, 19999))  # a longer prompt never gets a smaller buffer
-    assert all((sizes[n] - n) / n < 1 / 8 for n in range(1024, 20000))
-    assert len({sizes[n] for n in range(1025, 2049)}) == 8  # n = 1025..2048: 8 buckets per doubling
-    assert (bucket(324), bucket(1108), bucket(3147), bucket(6283)) == (384, 1152, 3328, 6656)
+    assert all((sizes[n] - n) / n < 1 / 16 for n in range(1024, 20000))
+    assert len({sizes[n] for n in range(1025, 2049)}) == 16  # n = 1025..2048: 16 buckets per doubling
+    assert (bucket(324), bucket(1108), bucket(3147), bucket(6283)) == (384, 1152, 3200, 6400)
     with pytest.raises(ValueError):
         bucket(0)
 
