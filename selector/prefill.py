@@ -132,9 +132,14 @@ class GraphPrefill:
         self.last_capture_ms = 0.0
         try:
             slot = self._slot(bucket(n), embeds)
+        except torch.cuda.OutOfMemoryError:  # no room for one more graph: free them all, answer eagerly this time
+            self.release()
+            warnings.warn("out of GPU memory while capturing a prefill graph: the graphs were freed, this prompt "
+                          "runs through the stock forward", RuntimeWarning, stacklevel=2)
+            return self._stock(embeds)
         except RuntimeError as e:  # a capture the model does not allow: answer eagerly from now on
             self.disabled = str(e).splitlines()[0]
-            self._slots.clear()
+            self.release()
             warnings.warn(f"CUDA-graph prefill turned off ({self.disabled}); using the stock forward",
                           RuntimeWarning, stacklevel=2)
             return self._stock(embeds)
@@ -153,6 +158,13 @@ class GraphPrefill:
         for i, (k, v) in enumerate(kv):  # the real rows only, copied out of the graph's memory
             cache.update(k[:, :, :n].clone(), v[:, :, :n].clone(), i)
         return SimpleNamespace(logits=logits.clone(), past_key_values=cache)
+
+    def release(self) -> None:
+        """Drop every captured graph and its memory pool (the next prompt captures its bucket again)."""
+        self._slots.clear()
+        self._pool = None
+        if self.graphs:
+            torch.cuda.empty_cache()
 
     def _stock(self, embeds: torch.Tensor) -> Any:
         return self.model(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long,

@@ -186,3 +186,24 @@ def test_padded_prefill_refuses_models_it_would_answer_wrongly(tmp_path):
     model.config.text_config.layer_types = ["full_attention", "sliding_attention"]
     with pytest.raises(ValueError, match="sliding_attention"):
         GraphPrefill(model, graphs=False)
+
+
+@pytest.mark.parametrize("error,disabled", [(torch.cuda.OutOfMemoryError("CUDA out of memory"), False),
+                                            (RuntimeError("operation not permitted when stream is capturing"), True)])
+def test_failed_capture_answers_with_the_stock_forward(vlm, frames, monkeypatch, error, disabled):
+    """A capture that runs out of GPU memory frees the graphs and answers this prompt eagerly (the next one tries
+    again); any other capture error turns the graphs off for good. Either way the answer is the stock one.
+    (The capture itself cannot fail here on a CPU, so `_slot` is made to raise.)"""
+    padded = _with_prefill(vlm, graphs=False)
+    ok = padded.answer(frames, "what is in the video", 0.35, max_new_tokens=4)  # a bucket in the cache
+    assert len(padded.prefill._slots) == 1
+
+    def fail(rows, like):
+        raise error
+
+    monkeypatch.setattr(padded.prefill, "_slot", fail)
+    with pytest.warns(RuntimeWarning, match="turned off" if disabled else "out of GPU memory"):
+        got = padded.answer(frames, "what is in the video", 0.35, max_new_tokens=4)
+    assert (got.text, got.new_tokens) == (ok.text, ok.new_tokens)
+    assert float((got.first_logits - ok.first_logits).abs().max()) < 1e-5
+    assert padded.prefill._slots == {} and (padded.prefill.disabled is not None) == disabled
