@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--llm", default="0.5b", choices=["0.5b", "7b"], help="language model sizes")
     ap.add_argument("--family", default="llava_onevision", choices=["llava_onevision", "qwen2_5_vl"])
     ap.add_argument("--tiny", action="store_true", help="tiny random model (a smoke test of this script)")
-    ap.add_argument("--prefill", nargs="+", default=None, choices=["graph", "eager"],
+    ap.add_argument("--prefill", nargs="+", default=None, choices=["graph", "compiled", "eager"],
                     help="LLM prefill modes to time (default: graph and eager on a GPU, eager on a CPU)")
     a = ap.parse_args(argv)
     dev = torch.device(a.device)
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         label, side = f"LLaVA-OV-{a.llm}" if not a.tiny else "tiny LLaVA-OV", 384 if not a.tiny else 112
     model = model.to(dtype)
     modes = a.prefill or (["graph", "eager"] if dev.type == "cuda" and a.family == "llava_onevision" else ["eager"])
-    if "graph" in modes and (dev.type != "cuda" or a.family != "llava_onevision"):
-        ap.error("--prefill graph needs --device cuda and the llava_onevision family")
+    if {"graph", "compiled"} & set(modes) and (dev.type != "cuda" or a.family != "llava_onevision"):
+        ap.error("--prefill graph / compiled need --device cuda and the llava_onevision family")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     attn = getattr(model.config.text_config, "_attn_implementation", "?")
     print(f"device {name} · {dtype} · torch {torch.__version__} · {label} sizes · attention {attn} · "
@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{'total ms':>10}{'TTFT/full':>11}{'vision':>9}{'select':>9}{'prefill':>9}{'prefill/full':>14}"
           f"{'cached ms':>11}{'cached/full':>13}")
     question = "what happens in the video"
+    vlms = {m: VLM(f"random {label} sizes", model, processor, dev, dtype, threading.Lock(), a.family,
+                   graph_prefill(model, a.family, m)) for m in modes}  # one per mode: graphs kept across clips
     for mode, t in ((m, t) for m in modes for t in a.frames):
-        vlm = VLM(f"random {label} sizes", model, processor, dev, dtype, threading.Lock(), a.family,
-                  graph_prefill(model, a.family, mode))
+        vlm = vlms[mode]
         frames = np.random.RandomState(t).randint(0, 255, (t, side, side, 3), dtype=np.uint8)
         inputs = vlm.prepare(frames, question)
         base = None

@@ -62,7 +62,7 @@ class GraphPrefill:
     At most `max_graphs` buckets are kept (least recently used dropped); all share one memory pool, which is
     safe because every output is copied out before the next replay."""
 
-    def __init__(self, model: Any, graphs: bool | None = None, max_graphs: int = 16):
+    def __init__(self, model: Any, graphs: bool | None = None, max_graphs: int = 16, compile: bool = False):
         self.model = model
         self.lm = model.model.language_model
         self.head = model.lm_head
@@ -78,6 +78,9 @@ class GraphPrefill:
         if self.graphs and dev.type != "cuda":
             raise ValueError("CUDA graphs need the model on a CUDA device")
         self.max_graphs = max_graphs
+        # compile: the forward through torch.compile (dynamic lengths, one compilation) before the capture, so
+        # the graphs replay fused kernels; experimental, measured in tools/gpu_prefill.py --compile
+        self._fwd = torch.compile(self._forward, dynamic=True) if compile else self._forward
         self._slots: OrderedDict[int, SimpleNamespace] = OrderedDict()
         self._pool = None
         self.disabled: str | None = None  # why the graphs were turned off, if they were
@@ -106,14 +109,14 @@ class GraphPrefill:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                for _ in range(2):  # warm-up outside the graph (cuBLAS handles, lazy inits)
-                    self._forward(buf, last)
+                for _ in range(2):  # warm-up outside the graph (cuBLAS handles, lazy inits, compilation)
+                    self._fwd(buf, last)
             torch.cuda.current_stream().wait_stream(side)
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self._pool):
-                logits, cache = self._forward(buf, last)
+                logits, cache = self._fwd(buf, last)
             slot.graph, slot.logits, slot.kv = graph, logits, _kv(cache)
             self.captures += 1
             torch.cuda.synchronize()
@@ -150,7 +153,7 @@ class GraphPrefill:
             slot.graph.replay()
             logits, kv = slot.logits, slot.kv
         else:
-            logits, cache = self._forward(slot.buf, slot.last)
+            logits, cache = self._fwd(slot.buf, slot.last)
             kv = _kv(cache)
         from transformers import DynamicCache
 
