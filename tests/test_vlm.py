@@ -207,3 +207,19 @@ def test_failed_capture_answers_with_the_stock_forward(vlm, frames, monkeypatch,
     assert (got.text, got.new_tokens) == (ok.text, ok.new_tokens)
     assert float((got.first_logits - ok.first_logits).abs().max()) < 1e-5
     assert padded.prefill._slots == {} and (padded.prefill.disabled is not None) == disabled
+
+
+def test_compiled_padded_prefill_equals_the_stock_forward(vlm, frames):
+    """prefill='compiled' runs the padded forward through torch.compile (dynamic lengths) before capturing it;
+    here without graphs, on a CPU: same first-token logits and answer as the stock forward, and a second length
+    bucket reuses the compilation."""
+    import dataclasses
+
+    from selector.prefill import GraphPrefill
+
+    comp = dataclasses.replace(vlm, prefill=GraphPrefill(vlm.model, graphs=False, compile=True))
+    for r in (1.0, 0.1):
+        a = vlm.answer(frames, "what is in the video", r, max_new_tokens=4)
+        b = comp.answer(frames, "what is in the video", r, max_new_tokens=4)
+        assert float((a.first_logits - b.first_logits).abs().max()) < 1e-5
+        assert (a.text, a.new_tokens) == (b.text, b.new_tokens)
