@@ -267,10 +267,8 @@ def ask_endpoint(video: str, question: str, retention: float = 0.35, model: str 
         progress(0.0, desc=f"loading {name}")
         vlm = load_vlm(name)
         frames = read_clip(video, min(p.num_frames, MAX_FRAMES)).frames
-        progress(0.3, desc="answering with all video tokens")
-        full = vlm.answer(frames, question, 1.0, max_new_tokens=n_new)
-        progress(0.65, desc=f"answering with {p.retention:.0%} of the video tokens")
-        comp = vlm.answer(frames, question, p.retention, p.config(), max_new_tokens=n_new)
+        progress(0.3, desc=f"answering with all video tokens, then with {p.retention:.0%} of them")
+        full, comp = vlm.compare(frames, question, p.retention, p.config(), max_new_tokens=n_new)
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
     except (MemoryError, torch.cuda.OutOfMemoryError):

@@ -88,22 +88,43 @@ class VLM:
         with self.lock, torch.inference_mode():
             return self._answer(inputs, frames.shape[0], retention, config, max_new_tokens)
 
-    def _answer(self, inputs: dict, t_: int, retention: float, config: SelectorConfig | None,
-                max_new_tokens: int) -> Answer:
-        dev = self.device
-        ids = inputs["input_ids"].to(dev)
-        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-        sync()
+    def compare(self, frames: np.ndarray, question: str, retention: float, config: SelectorConfig | None = None,
+                max_new_tokens: int = 64) -> tuple[Answer, Answer]:
+        """(stock answer with all video tokens, ENTROPY-SELECT answer at `retention`), with the vision tower run
+        once: both times to first token count the same measured tower time (the app's side-by-side view)."""
+        inputs = self.prepare(frames, question)
+        with self.lock, torch.inference_mode():
+            video = self._vision(inputs, frames.shape[0])
+            full = self._answer(inputs, frames.shape[0], 1.0, None, max_new_tokens, video)
+            comp = self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, video)
+        return full, comp
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _vision(self, inputs: dict, t_: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(grid, tail, ms): `_video_grid` and its wall time."""
+        self._sync()
         t0 = time.perf_counter()
         grid, tail = self._video_grid(inputs, t_)
-        sync()
+        self._sync()
+        return grid, tail, (time.perf_counter() - t0) * 1e3
+
+    def _answer(self, inputs: dict, t_: int, retention: float, config: SelectorConfig | None,
+                max_new_tokens: int, video: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> Answer:
+        """One answer; `video` = (grid, tail, vision ms) from `_vision` when the tower already ran on this clip."""
+        dev = self.device
+        ids = inputs["input_ids"].to(dev)
+        grid, tail, vision_ms = video if video is not None else self._vision(inputs, t_)
+        sync = self._sync
         t1 = time.perf_counter()
         sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False, cuda_graph=grid.is_cuda)
         sync()
         t2 = time.perf_counter()
         # the run of video placeholders: the grid's tokens in temporal-raster order, then the tail rows
         # (LLaVA-OneVision's newline); the dropped ones leave the sequence, the kept rows fill the rest
-        video = torch.cat([sel.tokens, tail], dim=0)
+        rows = torch.cat([sel.tokens, tail], dim=0)
         mask = ids[0] == self.video_token_id
         where = torch.nonzero(mask).flatten()
         full = int(mask.sum())
@@ -116,7 +137,7 @@ class VLM:
         keep[start : start + n_grid] = sel.keep.reshape(-1)
         short = ids[:, keep]
         embeds = self.model.get_input_embeddings()(short)
-        embeds[0, start : start + video.shape[0]] = video.to(embeds.dtype)
+        embeds[0, start : start + rows.shape[0]] = rows.to(embeds.dtype)
         extra, next_position = {}, None
         if self.family == "qwen2_5_vl":  # 3-D M-RoPE: the kept tokens at their original positions
             extra["position_ids"] = _rope_positions(self.model, inputs, dev)[:, :, keep]
@@ -131,13 +152,13 @@ class VLM:
         sync()
         t3 = time.perf_counter()
         setup = getattr(self.prefill, "last_capture_ms", 0.0) if self.prefill is not None and not extra else 0.0
-        stages = {"vision": (t1 - t0) * 1e3, "select": (t2 - t1) * 1e3, "llm_prefill": (t3 - t2) * 1e3 - setup}
+        stages = {"vision": vision_ms, "select": (t2 - t1) * 1e3, "llm_prefill": (t3 - t2) * 1e3 - setup}
         generated = self._decode(out, token, short.shape[1], max_new_tokens, next_position)
         sync()
-        total_ms = (time.perf_counter() - t0) * 1e3 - setup
+        total_ms = vision_ms + (time.perf_counter() - t1) * 1e3 - setup
         text = self.processor.decode(generated, skip_special_tokens=True).strip()
-        return Answer(text, int(video.shape[0]), full, (t3 - t0) * 1e3 - setup, total_ms, len(generated), sel, stages,
-                      first_logits.cpu(), setup)
+        return Answer(text, int(rows.shape[0]), full, vision_ms + (t3 - t1) * 1e3 - setup, total_ms, len(generated),
+                      sel, stages, first_logits.cpu(), setup)
 
     def _video_grid(self, inputs: dict, t_: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's own video tokens as a (T', h', w', D) grid, and the rows that follow the grid in the

@@ -223,3 +223,22 @@ def test_compiled_padded_prefill_equals_the_stock_forward(vlm, frames):
         b = comp.answer(frames, "what is in the video", r, max_new_tokens=4)
         assert float((a.first_logits - b.first_logits).abs().max()) < 1e-5
         assert (a.text, a.new_tokens) == (b.text, b.new_tokens)
+
+
+def test_compare_runs_the_vision_tower_once_and_answers_as_answer_does(vlm, frames):
+    calls = []
+    hook = vlm.model.model.vision_tower.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        full, comp = vlm.compare(frames, "what is in the video", 0.35, SelectorConfig(tau=0.1), max_new_tokens=4)
+        n_compare = len(calls)
+        one = vlm.answer(frames, "what is in the video", 0.35, SelectorConfig(tau=0.1), max_new_tokens=4)
+        stock = vlm.answer(frames, "what is in the video", 1.0, max_new_tokens=4)
+    finally:
+        hook.remove()
+    assert n_compare == 1 and len(calls) == 3  # compare: once for both answers; answer: once each
+    for a, b in ((full, stock), (comp, one)):
+        assert (a.text, a.visual_tokens, a.new_tokens) == (b.text, b.visual_tokens, b.new_tokens)
+        assert float((a.first_logits - b.first_logits).abs().max()) < 1e-5
+    # both times to first token count the one measured tower time
+    assert full.stages_ms["vision"] == comp.stages_ms["vision"] > 0
+    assert comp.prefill_ms == pytest.approx(sum(comp.stages_ms.values()), rel=1e-6)
