@@ -168,6 +168,10 @@ def test_cuda_graph_prefill_answers_like_the_stock_forward(tmp_path, frames):
         assert a.setup_ms == 0 and b.total_ms >= b.prefill_ms > 0
         setups.append(b.setup_ms)
     assert setups[0] > 0 and setups[-1] == 0  # the capture is reported apart, once per bucket
+    full, comp = graph.compare(frames, "what is in the video", 0.1, max_new_tokens=6)
+    ref = stock.answer(frames, "what is in the video", 0.1, max_new_tokens=6)
+    assert (comp.text, comp.visual_tokens) == (ref.text, ref.visual_tokens) and full.visual_tokens == 65
+    assert float((comp.first_logits - ref.first_logits).abs().max()) < 1e-4
     assert graph.prefill.disabled is None
     assert graph.prefill.captures == len(graph.prefill._slots) >= 1  # one capture per bucket, replayed after
 
