@@ -105,26 +105,31 @@ class GraphPrefill:
         last = torch.zeros(1, dtype=torch.long, device=like.device)
         slot = SimpleNamespace(buf=buf, last=last, graph=None, logits=None, kv=None)
         if self.graphs:
-            t0 = time.perf_counter()
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):  # warm-up outside the graph (cuBLAS handles, lazy inits, compilation)
-                    self._fwd(buf, last)
-            torch.cuda.current_stream().wait_stream(side)
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
-                logits, cache = self._fwd(buf, last)
-            slot.graph, slot.logits, slot.kv = graph, logits, _kv(cache)
-            self.captures += 1
-            torch.cuda.synchronize()
-            self.last_capture_ms = (time.perf_counter() - t0) * 1e3
+            with torch.cuda.device(like.device):  # the model's GPU, whichever is current
+                self._capture(slot)
         self._slots[rows] = slot
         while len(self._slots) > self.max_graphs:
             self._slots.popitem(last=False)
         return slot
+
+    def _capture(self, slot: SimpleNamespace) -> None:
+        buf, last = slot.buf, slot.last
+        t0 = time.perf_counter()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up outside the graph (cuBLAS handles, lazy inits, compilation)
+                self._fwd(buf, last)
+        torch.cuda.current_stream().wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            logits, cache = self._fwd(buf, last)
+        slot.graph, slot.logits, slot.kv = graph, logits, _kv(cache)
+        self.captures += 1
+        torch.cuda.synchronize()
+        self.last_capture_ms = (time.perf_counter() - t0) * 1e3
 
     def __call__(self, embeds: torch.Tensor) -> SimpleNamespace:
         if embeds.ndim != 3 or embeds.shape[0] != 1:
