@@ -87,10 +87,6 @@ class GraphPrefill:
         self.captures = 0
         self.last_capture_ms = 0.0  # wall time the last call spent capturing a new bucket's graph (0: replayed)
 
-    @staticmethod
-    def bucket(n: int) -> int:
-        return bucket(n)
-
     def _forward(self, buf: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, Any]:
         out = self.lm(inputs_embeds=buf, attention_mask=self._masks, use_cache=True)
         hidden = out.last_hidden_state.index_select(1, last)

@@ -142,7 +142,8 @@ class VLM:
         if self.family == "qwen2_5_vl":  # 3-D M-RoPE: the kept tokens at their original positions
             extra["position_ids"] = _rope_positions(self.model, inputs, dev)[:, :, keep]
             next_position = int(extra["position_ids"][:, 0, -1].max()) + 1
-        if self.prefill is not None and not extra:
+        graphed = self.prefill is not None and not extra  # (3-D positions go through the stock forward)
+        if graphed:
             out = self.prefill(embeds)
         else:
             out = self.model(inputs_embeds=embeds, attention_mask=torch.ones_like(short), use_cache=True,
@@ -151,7 +152,7 @@ class VLM:
         token = first_logits.argmax()
         sync()
         t3 = time.perf_counter()
-        setup = getattr(self.prefill, "last_capture_ms", 0.0) if self.prefill is not None and not extra else 0.0
+        setup = self.prefill.last_capture_ms if graphed else 0.0
         stages = {"vision": vision_ms, "select": (t2 - t1) * 1e3, "llm_prefill": (t3 - t2) * 1e3 - setup}
         generated = self._decode(out, token, short.shape[1], max_new_tokens, next_position)
         sync()
