@@ -328,12 +328,11 @@ def pick_kernel(score_ptr, budget_ptr, kreg_ptr, keep_ptr, rank_ptr, quota_ptr, 
 
 @triton.jit
 def gather_kernel(x_ptr, tab_ptr, keep_ptr, budget_ptr, idx_ptr, rows_ptr, T, M, D,
-                  BM: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, MC: tl.constexpr, IND: tl.constexpr):
+                  BM: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, MC: tl.constexpr, IND: tl.constexpr,
+                  ROWS: tl.constexpr):
     # grid (T, D blocks, position chunks of MC): the kept positions of frame f in ascending order, placed
     # after the budgets of the frames before it; a program copies the rows of its chunk's kept positions
-    # (the D block 0 also writes the indices)
-    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
-    rows_ptr = _addr(rows_ptr, tab_ptr, 1, IND)
+    # (the D block 0 also writes the indices); ROWS=False: the indices only (grid (T, 1, chunks))
     f = tl.program_id(0)
     dblk = tl.program_id(1)
     i0 = tl.program_id(2) * MC
@@ -352,10 +351,13 @@ def gather_kernel(x_ptr, tab_ptr, keep_ptr, budget_ptr, idx_ptr, rows_ptr, T, M,
     take = ok & kp
     if dblk == 0:
         tl.store(idx_ptr + dst, src, mask=take)
-    d = dblk * BD + tl.arange(0, BD)
-    m2 = take[:, None] & (d < D)[None, :]
-    v = tl.load(x_ptr + src[:, None] * D + d[None, :], mask=m2)
-    tl.store(rows_ptr + dst[:, None] * D + d[None, :], v, mask=m2)
+    if ROWS:
+        x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
+        rows_ptr = _addr(rows_ptr, tab_ptr, 1, IND)
+        d = dblk * BD + tl.arange(0, BD)
+        m2 = take[:, None] & (d < D)[None, :]
+        v = tl.load(x_ptr + src[:, None] * D + d[None, :], mask=m2)
+        tl.store(rows_ptr + dst[:, None] * D + d[None, :], v, mask=m2)
 
 
 @triton.jit

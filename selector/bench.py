@@ -1,9 +1,12 @@
 """Selector benchmark: python -m selector.bench [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--quick]
                            [--grid TxHxWxD ...]
 
-Prints one row per (grid, retention): median ms of the fast path, tokens/s, peak memory, the spread over
-retentions (max/min of the medians), and the speed-up over a straightforward PyTorch version of the same
-formulas (one tensor op per window offset, `maps.entropy_map`). `--encoders` times the offline encoders.
+Prints one row per (grid, retention): median ms of the fast path (the selection: maps, budgets, kept
+indices), tokens/s, the median with the K kept rows copied out as well (`Selection.tokens`, a copy that
+grows with K; a VLM does it once, into its input embeddings), peak memory, the spread over retentions
+(max/min of the medians, without and with the rows), and the speed-up over a straightforward PyTorch
+version of the same formulas (one tensor op per window offset, `maps.entropy_map`). `--encoders` times
+the offline encoders.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from . import SelectorConfig, maps, select_tokens
+from .core import num_kept
 
 SHAPES = [(16, 27, 27, 1152), (16, 14, 14, 896), (64, 27, 27, 1152), (256, 27, 27, 1152)]
 RETENTIONS = [0.05, 0.1, 0.35, 0.5, 0.9]
@@ -64,8 +68,8 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
           f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: {path} · malloc "
           f"{'tuned' if cpu_tuning.MALLOC_TUNED else 'default'}"
           + (" + CUDA graph" if graph else "") + f" · {repeats} repeats, median")
-    head = (f"{'grid T×H×W×D':<18}{'r':>6}{'K':>10}{'median ms':>11}{'p90 ms':>9}{'Mtok/s':>9}{'peak MiB':>10}"
-            f"{'max/min':>9}{'ref ms':>10}{'speed-up':>9}")
+    head = (f"{'grid T×H×W×D':<18}{'r':>6}{'K':>10}{'median ms':>11}{'p90 ms':>9}{'Mtok/s':>9}{'+rows ms':>10}"
+            f"{'peak MiB':>10}{'max/min':>9}{'+rows':>7}{'ref ms':>10}{'speed-up':>9}")
     print(head)
     print("-" * len(head))
     for shape in shapes:
@@ -79,7 +83,10 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
             t = _timer(device, lambda r=r, x=x: select_tokens(x, r, cfg, timed=False, cuda_graph=graph), repeats)  # type: ignore[misc]
             med = statistics.median(t)
             p90 = sorted(t)[int(0.9 * (len(t) - 1))]
-            rows.append((r, int(r * n), med, p90, _peak_mb(device)))
+            peak = _peak_mb(device)  # of the selection (the kept rows' copy comes on top)
+            with_rows = statistics.median(_timer(  # the same, and the kept rows copied out
+                device, lambda r=r, x=x: select_tokens(x, r, cfg, timed=False, cuda_graph=graph).tokens, repeats))
+            rows.append((r, num_kept(r, n), med, p90, peak, with_rows))
         ref_ms, differ = None, ""
         if n <= ref_max_tokens:
             last: list = []  # the reference's selection, kept from its timed calls
@@ -92,14 +99,15 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
             k = want.numel()
             n_diff = k - torch.isin(got, want).sum().item() if got.numel() == k else -1
             differ = f"  selection at r = 0.35: {n_diff} of {k} kept tokens differ from the reference's"
-        spread = max(m for _, _, m, _, _ in rows) / min(m for _, _, m, _, _ in rows)
-        for i, (r, k, med, p90, peak) in enumerate(rows):
+        spread = max(row[2] for row in rows) / min(row[2] for row in rows)
+        spread_rows = max(row[5] for row in rows) / min(row[5] for row in rows)
+        for i, (r, k, med, p90, peak, with_rows) in enumerate(rows):
             grid = "×".join(map(str, shape)) if i == 0 else ""
             ref_txt = f"{ref_ms:10.2f}" if (ref_ms is not None and r == 0.35) else f"{'':>10}"
             sp = f"{ref_ms / rows[2][2]:8.1f}×" if (ref_ms is not None and r == 0.35) else f"{'':>9}"
-            spread_txt = f"{spread:9.3f}" if i == 0 else f"{'':>9}"
-            print(f"{grid:<18}{r:>6}{k:>10}{med:>11.3f}{p90:>9.3f}{n / med / 1e3:>9.3g}{peak:>10.0f}{spread_txt}"
-                  f"{ref_txt}{sp}")
+            spread_txt = f"{spread:9.3f}{spread_rows:7.3f}" if i == 0 else f"{'':>16}"
+            print(f"{grid:<18}{r:>6}{k:>10}{med:>11.3f}{p90:>9.3f}{n / med / 1e3:>9.3g}{with_rows:>10.3f}"
+                  f"{peak:>10.0f}{spread_txt}{ref_txt}{sp}")
         if differ:
             print(differ)
         del x

@@ -28,12 +28,18 @@ class Selection:
         gradient: float32 (T, H, W), min-max normalized gradient magnitude Ĝ in [0, 1].
         score: float32 (T, H, W), S = α·Ĥ + (1-α)·Ĝ in [0, 1].
         budgets: int64 (T,), tokens per frame B_f, summing to K.
-        tokens: (K, D) in the dtype of the input, rows in the order of `indices`.
+        tokens: (K, D) in the dtype of the input, rows in the order of `indices` (a property: gathered from the
+            input on first access and cached; `gather_into` writes them straight into a buffer of the caller's).
         fused: bool (K,), True for rows that are grid-fusion tokens (anchored at `indices`).
         frame_saliency: float32 (T,), top-q mean score S̄_f.
         frame_weights: float32 (T,), softmax weights w_f of Eq. (4).
         timings_ms: wall time per stage (empty when timing was switched off).
         config: the SelectorConfig used; retention: the r asked for.
+        source: the input the rows come from (the caller's tensor, not a copy); rows: the (K, D) rows once gathered
+            (computed at once with grid fusion, whose merged rows are not the input's).
+
+    Selecting costs the same at every retention; copying out the K kept rows is a memory copy that grows with
+    K, so it is left to the consumer: a VLM writes them once, straight into its input embeddings.
     """
 
     keep: torch.Tensor
@@ -42,13 +48,42 @@ class Selection:
     gradient: torch.Tensor
     score: torch.Tensor
     budgets: torch.Tensor
-    tokens: torch.Tensor
     fused: torch.Tensor
     frame_saliency: torch.Tensor
     frame_weights: torch.Tensor
     config: SelectorConfig
     retention: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    source: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    rows: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(K, D) kept rows in the input's dtype, in the order of `indices` (gathered on first access)."""
+        if self.rows is None:
+            object.__setattr__(self, "rows", self.gather_into())  # a cache on a frozen dataclass
+        assert self.rows is not None
+        return self.rows
+
+    def gather_into(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The kept rows written into `out` (K, D), a contiguous buffer of the input's dtype and device (e.g.
+        the slice of a VLM's input embeddings they belong to), or into a new tensor; returns it."""
+        k = self.num_tokens
+        if out is not None and (tuple(out.shape) != (k, self._width) or not out.is_contiguous()):
+            raise SelectorError(f"gather_into needs a contiguous ({k}, {self._width}) buffer, got "
+                                f"{'non-contiguous ' if not out.is_contiguous() else ''}{tuple(out.shape)}")
+        if self.rows is not None:
+            return self.rows if out is None else out.copy_(self.rows)
+        if self.source is None:
+            raise SelectorError("this Selection holds neither its rows nor the features they come from")
+        if out is not None and out.dtype != self.source.dtype:
+            raise SelectorError(f"gather_into needs a {self.source.dtype} buffer, got {out.dtype}")
+        return torch.index_select(self.source.reshape(-1, self._width), 0, self.indices, out=out)
+
+    @property
+    def _width(self) -> int:
+        ref = self.rows if self.rows is not None else self.source
+        return int(ref.shape[-1]) if ref is not None else 0
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
@@ -198,8 +233,8 @@ def run_selector(
     On the fused GPU path max |x| (NaN when the input has NaN/Inf; computed by the kernels on the way) is
     appended to `stats_out` when given, so callers check the input after the run without another pass.
     `tab` (fused GPU path, no grid fusion; used by `graphs`): an int64 device tensor holding the address of
-    the features to read (tokens then only give shape and dtype) and of a (K, D) buffer the kept rows are
-    written to; the Selection's `tokens` is then an empty placeholder."""
+    the features to read (tokens then only give shape and dtype; the caller sets the Selection's `source`).
+    The kept rows are not copied here (see `Selection.tokens`), except with grid fusion."""
     original = tokens
     if scale != 1.0:
         tokens = tokens.float() * scale
@@ -248,17 +283,18 @@ def run_selector(
         keep, anchor, fused_feat = allocate.fuse(
             tokens, flat, keep, rank, quota, budgets, cells, cfg.grid * cfg.grid
         )
+    rows = None
     if fused_gpu and not cfg.grid_fusion:
-        indices, rows = triton_maps.gather_fused(original.reshape(t_, m, d_), keep, budgets, k, tab)
+        indices, _ = triton_maps.gather_fused(original.reshape(t_, m, d_), keep, budgets, k, tab, rows=False)
         fused = anchor.reshape(-1)[:k]  # all False
     else:
         indices = _flat_indices(keep.reshape(-1), k)
-        rows = torch.index_select(original.reshape(n, d_), 0, indices)
         fused = anchor.reshape(-1)[indices]
-    if fused_feat is not None:
+    if fused_feat is not None:  # merged rows are not the input's: computed here
+        rows = torch.index_select(original.reshape(n, d_), 0, indices)
         fused_rows = fused_feat.reshape(n, d_)[indices] / scale
         rows = torch.where(fused[:, None], fused_rows.to(rows.dtype), rows)
-    clock.lap("gather")
+    clock.lap("indices")
     return Selection(
         keep=keep.view(t_, h_, w_),
         indices=indices,
@@ -266,13 +302,14 @@ def run_selector(
         gradient=gradient,
         score=score,
         budgets=budgets,
-        tokens=rows,
         fused=fused,
         frame_saliency=saliency,
         frame_weights=weights,
         config=cfg,
         retention=retention,
         timings_ms=clock.result(),
+        source=original,
+        rows=rows,
     )
 
 

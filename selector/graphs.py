@@ -1,11 +1,12 @@
 """CUDA-graph replay of the selector for repeated shapes (short clips are launch-bound on a GPU).
 
 A graph is captured once per (shape, dtype, device, K, config) and replayed. On the fused GPU path the
-kernels read the features and write the kept rows at addresses held in a small device table, refreshed
-before each replay: the caller's tensor is read in place and the rows land in a fresh tensor (no copy in,
-no copy out). Elsewhere inputs are copied into a static buffer. The other outputs are packed by the graph
-into one byte buffer, cloned out after the replay (one copy instead of one per field), so Selections never
-alias each other. Imports torch (and, through `triton_maps`, Triton when present) only.
+kernels read the features at an address held in a small device table, refreshed before each replay: the
+caller's tensor is read in place (no copy in). Elsewhere inputs are copied into a static buffer. The kept
+rows are gathered from the caller's tensor when asked for (`Selection.tokens`), outside the graph. The
+other outputs are packed by the graph into one byte buffer, cloned out after the replay (one copy instead
+of one per field), so Selections never alias each other. Imports torch (and, through `triton_maps`,
+Triton when present) only.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ def clear_graphs() -> None:
 _ALIGN = 16
 
 
-def _layout(out: Selection, skip: str | None = None) -> tuple[list[tuple], int, list[torch.dtype]]:
-    """(field, dtype, shape, stride, element offset) of every tensor of a Selection but `skip`, in field
-    order, at 16-byte aligned offsets of one byte buffer; the buffer's size; the dtypes used."""
+def _layout(out: Selection) -> tuple[list[tuple], int, list[torch.dtype]]:
+    """(field, dtype, shape, stride, element offset) of every tensor of a Selection but its `source` (the
+    input), in field order, at 16-byte aligned offsets of one byte buffer; the buffer's size; the dtypes."""
     rows, off = [], 0
     for f in fields(out):
         v = getattr(out, f.name)
-        if isinstance(v, torch.Tensor) and f.name != skip:
+        if isinstance(v, torch.Tensor) and f.name != "source":
             shape = tuple(v.shape)
             stride = torch.empty(shape, device="meta").stride()
             rows.append((f.name, v.dtype, shape, stride, off // v.element_size()))
@@ -57,16 +58,14 @@ def _views(buf: torch.Tensor, layout) -> dict[str, torch.Tensor]:
 
 
 def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig, table_in_graph: bool = True):
-    # fused GPU path: the kernels read the features, and write the kept rows, at addresses held in a device
-    # table; the graph's first node copies it from a pinned host buffer the caller fills before each replay.
-    # Nothing is copied in, and the rows are not copied out
+    # fused GPU path: the kernels read the features at an address held in a device table; the graph's first
+    # node copies it from a pinned host buffer the caller fills before each replay. Nothing is copied in
     indirect = triton_maps.fused_usable(tokens, cfg) and not cfg.grid_fusion
     clock = Clock(tokens.device, False)
     if indirect:
         static = tokens  # gives shape and dtype only: the graph reads through the table
-        rows = torch.empty((k, tokens.shape[-1]), dtype=tokens.dtype, device=tokens.device)
-        tab = torch.tensor([tokens.data_ptr(), rows.data_ptr()], dtype=torch.int64, device=tokens.device)
-        host = torch.tensor([tokens.data_ptr(), rows.data_ptr()], dtype=torch.int64).pin_memory()
+        tab = torch.tensor([tokens.data_ptr()], dtype=torch.int64, device=tokens.device)
+        host = torch.tensor([tokens.data_ptr()], dtype=torch.int64).pin_memory()
     else:
         static, tab, host = tokens.clone(), None, None
     stream = torch.cuda.Stream(tokens.device)
@@ -75,7 +74,7 @@ def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig
         for _ in range(2):  # warm-up: allocator pools, cuBLAS handles, lazy kernels
             probe = run_selector(static, k, retention, cfg, clock, tab=tab)
     torch.cuda.current_stream(tokens.device).wait_stream(stream)
-    layout = _layout(probe, skip="tokens" if indirect else None)
+    layout = _layout(probe)
     packed = torch.empty(layout[1], dtype=torch.uint8, device=tokens.device)
     graph = torch.cuda.CUDAGraph()
     table_in_graph = table_in_graph and indirect
@@ -97,6 +96,7 @@ def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig
             raise
         torch.cuda.synchronize(tokens.device)
         return _capture(tokens, k, retention, cfg, table_in_graph=False)  # copy the table before each replay
+    out = replace(out, source=None)  # each replay's Selection names its own input
     if indirect:
         static = None  # the caller's tensor is not kept alive by the cache
     return graph, static, out, amax, packed, layout, tab, host, table_in_graph
@@ -104,7 +104,7 @@ def _capture(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig
 
 def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) -> Selection:
     """select_tokens through a captured CUDA graph; one host sync at the end (the NaN/Inf check)."""
-    t_, h_, w_, d_ = tokens.shape
+    t_, h_, w_, _ = tokens.shape
     k = num_kept(retention, t_ * h_ * w_)
     key = (tuple(tokens.shape), tokens.dtype, str(tokens.device), k, cfg)
     with _LOCK:
@@ -117,21 +117,18 @@ def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) ->
         else:
             _GRAPHS.move_to_end(key)
         graph, static, out, amax, packed, layout, tab, host, table_in_graph = entry
-        extra = {}
         if tab is not None:
             src = triton_maps.aligned(tokens)  # the fused kernels assume 16-byte aligned rows
-            rows = torch.empty((k, d_), dtype=tokens.dtype, device=tokens.device)
-            host.numpy()[:] = (src.data_ptr(), rows.data_ptr())  # read by the graph's first node
+            host.numpy()[:] = (src.data_ptr(),)  # read by the graph's first node
             if not table_in_graph:
                 tab.copy_(host, non_blocking=True)  # ordered before the replay on this stream
-            extra["tokens"] = rows
         else:
             static.copy_(tokens)
         graph.replay()
         buf = packed.clone()  # one copy for all the other fields (they are views of it)
-        # the Selection is built while the GPU runs; the one host sync comes last (src and rows stay alive
-        # until then)
-        sel = replace(out, retention=retention, timings_ms={}, **_views(buf, layout), **extra)
+        # the Selection is built while the GPU runs; the one host sync comes last (src stays alive until then)
+        views = {"rows": None, **_views(buf, layout)}  # rows: packed with grid fusion, else gathered on demand
+        sel = replace(out, retention=retention, timings_ms={}, source=tokens, **views)
         scale = rescale_for(float(amax), tokens)
     if scale != 1.0:  # rare: values that need rescaling; the eager path does it
         return run_selector(tokens, k, retention, cfg, Clock(tokens.device, False), scale=scale)

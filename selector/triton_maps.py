@@ -289,22 +289,25 @@ def pick_fused(score: torch.Tensor, budgets: torch.Tensor, hw: tuple[int, int],
 
 
 def gather_fused(x: torch.Tensor, keep: torch.Tensor, budgets: torch.Tensor, k: int,
-                 tab: torch.Tensor | None = None, **launch: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 tab: torch.Tensor | None = None, *, rows: bool = True,
+                 **launch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(ascending flat indices of the kept tokens (K,), their rows (K, D) in x's dtype). With `tab`, the
     features are read at tab[0] and the rows written at tab[1] (a (K, D) buffer the caller owns); the
-    rows returned are then an empty placeholder."""
+    rows returned are then an empty placeholder. rows=False: the indices only (x is not read; the rows
+    returned are an empty placeholder)."""
     t_, m = keep.shape
     d_ = x.shape[-1]
-    x = x.contiguous()  # a copy of values: any alignment gives the same rows (graphs pass aligned tensors)
+    if rows:
+        x = x.contiguous()  # a copy of values: any alignment gives the same rows (graphs pass aligned tensors)
     idx = torch.empty(k, device=x.device, dtype=torch.int64)
-    rows = torch.empty((0 if tab is not None else k, d_), device=x.device, dtype=x.dtype)
-    dst = rows if tab is None else x  # a placeholder of the right dtype: the kernel writes at tab[1]
+    out = torch.empty((k if rows and tab is None else 0, d_), device=x.device, dtype=x.dtype)
+    dst = out if tab is None else x  # a placeholder of the right dtype: the kernel writes at tab[1]
     c = {**GATHER, **launch}
     bd = c["BD"] if x.numel() * x.element_size() >= c["BIG"] else c["BD_SMALL"]
     bd = bd * 4 // x.element_size()  # bytes per row segment whatever the dtype
     bm = _pow2(m)
     mc = min(bm, c["MC"])
-    _kernels().gather_kernel[(t_, -(-d_ // bd), -(-m // mc))](
+    _kernels().gather_kernel[(t_, -(-d_ // bd) if rows else 1, -(-m // mc))](
         x, x if tab is None else tab, keep, budgets, idx, dst, t_, m, d_, BM=bm, BT=_pow2(t_), BD=bd, MC=mc,
-        num_warps=c["num_warps"], IND=tab is not None)
-    return idx, rows
+        num_warps=c["num_warps"], IND=tab is not None, ROWS=rows)
+    return idx, out

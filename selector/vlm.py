@@ -122,9 +122,6 @@ class VLM:
         sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False, cuda_graph=grid.is_cuda)
         sync()
         t2 = time.perf_counter()
-        # the run of video placeholders: the grid's tokens in temporal-raster order, then the tail rows
-        # (LLaVA-OneVision's newline); the dropped ones leave the sequence, the kept rows fill the rest
-        rows = torch.cat([sel.tokens, tail], dim=0)
         mask = ids[0] == self.video_token_id
         where = torch.nonzero(mask).flatten()
         full = int(mask.sum())
@@ -137,7 +134,16 @@ class VLM:
         keep[start : start + n_grid] = sel.keep.reshape(-1)
         short = ids[:, keep]
         embeds = self.model.get_input_embeddings()(short)
-        embeds[0, start : start + rows.shape[0]] = rows.to(embeds.dtype)
+        # the run of video placeholders: the grid's kept tokens in temporal-raster order, then the tail rows
+        # (LLaVA-OneVision's newline); the dropped ones left the sequence. The kept rows are copied once,
+        # straight from the features into the embeddings
+        k = sel.num_tokens
+        run = embeds[0, start : start + k + tail.shape[0]]
+        if grid.dtype == embeds.dtype:
+            sel.gather_into(run[:k])
+        else:
+            run[:k] = sel.tokens.to(embeds.dtype)
+        run[k:] = tail.to(embeds.dtype)
         extra, next_position = {}, None
         if self.family == "qwen2_5_vl":  # 3-D M-RoPE: the kept tokens at their original positions
             extra["position_ids"] = _rope_positions(self.model, inputs, dev)[:, :, keep]
@@ -158,7 +164,7 @@ class VLM:
         sync()
         total_ms = vision_ms + (time.perf_counter() - t1) * 1e3 - setup
         text = self.processor.decode(generated, skip_special_tokens=True).strip()
-        return Answer(text, int(rows.shape[0]), full, vision_ms + (t3 - t1) * 1e3 - setup, total_ms, len(generated),
+        return Answer(text, k + int(tail.shape[0]), full, vision_ms + (t3 - t1) * 1e3 - setup, total_ms, len(generated),
                       sel, stages, first_logits.cpu(), setup)
 
     def _video_grid(self, inputs: dict, t_: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -242,6 +242,8 @@ for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window
             for launch in ({}, {"MC": 16, "BD": 16, "num_warps": 2}) if r == 0.35 else ({},):
                 idx, rows = tm.gather_fused(x.reshape(t_, m, d_), got[0], budgets, k, **launch)
                 assert torch.equal(idx, ref) and torch.equal(rows, x.reshape(-1, d_)[ref]), launch
+                idx, rows = tm.gather_fused(x.reshape(t_, m, d_), got[0], budgets, k, rows=False, **launch)
+                assert torch.equal(idx, ref) and rows.numel() == 0, launch  # the indices only
 # through the address table (how a CUDA graph reads new features in place): the placeholder only gives the shape
 x = torch.randn(3, 5, 6, 40)
 cfg = SelectorConfig()
@@ -262,6 +264,9 @@ budgets, _, _ = allocate.frame_budgets(score.reshape(3, 30), k, cfg, sal)
 keep = tm.pick_fused(score.reshape(3, 30), budgets, (5, 6), cfg)[0]
 idx, rows = tm.gather_fused(ph.reshape(3, 30, 40), keep, budgets, k, tab)
 assert rows.shape == (0, 40) and torch.equal(out_rows, x.reshape(-1, 40)[idx])
+one = torch.tensor([x.data_ptr()], dtype=torch.int64)  # indices only: the table needs no rows address
+idx2, rows = tm.gather_fused(ph.reshape(3, 30, 40), keep, budgets, k, one, rows=False)
+assert torch.equal(idx2, idx) and rows.numel() == 0
 bad = torch.randn(2, 3, 4, 5)
 bad[1, 2, 3, 4] = float("inf")
 assert math.isnan(float(tm.scores_fused(*tm.maps_fused(bad, SelectorConfig(), "tf32x3"), SelectorConfig())[3]))

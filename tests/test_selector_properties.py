@@ -236,6 +236,31 @@ def test_edge_cases(shape, r):
         assert torch.equal(sel.tokens, x.reshape(n, -1)) and bool(sel.keep.all())
 
 
+def test_kept_rows_are_gathered_on_demand_once_and_into_a_callers_buffer():
+    x = tensor((3, 6, 7, 5), 4)
+    sel = select_tokens(x, 0.3)
+    assert sel.rows is None and sel.source is x  # selecting copied no rows
+    want = x.reshape(-1, 5)[sel.indices]
+    first = sel.tokens
+    assert torch.equal(first, want) and sel.tokens is first  # gathered once, then cached
+    buf = torch.full((sel.num_tokens + 2, 5), float("nan"))
+    got = sel.gather_into(buf[1:-1])
+    assert got.data_ptr() == buf[1].data_ptr() and torch.equal(buf[1:-1], want)
+    assert bool(buf[0].isnan().all() and buf[-1].isnan().all())  # nothing written outside the slice
+    fresh = select_tokens(x, 0.3)  # straight from the features (no cached rows)
+    out = torch.empty(fresh.num_tokens, 5)
+    assert torch.equal(fresh.gather_into(out), want) and fresh.rows is None
+    strided = torch.empty(5, fresh.num_tokens).t()
+    for bad, msg in ((torch.empty(fresh.num_tokens + 1, 5), rf"\({fresh.num_tokens}, 5\) buffer"),
+                     (strided, "non-contiguous"), (out.double(), "float32 buffer")):
+        with pytest.raises(SelectorError, match=msg):
+            fresh.gather_into(bad)
+    fusing = select_tokens(x, 0.3, SelectorConfig(grid_fusion=True))  # merged rows: computed with the selection
+    assert fusing.rows is not None and bool(fusing.fused.any())
+    assert not torch.equal(fusing.tokens[fusing.fused], x.reshape(-1, 5)[fusing.anchors])
+    assert torch.equal(fusing.gather_into(torch.empty_like(fusing.tokens)), fusing.tokens)
+
+
 def test_zero_tokens_and_constant_video_are_handled():
     sel = select_tokens(torch.zeros(2, 4, 4, 3), 0.5)
     assert sel.num_tokens == 16 and float(sel.gradient.max()) == 0.0
@@ -571,9 +596,10 @@ def test_cuda_entropy_kernels_match_reference(launch, dtype):
 @pytest.mark.cuda
 @cuda_only
 def test_cuda_graph_reads_each_new_tensor_in_place():
-    """The fused graph reads the caller's features through its address table and writes the kept rows
-    into a fresh tensor: new tensors of the captured shape (also non-contiguous ones) give the eager
-    result, earlier Selections keep their rows, and the cache does not keep inputs alive."""
+    """The fused graph reads the caller's features through its address table, and the kept rows are
+    gathered from them on demand into a fresh tensor: new tensors of the captured shape (also
+    non-contiguous ones) give the eager result, earlier Selections keep their rows, and the cache does not
+    keep inputs alive."""
     import gc
     import weakref
 
@@ -582,6 +608,7 @@ def test_cuda_graph_reads_each_new_tensor_in_place():
     xs.append(tensor((6, 12, 64, 13), 33).cuda().transpose(2, 3))  # same shape, not contiguous
     xs.append(tensor((6 * 12 * 13 * 64 + 1,), 35).cuda()[1:].view(6, 12, 13, 64))  # 4 bytes off alignment
     outs = [select_tokens(x, 0.3, cfg, cuda_graph=True) for x in xs]
+    assert all(o.rows is None and o.source is x for o, x in zip(outs, xs, strict=True))  # no rows copied yet
     rows = [o.tokens.clone() for o in outs]
     for x, o, r in zip(xs, outs, rows, strict=True):
         e = select_tokens(x, 0.3, cfg, timed=False)
@@ -605,10 +632,12 @@ def test_graph_output_layout_round_trips_every_field():
     from selector.graphs import _layout, _views
 
     sel = select_tokens(tensor((3, 5, 7, 12), 4), 0.3, SelectorConfig(grid_fusion=True))
-    layout = _layout(sel, skip="tokens")
+    assert sel.rows is not None  # grid fusion computes its rows: they are packed, the input (source) is not
+    layout = _layout(sel)
     buf = torch.full((layout[1],), 255, dtype=torch.uint8)
     dst = _views(buf, layout)
-    assert set(dst) == {f.name for f in fields(sel) if isinstance(getattr(sel, f.name), torch.Tensor)} - {"tokens"}
+    assert set(dst) == {f.name for f in fields(sel) if isinstance(getattr(sel, f.name), torch.Tensor)} - {"source"}
+    assert "rows" in dst
     for name, view in dst.items():
         view.copy_(getattr(sel, name))
     back = _views(buf.clone(), layout)
