@@ -8,6 +8,17 @@ import triton.language as tl
 
 
 @triton.jit
+def _central(q, r, W, H):
+    # central differences of Eq. (3), one-sided at the borders: the columns left/right of q, the rows
+    # above/below r, and 1 / the step between them (a length-1 axis gives 0 - 0 times 1)
+    cl = tl.maximum(q - 1, 0)
+    cr = tl.minimum(q + 1, W - 1)
+    ru = tl.maximum(r - 1, 0)
+    rd = tl.minimum(r + 1, H - 1)
+    return cl, cr, ru, rd, 1.0 / tl.maximum(cr - cl, 1).to(tl.float32), 1.0 / tl.maximum(rd - ru, 1).to(tl.float32)
+
+
+@triton.jit
 def maps_kernel(x_ptr, stats_ptr, g_ptr, T, H, W, D, N, inv_tau,
                 RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, NCUR: tl.constexpr,
                 BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
@@ -35,12 +46,7 @@ def maps_kernel(x_ptr, stats_ptr, g_ptr, T, H, W, D, N, inv_tau,
     row_base = (t * H + r) * W
     k_base = (kframe * H + krow) * W + kc
     do_grad = part == 0
-    cl = tl.maximum(q - 1, 0)
-    cr = tl.minimum(q + 1, W - 1)
-    ru = tl.maximum(r - 1, 0)
-    rd = tl.minimum(r + 1, H - 1)
-    fx = 1.0 / tl.maximum(cr - cl, 1).to(tl.float32)
-    fy = 1.0 / tl.maximum(rd - ru, 1).to(tl.float32)
+    cl, cr, ru, rd, fx, fy = _central(q, r, W, H)
     s = tl.zeros((BW, NKP * BW), dtype=tl.float32)
     nq = tl.zeros((BW,), dtype=tl.float32)
     nk = tl.zeros((NKP * BW,), dtype=tl.float32)
@@ -173,12 +179,7 @@ def prep_kernel(x_ptr, tab_ptr, inv_ptr, g_ptr, rowstat_ptr, H, W, D, BW: tl.con
     r = r0 + qq // BW
     q = qq % BW
     q_ok = (q < W) & (r < H)
-    cl = tl.maximum(q - 1, 0)
-    cr = tl.minimum(q + 1, W - 1)
-    ru = tl.maximum(r - 1, 0)
-    rd = tl.minimum(r + 1, H - 1)
-    fx = 1.0 / tl.maximum(cr - cl, 1).to(tl.float32)
-    fy = 1.0 / tl.maximum(rd - ru, 1).to(tl.float32)
+    cl, cr, ru, rd, fx, fy = _central(q, r, W, H)
     base = (t * H + r) * W
     ss = tl.zeros((RB * BW,), dtype=tl.float32)
     g2 = tl.zeros((RB * BW,), dtype=tl.float32)

@@ -27,26 +27,29 @@ MAX_FRAMES = int(os.environ.get("ENTROPY_SELECT_MAX_FRAMES", "64"))
 RETENTIONS = (0.05, 0.1, 0.35, 0.5, 0.9)
 
 
+_DEFAULT = SelectorConfig()
+#: the selector knobs the app exposes (the rest keep SelectorConfig's defaults)
+KNOBS = ("alpha", "tau", "window", "temporal_window", "past_window", "grid", "rho", "grid_fusion")
+
+
 @dataclass(frozen=True)
 class Params:
-    """Everything a user can set: selector knobs plus frames and encoder."""
+    """Everything a user can set: selector knobs (defaults: SelectorConfig's) plus frames and encoder."""
 
     retention: float = 0.35
-    alpha: float = 0.5
-    tau: float = 1.0
-    window: int = 5
-    temporal_window: int = 3
-    past_window: int = 3
-    grid: int = 4
-    rho: float = 0.5
-    grid_fusion: bool = False
+    alpha: float = _DEFAULT.alpha
+    tau: float = _DEFAULT.tau
+    window: int = _DEFAULT.window
+    temporal_window: int = _DEFAULT.temporal_window
+    past_window: int = _DEFAULT.past_window
+    grid: int = _DEFAULT.grid
+    rho: float = _DEFAULT.rho
+    grid_fusion: bool = _DEFAULT.grid_fusion
     num_frames: int = 16
     encoder: str = DEFAULT_ENCODER
 
     def config(self) -> SelectorConfig:
-        return SelectorConfig(alpha=self.alpha, tau=self.tau, window=self.window,
-                              temporal_window=self.temporal_window, past_window=self.past_window, grid=self.grid,
-                              rho=self.rho, grid_fusion=self.grid_fusion)
+        return SelectorConfig(**{name: getattr(self, name) for name in KNOBS})
 
 
 @dataclass(frozen=True)
