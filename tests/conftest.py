@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,23 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "assets" / "bigbuckbunny.mp4"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# One scratch folder for every temporary file of the run (this process, the app's downloads, gradio's cache,
+# gradio_client's per-download folders, subprocesses through TMPDIR): gradio_client leaves an empty folder in
+# the temp dir per downloaded file, ~160 a run. Removed when the run passes, kept (and named) when it fails.
+# A short path: chromium's socket under it must stay within the 108 bytes of a Unix socket path. Test modules
+# import this file a second time (`from conftest import ...`): the folder is made once.
+if "ENTROPY_SELECT_TEST_TMP" not in os.environ:
+    os.environ["ENTROPY_SELECT_TEST_TMP"] = tempfile.mkdtemp(prefix="es-tests-")
+SCRATCH = Path(os.environ["ENTROPY_SELECT_TEST_TMP"])
+os.environ["TMPDIR"] = tempfile.tempdir = str(SCRATCH)
+os.environ["GRADIO_TEMP_DIR"] = str(SCRATCH / "gradio")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus == 0:
+        shutil.rmtree(SCRATCH, ignore_errors=True)
+    else:
+        print(f"\ntemporary files of this run kept in {SCRATCH}")
 
 
 def require_tool(name: str) -> str:
