@@ -150,7 +150,7 @@ def budget_kernel(w_ptr, out_ptr, T, K, LO, HI, M, ITERS, BT: tl.constexpr, SORT
 
 
 # ---------------------------------------------------------------------------------------------------
-# Fused GPU pipeline (triton_maps.select_fused): prep → entropy → frame → budgets → pick → gather.
+# Fused GPU pipeline (triton_maps.select_fused): prep → entropy → frame → budgets → pick → indices.
 
 
 @triton.jit
@@ -328,15 +328,11 @@ def pick_kernel(score_ptr, budget_ptr, kreg_ptr, keep_ptr, rank_ptr, quota_ptr, 
 
 
 @triton.jit
-def gather_kernel(x_ptr, tab_ptr, keep_ptr, budget_ptr, idx_ptr, rows_ptr, T, M, D,
-                  BM: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, MC: tl.constexpr, IND: tl.constexpr,
-                  ROWS: tl.constexpr):
-    # grid (T, D blocks, position chunks of MC): the kept positions of frame f in ascending order, placed
-    # after the budgets of the frames before it; a program copies the rows of its chunk's kept positions
-    # (the D block 0 also writes the indices); ROWS=False: the indices only (grid (T, 1, chunks))
+def index_kernel(keep_ptr, budget_ptr, idx_ptr, T, M, BM: tl.constexpr, BT: tl.constexpr, MC: tl.constexpr):
+    # grid (T, position chunks of MC): the kept positions of frame f in ascending order, placed after the
+    # budgets of the frames before it (the rows are not copied: the consumer gathers them once)
     f = tl.program_id(0)
-    dblk = tl.program_id(1)
-    i0 = tl.program_id(2) * MC
+    i0 = tl.program_id(1) * MC
     ft = tl.arange(0, BT)
     bud = tl.load(budget_ptr + ft, mask=ft < T, other=0)
     off = tl.sum(tl.where(ft < f, bud, 0), axis=0)
@@ -347,18 +343,7 @@ def gather_kernel(x_ptr, tab_ptr, keep_ptr, budget_ptr, idx_ptr, rows_ptr, T, M,
     ok = i < M
     kp = tl.load(keep_ptr + f * M + i, mask=ok, other=0).to(tl.int32) != 0
     pos = tl.cumsum(kp.to(tl.int32), axis=0) - 1
-    dst = (off + pos).to(tl.int64)
-    src = (f * M + i).to(tl.int64)
-    take = ok & kp
-    if dblk == 0:
-        tl.store(idx_ptr + dst, src, mask=take)
-    if ROWS:
-        x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
-        rows_ptr = _addr(rows_ptr, tab_ptr, 1, IND)
-        d = dblk * BD + tl.arange(0, BD)
-        m2 = take[:, None] & (d < D)[None, :]
-        v = tl.load(x_ptr + src[:, None] * D + d[None, :], mask=m2)
-        tl.store(rows_ptr + dst[:, None] * D + d[None, :], v, mask=m2)
+    tl.store(idx_ptr + (off + pos).to(tl.int64), (f * M + i).to(tl.int64), mask=ok & kp)
 
 
 @triton.jit

@@ -285,7 +285,7 @@ def run_selector(
         )
     rows = None
     if fused_gpu and not cfg.grid_fusion:
-        indices, _ = triton_maps.gather_fused(original.reshape(t_, m, d_), keep, budgets, k, tab, rows=False)
+        indices = triton_maps.indices_fused(keep.reshape(t_, m), budgets, k)
         fused = anchor.reshape(-1)[:k]  # all False
     else:
         indices = _flat_indices(keep.reshape(-1), k)

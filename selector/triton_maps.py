@@ -1,7 +1,7 @@
 """Triton kernels of the selector on a GPU.
 
-The fused pipeline (`maps_fused`, `scores_fused`, `pick_fused`, `gather_fused`; used by `select_tokens`
-whenever `fused_usable`) goes from features to kept rows in six launches; it is described further below.
+The fused pipeline (`maps_fused`, `scores_fused`, `pick_fused`, `indices_fused`; used by `select_tokens`
+whenever `fused_usable`) goes from features to kept indices in six launches; it is described further below.
 `maps_triton` is the earlier one-kernel version of the two maps, kept for grids the fused path does not
 take (more than 1024 tokens a frame or 256 frames):
 
@@ -121,7 +121,7 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 
 
 # ---------------------------------------------------------------------------------------------------
-# The fused pipeline: six launches from features to kept rows (no torch op between them but a softmax).
+# The fused pipeline: six launches from features to kept indices (no torch op between them but a softmax).
 #
 #   prep     one pass over the features: inverse norms, raw gradient, per-row min/max G, max |x|, NaN count
 #   entropy  per 4×8 patch of queries: dot products with the union of their windows on tensor cores (bf16
@@ -131,7 +131,7 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 #   frame    per frame: Ĝ (min-max over the video from the row statistics), S, top-q saliency S̄_f
 #   budgets  the one-program kernel above (after a torch softmax for w_f)
 #   pick     per frame: both stable sorts of `allocate.pick` as sorts of packed 64-bit keys
-#   gather   per (frame, D block, chunk of positions): ascending kept indices and their rows
+#   indices  per (frame, chunk of positions): ascending kept indices (rows are gathered by the consumer)
 
 #: launch parameters of the entropy kernels (measured on the GPU machine, see tools/gpu_triton_sweep.py and
 #: tools/gpu_entropy_sweep.py). Default "patch": 4×8 query patches, key parts of 128; H100, prep + entropy:
@@ -143,11 +143,8 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 FUSED = {"KERNEL": "patch", "QR": 1, "NKP": 4, "BD": 32, "BD16": 64, "num_warps": 4, "STAGES": 3,
          "PREP_BD": 64, "PREP_BD16": 64, "PREP_RB": 1, "PREP_STAGES": 1, "PREP_WARPS": 8,
          "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 128, "PREC": "bf16x3"}
-#: gather launch: BD columns of fp32 (twice as many of a 2-byte dtype) × MC positions per program; BD_SMALL
-#: below BIG bytes of features (more programs for short clips). tools/gpu_pass_sweep.py, H100, 256×27×27×1152:
-#: r = 0.35 bf16 0.119 ms, fp32 0.228 (one program per frame and 32 columns: 0.158 / 0.296); r = 0.9 bf16
-#: 0.281, fp32 0.556 ms (2.8 TB/s moved)
-GATHER = {"BD": 64, "MC": 128, "num_warps": 4, "BD_SMALL": 32, "BIG": 64 << 20}
+#: index launch: MC positions per program (several chunks a frame for frames above MC tokens)
+INDEX = {"MC": 128, "num_warps": 4}
 MAX_FRAME_TOKENS = 1024
 #: fp32 features: "bf16x3" dots (x = hi + lo in bf16, three bf16 tensor-core passes) take 0.22 ms for prep +
 #: entropy on 16×27×27×1152 against 0.36 with "tf32x3" (H100). Their cosine error (~1e-7) is divided by τ in
@@ -288,26 +285,14 @@ def pick_fused(score: torch.Tensor, budgets: torch.Tensor, hw: tuple[int, int],
     return keep, rank, quota
 
 
-def gather_fused(x: torch.Tensor, keep: torch.Tensor, budgets: torch.Tensor, k: int,
-                 tab: torch.Tensor | None = None, *, rows: bool = True,
-                 **launch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ascending flat indices of the kept tokens (K,), their rows (K, D) in x's dtype). With `tab`, the
-    features are read at tab[0] and the rows written at tab[1] (a (K, D) buffer the caller owns); the
-    rows returned are then an empty placeholder. rows=False: the indices only (x is not read; the rows
-    returned are an empty placeholder)."""
+def indices_fused(keep: torch.Tensor, budgets: torch.Tensor, k: int, **launch: int) -> torch.Tensor:
+    """Ascending flat indices (K,) of the kept tokens, from the keep mask (T, M) and the frame budgets (T,):
+    frame f's kept positions in order, after the budgets of the frames before it. No host sync."""
     t_, m = keep.shape
-    d_ = x.shape[-1]
-    if rows:
-        x = x.contiguous()  # a copy of values: any alignment gives the same rows (graphs pass aligned tensors)
-    idx = torch.empty(k, device=x.device, dtype=torch.int64)
-    out = torch.empty((k if rows and tab is None else 0, d_), device=x.device, dtype=x.dtype)
-    dst = out if tab is None else x  # a placeholder of the right dtype: the kernel writes at tab[1]
-    c = {**GATHER, **launch}
-    bd = c["BD"] if x.numel() * x.element_size() >= c["BIG"] else c["BD_SMALL"]
-    bd = bd * 4 // x.element_size()  # bytes per row segment whatever the dtype
+    idx = torch.empty(k, device=keep.device, dtype=torch.int64)
+    c = {**INDEX, **launch}
     bm = _pow2(m)
     mc = min(bm, c["MC"])
-    _kernels().gather_kernel[(t_, -(-d_ // bd) if rows else 1, -(-m // mc))](
-        x, x if tab is None else tab, keep, budgets, idx, dst, t_, m, d_, BM=bm, BT=_pow2(t_), BD=bd, MC=mc,
-        num_warps=c["num_warps"], IND=tab is not None, ROWS=rows)
-    return idx, out
+    _kernels().index_kernel[(t_, -(-m // mc))](keep, budgets, idx, t_, m, BM=bm, BT=_pow2(t_), MC=mc,
+                                               num_warps=c["num_warps"])
+    return idx

@@ -198,8 +198,8 @@ print(worst)
 
 
 def test_fused_gpu_pipeline_in_interpreter_matches_torch_stages():
-    """The fused pipeline's kernels (prep, entropy, frame, pick, gather), run by Triton's interpreter:
-    maps within float rounding of the reference, scores, pick and gather identical to the torch stages.
+    """The fused pipeline's kernels (prep, entropy, frame, pick, indices), run by Triton's interpreter:
+    maps within float rounding of the reference, scores, pick and kept indices identical to the torch stages.
     The interpreter computes tl.dot on bf16 operands wrongly (Triton 3.8: errors ~1e10 on a plain 16×16
     product), so the fp32 dots run as tf32x3 here (fp32 in the interpreter); bf16x3 is checked on the GPU."""
     import os
@@ -239,18 +239,14 @@ for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window
             assert all(torch.equal(a, b) for a, b in zip(got, want)), (shape, cfg, r)
             ref = _flat_indices(got[0].reshape(-1), k)
             # the default launch; at r = 0.35 also chunks of 16 positions (several a frame)
-            for launch in ({}, {"MC": 16, "BD": 16, "num_warps": 2}) if r == 0.35 else ({},):
-                idx, rows = tm.gather_fused(x.reshape(t_, m, d_), got[0], budgets, k, **launch)
-                assert torch.equal(idx, ref) and torch.equal(rows, x.reshape(-1, d_)[ref]), launch
-                idx, rows = tm.gather_fused(x.reshape(t_, m, d_), got[0], budgets, k, rows=False, **launch)
-                assert torch.equal(idx, ref) and rows.numel() == 0, launch  # the indices only
+            for launch in ({}, {"MC": 16, "num_warps": 2}) if r == 0.35 else ({},):
+                assert torch.equal(tm.indices_fused(got[0], budgets, k, **launch), ref), launch
 # through the address table (how a CUDA graph reads new features in place): the placeholder only gives the shape
 x = torch.randn(3, 5, 6, 40)
 cfg = SelectorConfig()
 ph = torch.zeros_like(x)
 k = num_kept(0.35, 90)
-out_rows = torch.full((k, 40), float("nan"))
-tab = torch.tensor([x.data_ptr(), out_rows.data_ptr()], dtype=torch.int64)
+tab = torch.tensor([x.data_ptr()], dtype=torch.int64)
 for kern in ("dout", "stencil", "patch"):
     want = tm.maps_fused(x, cfg, "tf32x3", KERNEL=kern, STAGES=1)
     got = tm.maps_fused(ph, cfg, "tf32x3", tab=tab, KERNEL=kern, STAGES=1)
@@ -262,11 +258,7 @@ h, g, st = want
 gn, score, sal, amax = tm.scores_fused(h, g, st, cfg)
 budgets, _, _ = allocate.frame_budgets(score.reshape(3, 30), k, cfg, sal)
 keep = tm.pick_fused(score.reshape(3, 30), budgets, (5, 6), cfg)[0]
-idx, rows = tm.gather_fused(ph.reshape(3, 30, 40), keep, budgets, k, tab)
-assert rows.shape == (0, 40) and torch.equal(out_rows, x.reshape(-1, 40)[idx])
-one = torch.tensor([x.data_ptr()], dtype=torch.int64)  # indices only: the table needs no rows address
-idx2, rows = tm.gather_fused(ph.reshape(3, 30, 40), keep, budgets, k, one, rows=False)
-assert torch.equal(idx2, idx) and rows.numel() == 0
+assert torch.equal(tm.indices_fused(keep, budgets, k), keep.reshape(-1).nonzero()[:, 0])
 bad = torch.randn(2, 3, 4, 5)
 bad[1, 2, 3, 4] = float("inf")
 assert math.isnan(float(tm.scores_fused(*tm.maps_fused(bad, SelectorConfig(), "tf32x3"), SelectorConfig())[3]))

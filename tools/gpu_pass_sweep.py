@@ -1,8 +1,8 @@
 """Sweep the launch settings of the fused pipeline's memory-bound kernels on the GPU: prep (one pass over the
-features) and gather (the kept rows), plus the budget kernel's time; each by median CUDA-graph replay time.
+features) and the kept indices, plus the budget kernel's time; each by median CUDA-graph replay time.
 
-python3 tools/gpu_pass_sweep.py  — 256×27×27×1152 and 16×27×27×1152, float32 and bfloat16; gather at r = 0.35
-and 0.9, checked against x[indices] for every setting.
+python3 tools/gpu_pass_sweep.py  — 256×27×27×1152 and 16×27×27×1152, float32 and bfloat16; indices at r = 0.35
+and 0.9, checked against keep.nonzero() for every setting.
 """
 
 import itertools
@@ -18,8 +18,7 @@ from gpu_stages import graph_ms  # noqa: E402
 
 PREP = [dict(PREP_BD=bd, PREP_BD16=bd, PREP_RB=rb, PREP_WARPS=w, PREP_STAGES=st)
         for rb, bd, w, st in itertools.product((1, 2, 4), (32, 64, 128), (4, 8), (1, 2)) if rb * bd <= 256]
-GATHER = [dict(BD=bd, MC=mc, num_warps=w)
-          for bd, mc, w in itertools.product((16, 32, 64, 128), (128, 256, 512, 1024), (4, 8)) if bd * mc <= 32768]
+INDEX = [dict(MC=mc, num_warps=w) for mc, w in itertools.product((64, 128, 256, 512, 1024), (2, 4, 8))]
 
 
 def prep_ms(x, c):
@@ -70,17 +69,15 @@ def main():
                 budgets = triton_maps.budgets_triton(w, k, 0, m, m)
                 score = torch.rand(t_, m, device="cuda")
                 keep = triton_maps.pick_fused(score, budgets, (h_, w_), cfg)[0]
-                flat = x.reshape(t_, m, d_)
                 res = []
-                for c in GATHER:
-                    idx, got = triton_maps.gather_fused(flat, keep, budgets, k, **c)
-                    ok = torch.equal(got, x.reshape(-1, d_)[idx]) and torch.equal(idx, keep.reshape(-1).nonzero()[:, 0])
-                    a = (flat, keep, budgets, k)
-                    res.append((graph_ms(lambda c=c, a=a: triton_maps.gather_fused(*a, **c), reps=10), ok, c))
+                for c in INDEX:
+                    ok = torch.equal(triton_maps.indices_fused(keep, budgets, k, **c), keep.reshape(-1).nonzero()[:, 0])
+                    a = (keep, budgets, k)
+                    res.append((graph_ms(lambda c=c, a=a: triton_maps.indices_fused(*a, **c), reps=10), ok, c))
                 res.sort(key=lambda v: v[0])
-                cur = next(v for v in res if v[2] == triton_maps.GATHER)
+                cur = next(v for v in res if v[2] == triton_maps.INDEX)
                 bad = sum(not v[1] for v in res)
-                print(f"{label} r={r}: budgets {ms:.4f} ms · gather best " + " · ".join(
+                print(f"{label} r={r}: budgets {ms:.4f} ms · indices best " + " · ".join(
                     f"{v[0]:.4f} {v[2]}" for v in res[:4]) + f" · current {cur[0]:.4f} · wrong {bad}", flush=True)
 
 

@@ -59,7 +59,7 @@ def stages(x, cfg, best):
         "scores": lambda: triton_maps.scores_fused(h, g, st, cfg),
         "softmax+budgets": lambda: allocate.frame_budgets(score.reshape(t_, m), k, cfg, sal),
         "pick": lambda: triton_maps.pick_fused(score.reshape(t_, m), budgets, (h_, w_), cfg),
-        "gather": lambda: triton_maps.gather_fused(x.reshape(t_, m, d_), keep, budgets, k),
+        "indices": lambda: triton_maps.indices_fused(keep, budgets, k),
         "maps kernel (before)": lambda: triton_maps.maps_triton(x, cfg),
         "input copy": lambda: x.clone(),
     })
