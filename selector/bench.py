@@ -7,6 +7,10 @@ grows with K; a VLM does it once, into its input embeddings), peak memory, the s
 (max/min of the medians, without and with the rows), and, at each retention, the speed-up over a
 straightforward PyTorch version of the same formulas (one tensor op per window offset, `maps.entropy_map`)
 and how many kept tokens differ from its selection. `--encoders` times the offline encoders.
+
+The retentions of a grid are timed interleaved (one call of each per round, the order rotated every round),
+so a drift of the host's speed during the run lands on every retention alike instead of on the ones timed
+last: max/min compares retentions, not moments.
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ def _timer(device: torch.device, fn: Callable[[], object], repeats: int, warmup:
     return times
 
 
+def _interleaved(device: torch.device, fns: list[Callable[[], object]], repeats: int,
+                 warmup: int = 3) -> list[list[float]]:
+    """Times of `repeats` calls of each fn, taken in rounds of one call each (round i starts at fn i mod n)."""
+    for fn in fns:
+        _timer(device, fn, 0, warmup)
+    times: list[list[float]] = [[] for _ in fns]
+    for i in range(repeats):
+        for j in range(len(fns)):
+            j = (i + j) % len(fns)
+            times[j] += _timer(device, fns[j], 1, warmup=0)
+    return times
+
+
 def _peak_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -67,7 +84,7 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
     print(f"device: {name} · torch {torch.__version__} · "
           f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: {path} · malloc "
           f"{'tuned' if cpu_tuning.MALLOC_TUNED else 'default'}"
-          + (" + CUDA graph" if graph else "") + f" · {repeats} repeats, median")
+          + (" + CUDA graph" if graph else "") + f" · {repeats} repeats, median, retentions interleaved")
     head = (f"{'grid T×H×W×D':<18}{'r':>6}{'K':>10}{'median ms':>11}{'p90 ms':>9}{'Mtok/s':>9}{'+rows ms':>10}"
             f"{'peak MiB':>10}{'max/min':>9}{'+rows':>7}{'ref ms':>10}{'speed-up':>9}")
     print(head)
@@ -77,20 +94,25 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
         x = torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
         n = shape[0] * shape[1] * shape[2]
         rows, differ = [], []
-        for r in RETENTIONS:
+        ks = [num_kept(r, n) for r in RETENTIONS]
+        mine: dict = {}  # the last selection at each retention, checked against the reference below
+
+        def select(r: float, x: torch.Tensor = x) -> object:
+            return select_tokens(x, r, cfg, timed=False, cuda_graph=graph)
+
+        def select_and_copy(r: float, x: torch.Tensor = x, mine: dict = mine) -> torch.Tensor:
+            mine[r] = select(r)
+            return mine[r].tokens  # the same, and the kept rows copied out
+
+        sel_t = _interleaved(device, [lambda r=r: select(r) for r in RETENTIONS], repeats)  # type: ignore[misc]
+        rows_t = _interleaved(device, [lambda r=r: select_and_copy(r) for r in RETENTIONS], repeats)  # type: ignore[misc]
+        for r, k, t, t_rows in zip(RETENTIONS, ks, sel_t, rows_t, strict=True):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            t = _timer(device, lambda r=r, x=x: select_tokens(x, r, cfg, timed=False, cuda_graph=graph), repeats)  # type: ignore[misc]
+            select(r)
+            peak = _peak_mb(device)  # of the selection (the kept rows' copy comes on top)
             med = statistics.median(t)
             p90 = sorted(t)[int(0.9 * (len(t) - 1))]
-            peak = _peak_mb(device)  # of the selection (the kept rows' copy comes on top)
-            mine: list = [None]  # the last of these selections, checked against the reference below
-
-            def select_and_copy(r: float = r, x: torch.Tensor = x, mine: list = mine) -> torch.Tensor:
-                mine[0] = select_tokens(x, r, cfg, timed=False, cuda_graph=graph)
-                return mine[0].tokens  # the same, and the kept rows copied out
-
-            with_rows = statistics.median(_timer(device, select_and_copy, repeats))
             ref_ms = None
             if n <= ref_max_tokens:  # the straightforward version at the same retention
                 last: list = []  # the reference's selection, kept from its timed calls
@@ -99,10 +121,9 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
                     max(3, repeats // 8), warmup=1)
                 ref_ms = statistics.median(ref)
                 want = last[-1]
-                got = mine[0].indices
-                k = want.numel()
+                got = mine[r].indices
                 differ.append(f"{k - torch.isin(got, want).sum().item() if got.numel() == k else -1} of {k}")
-            rows.append((r, num_kept(r, n), med, p90, peak, with_rows, ref_ms))
+            rows.append((r, k, med, p90, peak, statistics.median(t_rows), ref_ms))
         spread = max(row[2] for row in rows) / min(row[2] for row in rows)
         spread_rows = max(row[5] for row in rows) / min(row[5] for row in rows)
         for i, (r, k, med, p90, peak, with_rows, ref_ms) in enumerate(rows):

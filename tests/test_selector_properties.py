@@ -691,3 +691,15 @@ def test_bench_prints_every_column_and_agrees_with_the_reference():
     assert [int(row[1]) for row in table] == [num_kept(q, 126) for q in (0.05, 0.1, 0.35, 0.5, 0.9)]
     assert [len(row) for row in table] == [11, 9, 9, 9, 9]  # the spreads only on the first row
     assert "by retention: 0 of 6, 0 of 12, 0 of 44, 0 of 63, 0 of 113" in r.stdout
+
+
+def test_bench_times_the_retentions_interleaved():
+    """The bench takes one call of each retention per round, the order rotated every round, so a slow spell
+    of the host is shared by all retentions (max/min compares retentions, not moments)."""
+    from selector.bench import _interleaved
+
+    calls: list[int] = []
+    times = _interleaved(torch.device("cpu"), [lambda j=j: calls.append(j) for j in range(3)], 4, warmup=2)
+    assert calls[:6] == [0, 0, 1, 1, 2, 2]  # warm-up of each
+    assert calls[6:] == [0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2]
+    assert [len(t) for t in times] == [4, 4, 4] and all(v >= 0 for t in times for v in t)
