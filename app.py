@@ -133,10 +133,11 @@ def _uploaded(video: str | None) -> str:
 
 
 def _map_keys(a: Analysis, stretch: bool) -> dict[str, tuple]:
-    """What the entropy and gradient images depend on: they stay the same when only r, α, ρ or g move."""
+    """What the map images depend on: the entropy and gradient stay the same when only r, α, ρ or g move, the
+    score S = αĤ + (1-α)Ĝ when only r, ρ, g or grid fusion move."""
     base = (a.features.digest, a.features.encoder, a.params.num_frames, stretch)
-    return {"entropy": (*base, a.params.tau, a.params.window, a.params.temporal_window, a.params.past_window),
-            "gradient": base}
+    entropy = (*base, a.params.tau, a.params.window, a.params.temporal_window, a.params.past_window)
+    return {"entropy": entropy, "gradient": base, "score": (*entropy, a.params.alpha)}
 
 
 def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, files: bool = True,
@@ -162,8 +163,8 @@ def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, fil
     summary = a.summary()
     summary["render_ms"] = round(v.render_ms, 1)
     summary["video"] = describe(a.features.clip)
-    maps_out = [gr.skip() if img is None else img for img in (v.entropy, v.gradient)]
-    outputs = [summary_markdown(summary, v.notes), v.overlay, *maps_out, v.score, v.budgets, summary]
+    maps_out = [gr.skip() if img is None else img for img in (v.entropy, v.gradient, v.score)]
+    outputs = [summary_markdown(summary, v.notes), v.overlay, *maps_out, v.budgets, summary]
     if files:
         outputs += list(_downloads(a))
     if shown is not None:

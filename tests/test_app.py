@@ -179,6 +179,43 @@ def test_handler_turns_errors_into_gr_error(tmp_path):
         app.analyze_endpoint(str(upload / ".." / ".." / "etc" / "passwd"), encoder=ENC)
 
 
+def test_slider_path_redraws_only_the_images_that_change():
+    """The UI's slider handler sends an image only when it changes: moving r redraws the overlay alone; moving α
+    redraws the score map too (S = αĤ + (1-α)Ĝ); entropy and gradient stay (gr.skip) for both."""
+    import shutil
+
+    import gradio.utils
+    import numpy as np
+    from PIL import Image
+
+    import app
+
+    upload = Path(gradio.utils.get_upload_folder()) / f"test-slider-{os.getpid()}"
+    upload.mkdir(parents=True, exist_ok=True)
+    video = str(upload / "clip.mp4")
+    shutil.copy(SAMPLE, video)
+    ui = dict(retention=0.35, alpha=0.5, log_tau=0.0, window=5, temporal_window=3, grid=4, num_frames=4,
+              encoder=ENC, past_window=3, rho=0.5, grid_fusion=False, stretch=False, frame_index=0)
+
+    def run(shown, **kw):
+        out = app._ui_run(video, *{**ui, **kw}.values(), shown)
+        assert len(out) == 8 and "Kept" in out[0] and isinstance(out[6], dict)  # markdown … chart, summary, keys
+        drawn = [isinstance(img, Image.Image) for img in out[1:5]]  # overlay, entropy, gradient, score
+        assert out[5].data, "the budget chart follows every move"
+        return out[1], drawn, out[7]
+
+    first, drawn, shown = run({})
+    assert drawn == [True, True, True, True]
+    moved, drawn, shown = run(shown, retention=0.1)
+    assert drawn == [True, False, False, False]
+    assert np.asarray(moved).shape == np.asarray(first).shape and not np.array_equal(np.asarray(moved),
+                                                                                      np.asarray(first))
+    _, drawn, shown = run(shown, retention=0.1, alpha=0.3)
+    assert drawn == [True, False, False, True]
+    _, drawn, _ = run(shown, retention=0.1, alpha=0.3, stretch=True)  # other colours: every map again
+    assert drawn == [True, True, True, True]
+
+
 def test_default_encoder_end_to_end(client):
     s = _analyze(client, encoder="dinov2-s", num_frames=4)[6]
     assert s["grid"] == [4, 27, 27] and s["encoder"] == "dinov2-s"

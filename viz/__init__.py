@@ -23,7 +23,7 @@ __all__ = ["Views", "render_views", "render_frame", "flatness_notes", "summary_m
 class Views:
     entropy: Image.Image | None  # None when the caller said it already shows this map
     gradient: Image.Image | None
-    score: Image.Image
+    score: Image.Image | None
     overlay: Image.Image
     budgets: go.Figure
     notes: list[str]
@@ -63,7 +63,7 @@ def flatness_notes(sel: Selection) -> list[str]:
 
 def render_views(frames_thumbs: np.ndarray, sel: Selection, stretch: bool = False,
                  timestamps: np.ndarray | None = None, skip: frozenset[str] = frozenset()) -> Views:
-    """All views of a selection; names in `skip` ("entropy", "gradient") are not drawn (None)."""
+    """All views of a selection; names in `skip` ("entropy", "gradient", "score") are not drawn (None)."""
     t0 = time.perf_counter()
     a = _np(sel)
     cfg = sel.config
@@ -73,7 +73,8 @@ def render_views(frames_thumbs: np.ndarray, sel: Selection, stretch: bool = Fals
                                                               stretch),
         gradient=None if "gradient" in skip else heatmap_mosaic(a["gradient"], frames_thumbs, "gradient Ĝ",
                                                                 "viridis", stretch),
-        score=heatmap_mosaic(a["score"], frames_thumbs, "score S = αĤ + (1-α)Ĝ", "magma", stretch),
+        score=None if "score" in skip else heatmap_mosaic(a["score"], frames_thumbs, "score S = αĤ + (1-α)Ĝ",
+                                                          "magma", stretch),
         overlay=overlay_mosaic(frames_thumbs, a["keep"], a["anchors"], a["budgets"]),
         budgets=budget_chart(a["budgets"], sel.frame_saliency.cpu().numpy(), sel.frame_weights.cpu().numpy(),
                              a["entropy"].mean(axis=(1, 2)), a["score"].mean(axis=(1, 2)), cfg.min_tokens, b_max,
