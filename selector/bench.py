@@ -55,10 +55,10 @@ def _interleaved(device: torch.device, fns: list[Callable[[], object]], repeats:
     """Times of `repeats` calls of each fn, taken in rounds of one call each (round i starts at fn i mod n)."""
     for fn in fns:
         _timer(device, fn, 0, warmup)
+    n = len(fns)
     times: list[list[float]] = [[] for _ in fns]
     for i in range(repeats):
-        for j in range(len(fns)):
-            j = (i + j) % len(fns)
+        for j in ((i + o) % n for o in range(n)):
             times[j] += _timer(device, fns[j], 1, warmup=0)
     return times
 
