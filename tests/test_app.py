@@ -179,6 +179,7 @@ def test_handler_turns_errors_into_gr_error(tmp_path):
         app.analyze_endpoint(str(upload / ".." / ".." / "etc" / "passwd"), encoder=ENC)
 
 
+@pytest.mark.filterwarnings("ignore:frames downscaled")  # gr.Warning outside an event is a UserWarning
 def test_slider_path_redraws_only_the_images_that_change():
     """The UI's slider handler sends an image only when it changes: moving r redraws the overlay alone; moving α
     redraws the score map too (S = αĤ + (1-α)Ĝ); entropy and gradient stay (gr.skip) for both."""
