@@ -68,22 +68,19 @@ class Selection:
     def gather_into(self, out: torch.Tensor | None = None) -> torch.Tensor:
         """The kept rows written into `out` (K, D), a contiguous buffer of the input's dtype and device (e.g.
         the slice of a VLM's input embeddings they belong to), or into a new tensor; returns it."""
-        k = self.num_tokens
-        if out is not None and (tuple(out.shape) != (k, self._width) or not out.is_contiguous()):
-            raise SelectorError(f"gather_into needs a contiguous ({k}, {self._width}) buffer, got "
-                                f"{'non-contiguous ' if not out.is_contiguous() else ''}{tuple(out.shape)}")
+        ref = self.rows if self.rows is not None else self.source  # the rows themselves, or their features
+        if ref is None:
+            raise SelectorError("this Selection holds neither its rows nor the features they come from")
+        k, d = self.num_tokens, int(ref.shape[-1])
+        if out is not None:
+            if tuple(out.shape) != (k, d) or not out.is_contiguous():
+                raise SelectorError(f"gather_into needs a contiguous ({k}, {d}) buffer, got "
+                                    f"{'non-contiguous ' if not out.is_contiguous() else ''}{tuple(out.shape)}")
+            if out.dtype != ref.dtype:
+                raise SelectorError(f"gather_into needs a {ref.dtype} buffer, got {out.dtype}")
         if self.rows is not None:
             return self.rows if out is None else out.copy_(self.rows)
-        if self.source is None:
-            raise SelectorError("this Selection holds neither its rows nor the features they come from")
-        if out is not None and out.dtype != self.source.dtype:
-            raise SelectorError(f"gather_into needs a {self.source.dtype} buffer, got {out.dtype}")
-        return torch.index_select(self.source.reshape(-1, self._width), 0, self.indices, out=out)
-
-    @property
-    def _width(self) -> int:
-        ref = self.rows if self.rows is not None else self.source
-        return int(ref.shape[-1]) if ref is not None else 0
+        return torch.index_select(ref.reshape(-1, d), 0, self.indices, out=out)
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:

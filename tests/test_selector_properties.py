@@ -247,6 +247,8 @@ def test_kept_rows_are_gathered_on_demand_once_and_into_a_callers_buffer():
     got = sel.gather_into(buf[1:-1])
     assert got.data_ptr() == buf[1].data_ptr() and torch.equal(buf[1:-1], want)
     assert bool(buf[0].isnan().all() and buf[-1].isnan().all())  # nothing written outside the slice
+    with pytest.raises(SelectorError, match="float32 buffer"):  # cached rows: the same checks as the features
+        sel.gather_into(torch.empty(sel.num_tokens, 5, dtype=torch.float64))
     fresh = select_tokens(x, 0.3)  # straight from the features (no cached rows)
     out = torch.empty(fresh.num_tokens, 5)
     assert torch.equal(fresh.gather_into(out), want) and fresh.rows is None
