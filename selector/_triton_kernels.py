@@ -229,6 +229,8 @@ def _dot(qv, kv, acc, PREC: tl.constexpr, NATIVE: tl.constexpr):
         acc = tl.dot(ql, tl.trans(kh), acc)
         acc = tl.dot(qh, tl.trans(kl), acc)
         return tl.dot(qh, tl.trans(kh), acc)
+    if PREC == "bf16x1":  # diagnostic only: the rounded features' one bf16 pass (~1e-3 cosine error)
+        return tl.dot(qv.to(tl.bfloat16), tl.trans(kv.to(tl.bfloat16)), acc)
     return tl.dot(qv.to(tl.float32), tl.trans(kv.to(tl.float32)), acc, input_precision=PREC)
 
 
@@ -584,3 +586,189 @@ def entropy_patch_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
                        cur1, k2, ok2, kr2, kc2, cur2, k3, ok3, kr3, kc3, cur3, RAD, PRAD, BQ, NK, NPARTS, BD, PREC,
                        STAGES, NATIVE)
     tl.store(h_ptr + qtok, h, mask=q_ok)
+
+
+@triton.jit
+def _dot3(qv, kv, acc, PREC: tl.constexpr, NATIVE: tl.constexpr):
+    # _dot on (FB, BQ, BD) × (FB, NK, BD) blocks: one product per frame of the block (batched tensor-core dot)
+    if NATIVE:
+        return tl.dot(qv, tl.permute(kv, (0, 2, 1)), acc)
+    if PREC == "bf16x3":
+        q = qv.to(tl.float32)
+        k = kv.to(tl.float32)
+        qh = q.to(tl.bfloat16)
+        kh = k.to(tl.bfloat16)
+        ql = (q - qh.to(tl.float32)).to(tl.bfloat16)
+        kl = (k - kh.to(tl.float32)).to(tl.bfloat16)
+        acc = tl.dot(ql, tl.permute(kh, (0, 2, 1)), acc)
+        acc = tl.dot(qh, tl.permute(kl, (0, 2, 1)), acc)
+        return tl.dot(qh, tl.permute(kh, (0, 2, 1)), acc)
+    return tl.dot(qv.to(tl.float32), tl.permute(kv.to(tl.float32), (0, 2, 1)), acc, input_precision=PREC)
+
+
+@triton.jit
+def _tpart_stats(s, inv_ptr, ktok, k_ok, krow, kc, is_cur, qr, qc, q_ok, inv_q, inv_tau, m_run, z, zl, cnt,
+                 RAD: tl.constexpr, PRAD: tl.constexpr):
+    # _part_stats on (FB, BQ, NK) blocks: per frame of the block, queries (FB, BQ), keys (FB, NK); the spatial
+    # offsets (krow - qr, kc - qc) are the same in every frame
+    inv_k = tl.load(inv_ptr + ktok, mask=k_ok, other=0.0)
+    rad_j = tl.where(is_cur, RAD, PRAD)
+    drr = krow[None, :] - qr[:, None]
+    dcc = kc[None, :] - qc[:, None]
+    near = ((drr <= rad_j[None, :]) & (drr >= -rad_j[None, :]) & (dcc <= rad_j[None, :]) & (dcc >= -rad_j[None, :])
+            & ~(is_cur[None, :] & (drr == 0) & (dcc == 0)))
+    valid = k_ok[:, None, :] & q_ok[:, :, None] & near[None, :, :]
+    logits = s * inv_q[:, :, None] * inv_k[:, None, :] * inv_tau
+    lg = tl.where(valid, logits, -1e30)
+    m_new = tl.maximum(m_run, tl.max(lg, axis=2))
+    scale = tl.exp(m_run - m_new)
+    p = tl.where(valid, tl.exp(lg - m_new[:, :, None]), 0.0)
+    z = z * scale + tl.sum(p, axis=2)
+    zl = zl * scale + tl.sum(p * tl.where(valid, logits, 0.0), axis=2)
+    cnt += tl.sum(valid.to(tl.float32), axis=2)
+    return m_new, z, zl, cnt
+
+
+@triton.jit
+def entropy_tpatch_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, T, H, W, D, inv_tau,
+                          RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
+                          QC: tl.constexpr, FB: tl.constexpr, NK: tl.constexpr, BD: tl.constexpr,
+                          PREC: tl.constexpr, STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr):
+    # entropy_patch_kernel for FB consecutive frames at once: the same QR×QC patch in frames t0 .. t0+FB-1, each
+    # against the union of its windows, as batched (FB, BQ, NK) tensor-core products. A frame's tokens are keys of
+    # the block's next KT-1 query frames too, so within a program they are read from L2 once and then hit L1:
+    # (FB·(QR+2·RAD)(QC+2·RAD) + (KT-1)(QR+2·PRAD)(QC+2·PRAD)) reads from L2 per FB·QR·QC queries, not
+    # FB times ((QR+2·RAD)(QC+2·RAD) + (KT-1)(QR+2·PRAD)(QC+2·PRAD))
+    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
+    ncb = (W + QC - 1) // QC
+    nrb = (H + QR - 1) // QR
+    pid = tl.program_id(0)
+    t0 = pid // (nrb * ncb) * FB
+    r0 = (pid // ncb) % nrb * QR
+    c0 = pid % ncb * QC
+    t = t0 + tl.arange(0, FB)[:, None]  # (FB, 1)
+    f_ok = t < T
+    q = tl.arange(0, QR * QC)
+    qr = r0 + q // QC
+    qc = c0 + q % QC
+    q_ok = f_ok & ((qr < H) & (qc < W))[None, :]  # (FB, BQ)
+    qtok = (t * H + qr[None, :]) * W + qc[None, :]
+    NKEY: tl.constexpr = (QR + 2 * RAD) * (QC + 2 * RAD) + (KT - 1) * (QR + 2 * PRAD) * (QC + 2 * PRAD)
+    NPARTS: tl.constexpr = (NKEY + NK - 1) // NK
+    tl.static_assert(NPARTS <= 4)
+    BQ: tl.constexpr = QR * QC
+    k0, ok0, kr0, kc0, cur0 = _patch_keys(0, t, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    k1, ok1, kr1, kc1, cur1 = _patch_keys(1, t, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    k2, ok2, kr2, kc2, cur2 = _patch_keys(2, t, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    k3, ok3, kr3, kc3, cur3 = _patch_keys(3, t, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    ok0 = ok0 & f_ok
+    ok1 = ok1 & f_ok
+    ok2 = ok2 & f_ok
+    ok3 = ok3 & f_ok
+    s0 = tl.zeros((FB, BQ, NK), dtype=tl.float32)
+    s1 = tl.zeros((FB, BQ, NK), dtype=tl.float32)
+    s2 = tl.zeros((FB, BQ, NK), dtype=tl.float32)
+    s3 = tl.zeros((FB, BQ, NK), dtype=tl.float32)
+    for d0 in tl.range(0, D, BD, num_stages=STAGES):
+        d = (d0 + tl.arange(0, BD))[None, None, :]
+        dm = d < D
+        qv = tl.load(x_ptr + qtok[:, :, None] * D + d, mask=q_ok[:, :, None] & dm, other=0.0)
+        kv = tl.load(x_ptr + k0[:, :, None] * D + d, mask=ok0[:, :, None] & dm, other=0.0)
+        s0 = _dot3(qv, kv, s0, PREC, NATIVE)
+        if NPARTS > 1:
+            kv = tl.load(x_ptr + k1[:, :, None] * D + d, mask=ok1[:, :, None] & dm, other=0.0)
+            s1 = _dot3(qv, kv, s1, PREC, NATIVE)
+        if NPARTS > 2:
+            kv = tl.load(x_ptr + k2[:, :, None] * D + d, mask=ok2[:, :, None] & dm, other=0.0)
+            s2 = _dot3(qv, kv, s2, PREC, NATIVE)
+        if NPARTS > 3:
+            kv = tl.load(x_ptr + k3[:, :, None] * D + d, mask=ok3[:, :, None] & dm, other=0.0)
+            s3 = _dot3(qv, kv, s3, PREC, NATIVE)
+    inv_q = tl.load(inv_ptr + qtok, mask=q_ok, other=0.0)
+    m_run = tl.full((FB, BQ), -1e30, dtype=tl.float32)
+    z = tl.zeros((FB, BQ), dtype=tl.float32)
+    zl = tl.zeros((FB, BQ), dtype=tl.float32)
+    cnt = tl.zeros((FB, BQ), dtype=tl.float32)
+    m_run, z, zl, cnt = _tpart_stats(s0, inv_ptr, k0, ok0, kr0, kc0, cur0, qr, qc, q_ok, inv_q, inv_tau,
+                                     m_run, z, zl, cnt, RAD, PRAD)
+    if NPARTS > 1:
+        m_run, z, zl, cnt = _tpart_stats(s1, inv_ptr, k1, ok1, kr1, kc1, cur1, qr, qc, q_ok, inv_q, inv_tau,
+                                         m_run, z, zl, cnt, RAD, PRAD)
+    if NPARTS > 2:
+        m_run, z, zl, cnt = _tpart_stats(s2, inv_ptr, k2, ok2, kr2, kc2, cur2, qr, qc, q_ok, inv_q, inv_tau,
+                                         m_run, z, zl, cnt, RAD, PRAD)
+    if NPARTS > 3:
+        m_run, z, zl, cnt = _tpart_stats(s3, inv_ptr, k3, ok3, kr3, kc3, cur3, qr, qc, q_ok, inv_q, inv_tau,
+                                         m_run, z, zl, cnt, RAD, PRAD)
+    tl.store(h_ptr + qtok, _entropy(m_run, z, zl, cnt), mask=q_ok)
+
+
+@triton.jit
+def entropy_patch2_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, T, H, W, D, inv_tau,
+                          RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
+                          QC: tl.constexpr, NK: tl.constexpr, BD: tl.constexpr,
+                          PREC: tl.constexpr, STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr):
+    # entropy_patch_kernel for the same patch in two consecutive frames t, t+1 (two-dimensional products, at
+    # most two key parts): frame t's tokens are keys of both, read from L2 once and then from L1
+    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
+    ncb = (W + QC - 1) // QC
+    nrb = (H + QR - 1) // QR
+    pid = tl.program_id(0)
+    ta = pid // (nrb * ncb) * 2
+    tb = ta + 1
+    r0 = (pid // ncb) % nrb * QR
+    c0 = pid % ncb * QC
+    q = tl.arange(0, QR * QC)
+    qr = r0 + q // QC
+    qc = c0 + q % QC
+    q_ok = (qr < H) & (qc < W)
+    qb_ok = q_ok & (tb < T)
+    qa = (ta * H + qr) * W + qc
+    qb = (tb * H + qr) * W + qc
+    NKEY: tl.constexpr = (QR + 2 * RAD) * (QC + 2 * RAD) + (KT - 1) * (QR + 2 * PRAD) * (QC + 2 * PRAD)
+    NPARTS: tl.constexpr = (NKEY + NK - 1) // NK
+    tl.static_assert(NPARTS <= 2)
+    BQ: tl.constexpr = QR * QC
+    k0, ok0, kr0, kc0, cur0 = _patch_keys(0, ta, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    k1, ok1, kr1, kc1, cur1 = _patch_keys(1, ta, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    j0, pk0, _, _, _ = _patch_keys(0, tb, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    j1, pk1, _, _, _ = _patch_keys(1, tb, r0, c0, H, W, RAD, PRAD, QR, QC, NK, NKEY)
+    pk0 = pk0 & (tb < T)
+    pk1 = pk1 & (tb < T)
+    s0 = tl.zeros((BQ, NK), dtype=tl.float32)
+    s1 = tl.zeros((BQ, NK), dtype=tl.float32)
+    u0 = tl.zeros((BQ, NK), dtype=tl.float32)
+    u1 = tl.zeros((BQ, NK), dtype=tl.float32)
+    for d0 in tl.range(0, D, BD, num_stages=STAGES):
+        d = d0 + tl.arange(0, BD)
+        dm = (d < D)[None, :]
+        qv = tl.load(x_ptr + qa[:, None] * D + d[None, :], mask=q_ok[:, None] & dm, other=0.0)
+        kv = tl.load(x_ptr + k0[:, None] * D + d[None, :], mask=ok0[:, None] & dm, other=0.0)
+        s0 = _dot(qv, kv, s0, PREC, NATIVE)
+        if NPARTS > 1:
+            kv = tl.load(x_ptr + k1[:, None] * D + d[None, :], mask=ok1[:, None] & dm, other=0.0)
+            s1 = _dot(qv, kv, s1, PREC, NATIVE)
+        qv = tl.load(x_ptr + qb[:, None] * D + d[None, :], mask=qb_ok[:, None] & dm, other=0.0)
+        kv = tl.load(x_ptr + j0[:, None] * D + d[None, :], mask=pk0[:, None] & dm, other=0.0)
+        u0 = _dot(qv, kv, u0, PREC, NATIVE)
+        if NPARTS > 1:
+            kv = tl.load(x_ptr + j1[:, None] * D + d[None, :], mask=pk1[:, None] & dm, other=0.0)
+            u1 = _dot(qv, kv, u1, PREC, NATIVE)
+    for which in tl.static_range(2):
+        if which == 0:
+            qtok, ok_q, a0, a1, m0, m1 = qa, q_ok, s0, s1, ok0, ok1
+            t0k, t1k = k0, k1
+        else:
+            qtok, ok_q, a0, a1, m0, m1 = qb, qb_ok, u0, u1, pk0, pk1
+            t0k, t1k = j0, j1
+        inv_q = tl.load(inv_ptr + qtok, mask=ok_q, other=0.0)
+        m_run = tl.full((BQ,), -1e30, dtype=tl.float32)
+        z = tl.zeros((BQ,), dtype=tl.float32)
+        zl = tl.zeros((BQ,), dtype=tl.float32)
+        cnt = tl.zeros((BQ,), dtype=tl.float32)
+        m_run, z, zl, cnt = _part_stats(a0, inv_ptr, t0k, m0, kr0, kc0, cur0, qr, qc, ok_q, inv_q, inv_tau,
+                                        m_run, z, zl, cnt, RAD, PRAD)
+        if NPARTS > 1:
+            m_run, z, zl, cnt = _part_stats(a1, inv_ptr, t1k, m1, kr1, kc1, cur1, qr, qc, ok_q, inv_q, inv_tau,
+                                            m_run, z, zl, cnt, RAD, PRAD)
+        tl.store(h_ptr + qtok, _entropy(m_run, z, zl, cnt), mask=ok_q)
