@@ -142,7 +142,7 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 #: more than 0.03 ms (256 frames: bf16 0.285 ms, fp32 0.41)
 FUSED = {"KERNEL": "patch", "QR": 1, "NKP": 4, "BD": 32, "BD16": 64, "num_warps": 4, "STAGES": 3,
          "PREP_BD": 64, "PREP_BD16": 64, "PREP_RB": 1, "PREP_STAGES": 1, "PREP_WARPS": 8,
-         "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 128, "PFB": 2, "PREC": "bf16x3"}
+         "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 128, "PREC": "bf16x3"}
 #: index launch: MC positions per program (several chunks a frame for frames above MC tokens)
 INDEX = {"MC": 128, "num_warps": 4}
 MAX_FRAME_TOKENS = 1024
@@ -208,23 +208,10 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
     prec = precision or (c["PREC"] if cfg.tau >= BF16X3_MIN_TAU else "tf32x3")
     native = x.dtype in (torch.bfloat16, torch.float16)
     rad, prad, kt = cfg.window // 2, cfg.past_window // 2, cfg.temporal_window
-    if c["KERNEL"] in ("patch", "tpatch", "patch2"):  # QR×QC query patches against the union of their windows
+    if c["KERNEL"] == "patch":  # QR×QC query patches against the union of their windows
         pqr, pqc = c["PQR"], c["PQC"]
         nkey = (pqr + 2 * rad) * (pqc + 2 * rad) + (kt - 1) * (pqr + 2 * prad) * (pqc + 2 * prad)
         nk = max(c["PNK"], _pow2(-(-nkey // 4)))
-        if c["KERNEL"] == "patch2":  # two frames a program, 2-D products
-            kern.entropy_patch2_kernel[(-(-t_ // 2) * -(-h_ // pqr) * -(-w_ // pqc),)](
-                x, tab, inv, h, t_, h_, w_, d_, 1.0 / cfg.tau, RAD=rad, PRAD=prad, KT=kt, QR=pqr, QC=pqc,
-                NK=nk, BD=c["BD16"] if native else c["BD"], PREC=prec, STAGES=c["STAGES"],
-                num_warps=c["num_warps"], NATIVE=native, IND=ind)
-            return h, g, stats
-        if c["KERNEL"] == "tpatch":  # PFB frames a program (keys shared through L1)
-            fb = c["PFB"]
-            kern.entropy_tpatch_kernel[(-(-t_ // fb) * -(-h_ // pqr) * -(-w_ // pqc),)](
-                x, tab, inv, h, t_, h_, w_, d_, 1.0 / cfg.tau, RAD=rad, PRAD=prad, KT=kt, QR=pqr, QC=pqc, FB=fb,
-                NK=nk, BD=c["BD16"] if native else c["BD"], PREC=prec, STAGES=c["STAGES"],
-                num_warps=c["num_warps"], NATIVE=native, IND=ind)
-            return h, g, stats
         kern.entropy_patch_kernel[(t_ * -(-h_ // pqr) * -(-w_ // pqc),)](
             x, tab, inv, h, h_, w_, d_, 1.0 / cfg.tau, RAD=rad, PRAD=prad, KT=kt, QR=pqr, QC=pqc, NK=nk,
             BD=c["BD16"] if native else c["BD"], PREC=prec, STAGES=c["STAGES"], num_warps=c["num_warps"],

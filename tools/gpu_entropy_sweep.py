@@ -30,9 +30,7 @@ CANDIDATES = ([dict(BASE, KERNEL="dout", PREC="tf32x3")]
 
 def short(launch):
     keys = {"stencil": ("KERNEL", "BQ", "SBD", "num_warps"),
-            "patch": ("KERNEL", "PREC", "PQR", "PQC", "PNK", "BD", "num_warps", "STAGES"),
-            "patch2": ("KERNEL", "PREC", "PQR", "PQC", "PNK", "BD", "BD16", "num_warps", "STAGES"),
-            "tpatch": ("KERNEL", "PREC", "PFB", "PQR", "PQC", "PNK", "BD", "BD16", "num_warps", "STAGES")}.get(
+            "patch": ("KERNEL", "PREC", "PQR", "PQC", "PNK", "BD", "num_warps", "STAGES")}.get(
         launch["KERNEL"], ("KERNEL", "PREC", "QR", "BD", "num_warps", "STAGES"))
     return " ".join(f"{k}={launch[k]}" for k in keys)
 
@@ -74,52 +72,9 @@ def main_bf16():
     print("chosen", ranked[0], flush=True)
 
 
-TPATCH = [dict(BASE, KERNEL="tpatch", PFB=fb, num_warps=w, STAGES=st, BD=bd, BD16=2 * bd)
-          for fb, w, st, bd in itertools.product((2, 4), (4, 8), (1, 3), (16, 32))]
-
-
-def prep_ms(x, reps):
-    """The prep kernel alone (what maps_fused runs before the entropy kernel)."""
-    t_, h_, w_, d_ = x.shape
-    inv = torch.empty((t_, h_, w_), device=x.device)
-    g = torch.empty_like(inv)
-    st = torch.empty((t_ * h_, 4), device=x.device)
-    c = BASE
-    bd = c["PREP_BD16" if x.element_size() == 2 else "PREP_BD"]
-    return graph_ms(lambda: triton_maps._kernels().prep_kernel[(t_ * h_,)](
-        x, x, inv, g, st, h_, w_, d_, BW=32, BD=bd, RB=1, STAGES=c["PREP_STAGES"], num_warps=c["PREP_WARPS"],
-        IND=False), reps=reps)
-
-
-PATCH2 = [dict(BASE, KERNEL="patch2", num_warps=w, STAGES=st, BD=bd, BD16=2 * bd)
-          for w, st, bd in itertools.product((4, 8), (1, 2, 3), (16, 32))]
-DIAG = [dict(BASE, PREC=p) for p in ("tf32", "bf16x1")]
-
-
-def main_tpatch():
-    """Two frames a program (patch2; tpatch: batched 3-D products, PFB frames) against the one-frame patch kernel,
-    and the patch kernel's fp32 dots as one TF32 or one bf16 pass (what the three bf16 passes cost)."""
-    cfg = SelectorConfig()
-    z = torch.randn(256, 27, 27, 1152, device="cuda")
-    print(f"prep alone: 256 fp32 {prep_ms(z, 20):.4f} ms, bf16 {prep_ms(z.bfloat16(), 20):.4f} ms", flush=True)
-    run(z, cfg, [BASE] + DIAG, "256×27×27×1152 float32, the dots' passes", reps=10)
-    ranked = run(z, cfg, [BASE] + PATCH2, "256×27×27×1152 float32", reps=10)
-    top = ranked[:4] + [BASE]
-    x = torch.randn(16, 27, 27, 1152, device="cuda")
-    run(x, cfg, top, "16×27×27×1152 float32")
-    run(torch.randn(16, 14, 14, 896, device="cuda"), cfg, top, "16×14×14×896 float32")
-    zb = z.bfloat16()
-    del z
-    rb = run(zb, cfg, [BASE] + PATCH2, "256×27×27×1152 bfloat16", reps=10)
-    run(x.bfloat16(), cfg, rb[:4] + [BASE], "16×27×27×1152 bfloat16")
-    print("chosen fp32", ranked[0], "\nchosen bf16", rb[0], flush=True)
-
-
 def main():
     if "--bf16" in sys.argv:
         return main_bf16()
-    if "--tpatch" in sys.argv:
-        return main_tpatch()
     cfg = SelectorConfig()
     x = torch.randn(16, 27, 27, 1152, device="cuda")
     ranked = run(x, cfg, CANDIDATES, "16×27×27×1152 float32")
