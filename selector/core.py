@@ -173,6 +173,7 @@ def select_tokens(
     entropy_fn: EntropyFn | None = None,
     gradient_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     cuda_graph: bool = False,
+    reuse: Selection | None = None,
 ) -> Selection:
     """Select K = max(1, floor(r·T·H·W)) tokens of a (T, H, W, D) grid with ENTROPY-SELECT.
 
@@ -181,7 +182,10 @@ def select_tokens(
     (`fast.entropy_banded_raw`). `maps.entropy_map` is the one-op-per-offset reference. `entropy_fn` /
     `gradient_fn` replace those stages (the app memoizes them); `timed=False` skips the per-stage clock
     (and its CUDA syncs); `cuda_graph=True` on a CUDA tensor captures the selector once per shape,
-    retention and config and replays it (`graphs.graph_select`).
+    retention and config and replays it (`graphs.graph_select`). `reuse`: an earlier Selection of the same
+    tokens whose maps still hold — same grid and the same τ, k, K_t, k_past (raises SelectorError
+    otherwise): its Ĥ and Ĝ are taken as they are, and only the score, budgets and pick are computed, so a
+    sweep over r, α, ρ or g pays for the maps once (the app does this on every slider move).
 
     >>> x = torch.randn(4, 6, 6, 8, generator=torch.Generator().manual_seed(0))
     >>> sel = select_tokens(x, retention=0.25)
@@ -194,6 +198,11 @@ def select_tokens(
     if not isinstance(cfg, SelectorConfig):
         raise SelectorError(f"config must be a SelectorConfig, got {type(cfg).__name__}")
     _check(tokens, retention)
+    if reuse is not None:
+        reused = _reused_maps(reuse, tokens, cfg, entropy_fn is not None or gradient_fn is not None)
+        k = num_kept(float(retention), tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
+        return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), scale=check_finite(tokens),
+                            reused=reused)
     if cuda_graph and tokens.is_cuda:
         from .graphs import graph_select
 
@@ -213,6 +222,29 @@ def select_tokens(
                         scale)
 
 
+#: the config fields the maps depend on (τ, k, K_t, k_past); α, ρ, g, the budget knobs and fusion do not
+MAP_FIELDS = ("tau", "window", "temporal_window", "past_window")
+
+
+def _reused_maps(reuse: Selection, tokens: torch.Tensor, cfg: SelectorConfig,
+                 hooks: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Ĥ, Ĝ) of `reuse` after checking that they are the maps select_tokens would compute for tokens and cfg."""
+    if not isinstance(reuse, Selection):
+        raise SelectorError(f"reuse must be a Selection, got {type(reuse).__name__}")
+    if hooks:
+        raise SelectorError("reuse takes the maps of an earlier Selection: do not pass entropy_fn or gradient_fn too")
+    if tuple(reuse.entropy.shape) != tuple(tokens.shape[:3]):
+        raise SelectorError(f"reuse: its maps are for a {tuple(reuse.entropy.shape)} grid, the tokens are "
+                            f"{tuple(tokens.shape[:3])}")
+    changed = [f"{f} {getattr(reuse.config, f)} → {getattr(cfg, f)}" for f in MAP_FIELDS
+               if getattr(reuse.config, f) != getattr(cfg, f)]
+    if changed:
+        raise SelectorError("reuse: the maps depend on " + ", ".join(changed) + "; select without reuse")
+    if reuse.entropy.device != tokens.device:
+        raise SelectorError(f"reuse: its maps are on {reuse.entropy.device}, the tokens on {tokens.device}")
+    return reuse.entropy, reuse.gradient
+
+
 def run_selector(
     tokens: torch.Tensor,
     k: int,
@@ -224,6 +256,7 @@ def run_selector(
     scale: float = 1.0,
     stats_out: list[torch.Tensor] | None = None,
     tab: torch.Tensor | None = None,
+    reused: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Selection:
     """The method on checked inputs; no host synchronisation (so a CUDA graph can capture it). The maps
     and fused rows are computed on tokens·scale (see `check_finite`); kept rows are the input's own.
@@ -231,17 +264,23 @@ def run_selector(
     appended to `stats_out` when given, so callers check the input after the run without another pass.
     `tab` (fused GPU path, no grid fusion; used by `graphs`): an int64 device tensor holding the address of
     the features to read (tokens then only give shape and dtype; the caller sets the Selection's `source`).
-    The kept rows are not copied here (see `Selection.tokens`), except with grid fusion."""
+    The kept rows are not copied here (see `Selection.tokens`), except with grid fusion. `reused`: (Ĥ, Ĝ)
+    taken as they are (see select_tokens' `reuse`); the map stages are skipped."""
     original = tokens
     if scale != 1.0:
         tokens = tokens.float() * scale
     t_, h_, w_, d_ = tokens.shape
     n, m = t_ * h_ * w_, h_ * w_
     saliency = None
-    fused_gpu = entropy_fn is None and gradient_fn is None and triton_maps.fused_usable(tokens, cfg)
+    fused_gpu = (entropy_fn is None and gradient_fn is None and reused is None
+                 and triton_maps.fused_usable(tokens, cfg))
     if tab is not None and not (fused_gpu and not cfg.grid_fusion and scale == 1.0):
         raise ValueError("tab is only for the fused GPU path without grid fusion")
-    if fused_gpu:  # six kernels from features to rows (triton_maps.select_fused's stages)
+    if reused is not None:
+        entropy, gradient = reused
+        clock.lap("entropy")
+        clock.lap("gradient")
+    elif fused_gpu:  # six kernels from features to rows (triton_maps.select_fused's stages)
         entropy, raw, stats = triton_maps.maps_fused(tokens, cfg, tab=tab)
         clock.lap("entropy")
         gradient, score, saliency, amax = triton_maps.scores_fused(entropy, raw, stats, cfg)

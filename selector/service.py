@@ -14,10 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-
-from . import SelectorConfig, SelectorError, maps, select_tokens
-from .core import Selection
+from . import SelectorConfig, SelectorError, select_tokens
+from .core import MAP_FIELDS, Selection
 from .encoders import DEFAULT_ENCODER
 from .features import Features, extract
 
@@ -74,21 +72,22 @@ class _LRU:
     def __init__(self, n: int) -> None:
         self.n, self.d, self.lock = n, OrderedDict[tuple, Any](), threading.Lock()
 
-    def get_or(self, key: tuple, make: Callable[[], Any]) -> Any:
+    def get(self, key: tuple) -> Any:
         with self.lock:
-            if key in self.d:
-                self.d.move_to_end(key)
-                return self.d[key]
-        value = make()
+            if key not in self.d:
+                return None
+            self.d.move_to_end(key)
+            return self.d[key]
+
+    def put(self, key: tuple, value: Any) -> None:
         with self.lock:
             self.d[key] = value
             while len(self.d) > self.n:
                 self.d.popitem(last=False)
-        return value
 
 
-_ENTROPY = _LRU(16)
-_GRADIENT = _LRU(4)
+#: per (video, encoder, grid, τ, k, K_t, k_past): the Selection whose maps later calls reuse, and its entropy ms
+_MAPS = _LRU(16)
 
 
 def _check_frames(n: object) -> int:
@@ -117,28 +116,23 @@ def analyze(path: str | os.PathLike[str], params: Params = Params(),
 
 
 def select_cached(feats: Features, retention: float, cfg: SelectorConfig, timed: bool = True) -> Selection:
-    """select_tokens with the entropy map memoized per (video, τ, k, K_t, k_past) and the gradient map per
-    video: moving α, ρ, g or the retention recomputes neither. The time the entropy map took when it was
-    computed is reported as `entropy_computed_ms`."""
-    key = (feats.digest, feats.encoder, tuple(feats.tokens.shape), cfg.tau, cfg.window, cfg.temporal_window,
-           cfg.past_window)
-    measured: dict[str, float] = {}
-
-    def entropy_fn(xn: torch.Tensor, c: SelectorConfig) -> torch.Tensor:
-        def make() -> tuple[torch.Tensor, float]:
-            t0 = time.perf_counter()
-            h = maps.entropy_map(xn, c)
-            return h, (time.perf_counter() - t0) * 1e3
-        h, ms = _ENTROPY.get_or(key, make)
-        measured["entropy_computed_ms"] = ms
-        return h
-
-    def gradient_fn(x: torch.Tensor) -> torch.Tensor:
-        return _GRADIENT.get_or(key[:3], lambda: maps.gradient_map(x))
-
-    sel = select_tokens(feats.tokens, retention, cfg, timed=timed, entropy_fn=entropy_fn, gradient_fn=gradient_fn)
+    """select_tokens with the maps memoized per (video, τ, k, K_t, k_past): the first call for a key runs the
+    fast path (both maps, on the device of the features), later ones reuse its Ĥ and Ĝ (`reuse`), so moving
+    α, ρ, g or the retention recomputes neither. The time the entropy map took when it was computed is reported
+    as `entropy_computed_ms`."""
+    key = (feats.digest, feats.encoder, tuple(feats.tokens.shape)) + tuple(getattr(cfg, f) for f in MAP_FIELDS)
+    hit = _MAPS.get(key)
+    if hit is None:
+        sel = select_tokens(feats.tokens, retention, cfg, timed=True)
+        ms = sel.timings_ms.get("entropy", 0.0)
+        _MAPS.put(key, (sel, ms))
+        if not timed:
+            sel.timings_ms.clear()
+    else:
+        first, ms = hit
+        sel = select_tokens(feats.tokens, retention, cfg, timed=timed, reuse=first)
     if timed:
-        sel.timings_ms.update(measured)
+        sel.timings_ms["entropy_computed_ms"] = ms
     return sel
 
 

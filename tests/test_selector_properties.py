@@ -263,6 +263,78 @@ def test_kept_rows_are_gathered_on_demand_once_and_into_a_callers_buffer():
     assert torch.equal(fusing.gather_into(torch.empty_like(fusing.tokens)), fusing.tokens)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shapes, configs, configs, st.floats(0.01, 1.0), st.integers(0, 2**16))
+def test_reuse_of_the_maps_gives_a_fresh_runs_selection(shape, first, later, r, seed):
+    """A sweep over r, α, ρ, g, fusion and the budget knobs that reuses an earlier Selection's maps selects exactly
+    what a run from scratch selects."""
+    from dataclasses import asdict
+
+    from selector.core import MAP_FIELDS
+
+    x = tensor(shape, seed)
+    later = SelectorConfig(**{**asdict(later), **{f: getattr(first, f) for f in MAP_FIELDS}})
+    base = select_tokens(x, 0.5, first)
+    fresh, again = select_tokens(x, r, later), select_tokens(x, r, later, reuse=base)
+    for name in ("keep", "indices", "budgets", "score", "entropy", "gradient", "fused", "frame_saliency"):
+        assert torch.equal(getattr(again, name), getattr(fresh, name)), name
+    torch.testing.assert_close(again.tokens, fresh.tokens, atol=0, rtol=0)
+
+
+def test_reuse_refuses_maps_that_do_not_hold():
+    x = tensor((3, 6, 7, 8), 0)
+    sel = select_tokens(x, 0.3, SelectorConfig(tau=0.5))
+    for cfg, msg in ((SelectorConfig(tau=0.6), r"tau 0.5 → 0.6"), (SelectorConfig(tau=0.5, window=3), "window 5 → 3"),
+                     (SelectorConfig(tau=0.5, temporal_window=2, past_window=1),
+                      "temporal_window 3 → 2, past_window 3 → 1")):
+        with pytest.raises(SelectorError, match=msg):
+            select_tokens(x, 0.3, cfg, reuse=sel)
+    with pytest.raises(SelectorError, match=r"\(3, 6, 7\) grid, the tokens are \(3, 6, 6\)"):
+        select_tokens(x[:, :, :6], 0.3, SelectorConfig(tau=0.5), reuse=sel)
+    with pytest.raises(SelectorError, match="do not pass entropy_fn"):
+        select_tokens(x, 0.3, SelectorConfig(tau=0.5), reuse=sel, entropy_fn=maps.entropy_map)
+    with pytest.raises(SelectorError, match="reuse must be a Selection, got Tensor"):
+        select_tokens(x, 0.3, reuse=sel.entropy)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(SelectorError, match="NaN"):  # the tokens are still checked
+        select_tokens(bad, 0.3, SelectorConfig(tau=0.5), reuse=sel)
+
+
+def test_app_service_computes_maps_on_the_fast_path_once_per_map_config(monkeypatch):
+    """select_cached (app, API): the maps come from the fast path (never the one-op-per-offset reference), once
+    per (video, τ, windows); moving r, α, ρ or g reuses them and selects what a fresh run selects."""
+    from selector import core, service
+    from selector.features import Features
+
+    calls = []
+    real = core.entropy_banded_raw
+
+    def counted(x, cfg):
+        calls.append(cfg.tau)
+        return real(x, cfg)
+
+    def reference(*a, **k):
+        raise AssertionError("the app called the reference entropy")
+
+    monkeypatch.setattr(core, "entropy_banded_raw", counted)
+    monkeypatch.setattr(maps, "entropy_map", reference)
+    monkeypatch.setattr(service, "_MAPS", service._LRU(16))
+    x = tensor((4, 9, 11, 24), 3)
+    feats = Features(clip=None, tokens=x, encoder="test", digest="d0", encode_ms=0.0)
+    runs = []
+    for r, cfg in ((0.3, SelectorConfig()), (0.1, SelectorConfig(alpha=0.9, rho=0.2)),
+                   (0.6, SelectorConfig(grid=3, grid_fusion=True)), (0.3, SelectorConfig(tau=0.5)),
+                   (0.3, SelectorConfig(alpha=0.2))):
+        n = len(calls)
+        got = service.select_cached(feats, r, cfg)
+        runs.append(calls[n:])
+        want = core.select_tokens(x, r, cfg)
+        assert torch.equal(got.indices, want.indices) and torch.equal(got.score, want.score), (r, cfg)
+        assert got.timings_ms["entropy_computed_ms"] > 0
+    assert runs == [[1.0], [], [], [0.5], []]  # a map computed for each new τ only
+
+
 def test_zero_tokens_and_constant_video_are_handled():
     sel = select_tokens(torch.zeros(2, 4, 4, 3), 0.5)
     assert sel.num_tokens == 16 and float(sel.gradient.max()) == 0.0
