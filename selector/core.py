@@ -276,10 +276,8 @@ def run_selector(
                  and triton_maps.fused_usable(tokens, cfg))
     if tab is not None and not (fused_gpu and not cfg.grid_fusion and scale == 1.0):
         raise ValueError("tab is only for the fused GPU path without grid fusion")
-    if reused is not None:
+    if reused is not None:  # no map stages: the clock has no entropy or gradient lap
         entropy, gradient = reused
-        clock.lap("entropy")
-        clock.lap("gradient")
     elif fused_gpu:  # six kernels from features to rows (triton_maps.select_fused's stages)
         entropy, raw, stats = triton_maps.maps_fused(tokens, cfg, tab=tab)
         clock.lap("entropy")

@@ -485,6 +485,22 @@ def test_cuda_graph_replay_equals_eager(cfg, r):
 
 @pytest.mark.cuda
 @cuda_only
+def test_cuda_reuse_of_the_maps_equals_a_fresh_fused_run():
+    """On a GPU a fresh run takes the fused kernels, a reusing one the torch budgets and pick on the same maps."""
+    x = tensor((8, 14, 14, 96), 5).cuda()
+    base = select_tokens(x, 0.5)
+    for r, cfg in ((0.1, SelectorConfig(alpha=0.8)), (0.35, SelectorConfig(rho=0.3, grid=3)),
+                   (0.9, SelectorConfig(grid_fusion=True)), (1.0, SelectorConfig(min_tokens=2))):
+        fresh, again = select_tokens(x, r, cfg), select_tokens(x, r, cfg, reuse=base)
+        assert again.indices.is_cuda and torch.equal(again.entropy, base.entropy)
+        assert torch.equal(again.score, fresh.score) and torch.equal(again.budgets, fresh.budgets), (r, cfg)
+        assert float((again.keep == fresh.keep).float().mean()) > 0.995, (r, cfg)  # only near-ties may flip
+    with pytest.raises(SelectorError, match="maps are on cuda"):
+        select_tokens(x.cpu(), 0.3, reuse=base)
+
+
+@pytest.mark.cuda
+@cuda_only
 def test_cuda_graph_outputs_do_not_alias_and_nan_is_caught():
     a, b = tensor((4, 10, 10, 32), 1).cuda(), tensor((4, 10, 10, 32), 2).cuda()
     sa = select_tokens(a, 0.3, cuda_graph=True)

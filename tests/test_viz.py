@@ -82,3 +82,19 @@ def test_viz_never_imports_gradio():
     r = subprocess.run([sys.executable, "-c", "import sys, viz; sys.exit('gradio' in sys.modules)"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_summary_names_the_stages_and_says_when_the_maps_were_reused():
+    from viz import summary_markdown
+
+    x = torch.randn(3, 5, 6, 8, generator=torch.Generator().manual_seed(0))
+    first = select_tokens(x, 0.3)
+    again = select_tokens(x, 0.2, SelectorConfig(alpha=0.8), reuse=first)
+    assert {"entropy", "gradient", "budgets", "select", "total"} <= set(first.timings_ms)
+    assert "entropy" not in again.timings_ms and {"budgets", "select", "total"} <= set(again.timings_ms)
+    fresh_md = summary_markdown({**first.summary(), "timings_ms": {**first.timings_ms, "entropy_computed_ms": 2.5}},
+                                [])
+    assert "entropy " in fresh_md and "reused" not in fresh_md and "entropy_computed_ms" not in fresh_md
+    md = summary_markdown({**again.summary(), "timings_ms": {**again.timings_ms, "entropy_computed_ms": 31.25}}, [])
+    assert "maps reused, entropy computed earlier in 31.2" in md and "entropy_computed_ms" not in md
+    assert f"Kept {again.num_tokens:,} of 90 tokens" in md
