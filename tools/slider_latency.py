@@ -1,12 +1,15 @@
 """Slider latency in a real browser: release of the retention slider → new overlay image (and chart).
 
-python tools/slider_latency.py [--url http://127.0.0.1:7860/] [--moves 8] [--chromium /usr/bin/chromium]
+python tools/slider_latency.py [--url http://127.0.0.1:7860/] [--moves 8] [--slider retention|tau]
+                               [--chromium /usr/bin/chromium]
 
 Without --url it starts `python app.py` on a free local port (offline default encoder) and stops it afterwards.
 Uploads the example clip, waits for the first views, then clicks the retention slider at --moves positions
 (one every ~1.3 s) and prints, per move: ms from the click to the overlay's new `src`, to that image decoded,
 to the budget chart's new title, and when the browser sent its queue request. The medians are the figures
-docs/benchmarks.md quotes; the browser and the server share this machine's cores, as on a laptop.
+docs/benchmarks.md quotes; the browser and the server share this machine's cores, as on a laptop. `--slider tau`
+moves the log τ slider instead: every move computes a new entropy map and sends the entropy, score and overlay
+images (the chart's title does not change with τ: its column is left empty).
 """
 
 from __future__ import annotations
@@ -52,7 +55,11 @@ def _start_app() -> tuple[str, subprocess.Popen]:
     raise SystemExit("app.py did not answer within 2 minutes")
 
 
-def measure(url: str, moves: int, chromium: str) -> list[tuple[float, float, float, float]]:
+#: index of each slider among the page's range inputs (app.py's layout order)
+SLIDERS = {"retention": 0, "tau": 2}
+
+
+def measure(url: str, moves: int, chromium: str, slider: str = "retention") -> list[tuple[float, float, float, float]]:
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -68,7 +75,7 @@ def measure(url: str, moves: int, chromium: str) -> list[tuple[float, float, flo
         overlay = page.locator("#overlay img").first
         page.wait_for_function("el => el && el.complete && el.naturalWidth > 0", arg=overlay.element_handle())
         page.wait_for_timeout(1000)
-        box = page.locator("input[type=range]").first.bounding_box()
+        box = page.locator("input[type=range]").nth(SLIDERS[slider]).bounding_box()
         positions = [0.1, 0.3, 0.15, 0.4, 0.2, 0.35, 0.12, 0.25, 0.45, 0.08]
         for i in range(moves):
             before, title = overlay.get_attribute("src"), page.evaluate(TITLE)
@@ -81,8 +88,10 @@ def measure(url: str, moves: int, chromium: str) -> list[tuple[float, float, flo
             page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=overlay.element_handle(),
                                    polling=5)
             t_img = time.perf_counter() - t0
-            page.wait_for_function(f"old => ({TITLE})() !== old", arg=title, timeout=60_000, polling=5)
-            t_chart = time.perf_counter() - t0
+            t_chart = float("nan")
+            if slider == "retention":
+                page.wait_for_function(f"old => ({TITLE})() !== old", arg=title, timeout=60_000, polling=5)
+                t_chart = time.perf_counter() - t0
             t_join = (joins[0] - t0) if joins else float("nan")
             rows.append((t_join, t_src, t_img, t_chart))
             page.wait_for_timeout(800)
@@ -94,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python tools/slider_latency.py", description=__doc__)
     ap.add_argument("--url", default=None, help="a running app; default: start app.py on a free port")
     ap.add_argument("--moves", type=int, default=8)
+    ap.add_argument("--slider", choices=sorted(SLIDERS), default="retention")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     a = ap.parse_args(argv)
     proc = None
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     if url is None:
         url, proc = _start_app()
     try:
-        rows = measure(url, a.moves, a.chromium)
+        rows = measure(url, a.moves, a.chromium, a.slider)
     finally:
         if proc is not None:
             proc.terminate()
