@@ -96,5 +96,5 @@ def test_summary_names_the_stages_and_says_when_the_maps_were_reused():
                                 [])
     assert "entropy " in fresh_md and "reused" not in fresh_md and "entropy_computed_ms" not in fresh_md
     md = summary_markdown({**again.summary(), "timings_ms": {**again.timings_ms, "entropy_computed_ms": 31.25}}, [])
-    assert "maps reused, entropy computed earlier in 31.2" in md and "entropy_computed_ms" not in md
+    assert "maps reused, entropy computed earlier in 31.2 ms)" in md and "entropy_computed_ms" not in md
     assert f"Kept {again.num_tokens:,} of 90 tokens" in md

@@ -97,7 +97,7 @@ def summary_markdown(summary: dict[str, Any], notes: list[str]) -> str:
     tm = summary["timings_ms"]
     stages = ", ".join(f"{k} {v:.1f}" for k, v in tm.items() if k not in ("total", "entropy_computed_ms"))
     if "entropy_computed_ms" in tm and "entropy" not in tm:  # a slider move that reused the memoized maps
-        stages += f"; maps reused, entropy computed earlier in {tm['entropy_computed_ms']:.1f}"
+        stages += f"; maps reused, entropy computed earlier in {tm['entropy_computed_ms']:.1f} ms"
     lines = [
         f"**Kept {summary['tokens_kept']:,} of {summary['tokens_total']:,} tokens** "
         f"({100 * summary['tokens_kept'] / summary['tokens_total']:.1f} %) — grid {t} frames × {h} × {w}"
