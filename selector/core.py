@@ -183,9 +183,10 @@ def select_tokens(
     `gradient_fn` replace those stages (the app memoizes them); `timed=False` skips the per-stage clock
     (and its CUDA syncs); `cuda_graph=True` on a CUDA tensor captures the selector once per shape,
     retention and config and replays it (`graphs.graph_select`). `reuse`: an earlier Selection of the same
-    tokens whose maps still hold — same grid and the same τ, k, K_t, k_past (raises SelectorError
-    otherwise): its Ĥ and Ĝ are taken as they are, and only the score, budgets and pick are computed, so a
-    sweep over r, α, ρ or g pays for the maps once (the app does this on every slider move).
+    tokens whose maps still hold — same grid, the same τ, k, K_t, k_past, and the same tensor or one with
+    equal values (raises SelectorError otherwise): its Ĥ and Ĝ are taken as they are, and only the score,
+    budgets and pick are computed, so a sweep over r, α, ρ or g pays for the maps once (the app does this
+    on every slider move).
 
     >>> x = torch.randn(4, 6, 6, 8, generator=torch.Generator().manual_seed(0))
     >>> sel = select_tokens(x, retention=0.25)
@@ -199,9 +200,10 @@ def select_tokens(
         raise SelectorError(f"config must be a SelectorConfig, got {type(cfg).__name__}")
     _check(tokens, retention)
     if reuse is not None:
+        scale = check_finite(tokens)  # bad values are named before any question of reuse
         reused = _reused_maps(reuse, tokens, cfg, entropy_fn is not None or gradient_fn is not None)
         k = num_kept(float(retention), tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
-        return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), scale=check_finite(tokens),
+        return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), scale=scale,
                             reused=reused)
     if cuda_graph and tokens.is_cuda:
         from .graphs import graph_select
@@ -242,6 +244,14 @@ def _reused_maps(reuse: Selection, tokens: torch.Tensor, cfg: SelectorConfig,
         raise SelectorError("reuse: the maps depend on " + ", ".join(changed) + "; select without reuse")
     if reuse.entropy.device != tokens.device:
         raise SelectorError(f"reuse: its maps are on {reuse.entropy.device}, the tokens on {tokens.device}")
+    src = reuse.source
+    same = src is None or src is tokens or (
+        src.data_ptr() == tokens.data_ptr() and src.shape == tokens.shape and src.stride() == tokens.stride()
+        and src.dtype == tokens.dtype and src.device == tokens.device)
+    if not same and not (src.shape == tokens.shape and src.dtype == tokens.dtype and src.device == tokens.device
+                         and torch.equal(src, tokens)):  # another tensor: reused only if its values are the same
+        raise SelectorError("reuse: its maps were computed from other tokens (they hold only for the values the "
+                            "Selection was made from); select without reuse")
     return reuse.entropy, reuse.gradient
 
 

@@ -295,6 +295,12 @@ def test_reuse_refuses_maps_that_do_not_hold():
         select_tokens(x, 0.3, SelectorConfig(tau=0.5), reuse=sel, entropy_fn=maps.entropy_map)
     with pytest.raises(SelectorError, match="reuse must be a Selection, got Tensor"):
         select_tokens(x, 0.3, reuse=sel.entropy)
+    copy = x.clone()  # another tensor with the same values: reused
+    assert torch.equal(select_tokens(copy, 0.2, SelectorConfig(tau=0.5), reuse=sel).indices,
+                       select_tokens(x, 0.2, SelectorConfig(tau=0.5)).indices)
+    for other in (x + 1e-3, x.double(), x.transpose(1, 2).contiguous().transpose(1, 2) * 2):
+        with pytest.raises(SelectorError, match="computed from other tokens"):
+            select_tokens(other, 0.3, SelectorConfig(tau=0.5), reuse=sel)
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(SelectorError, match="NaN"):  # the tokens are still checked
