@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import SelectorConfig, SelectorError, select_tokens
@@ -125,7 +125,8 @@ def select_cached(feats: Features, retention: float, cfg: SelectorConfig, timed:
     if hit is None:
         sel = select_tokens(feats.tokens, retention, cfg, timed=True)
         ms = sel.timings_ms.get("entropy", 0.0)
-        _MAPS.put(key, (sel, ms))
+        # without the features (source, rows): the feature cache's byte bound decides how long they live
+        _MAPS.put(key, (replace(sel, source=None, rows=None), ms))
         if not timed:
             sel.timings_ms.clear()
     else:

@@ -339,6 +339,16 @@ def test_app_service_computes_maps_on_the_fast_path_once_per_map_config(monkeypa
         assert torch.equal(got.indices, want.indices) and torch.equal(got.score, want.score), (r, cfg)
         assert got.timings_ms["entropy_computed_ms"] > 0
     assert runs == [[1.0], [], [], [0.5], []]  # a map computed for each new τ only
+    # the memo keeps the maps, not the features: evicted features are freed
+    import gc
+    import weakref
+
+    alive = weakref.ref(x)
+    service.select_cached(Features(clip=None, tokens=x, encoder="test", digest="d1", encode_ms=0.0), 0.3,
+                          SelectorConfig(grid_fusion=True))
+    del x, feats, got, want
+    gc.collect()
+    assert alive() is None
 
 
 def test_zero_tokens_and_constant_video_are_handled():
