@@ -186,7 +186,7 @@ def select_tokens(
     tokens whose maps still hold — same grid, the same τ, k, K_t, k_past, and the same tensor or one with
     equal values (raises SelectorError otherwise): its Ĥ and Ĝ are taken as they are, and only the score,
     budgets and pick are computed, so a sweep over r, α, ρ or g pays for the maps once (the app does this
-    on every slider move).
+    on every slider move; `cuda_graph` does not apply then).
 
     >>> x = torch.randn(4, 6, 6, 8, generator=torch.Generator().manual_seed(0))
     >>> sel = select_tokens(x, retention=0.25)

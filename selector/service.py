@@ -126,7 +126,7 @@ def select_cached(feats: Features, retention: float, cfg: SelectorConfig, timed:
         sel = select_tokens(feats.tokens, retention, cfg, timed=True)
         ms = sel.timings_ms.get("entropy", 0.0)
         # without the features (source, rows): the feature cache's byte bound decides how long they live
-        _MAPS.put(key, (replace(sel, source=None, rows=None), ms))
+        _MAPS.put(key, (replace(sel, source=None, rows=None, timings_ms={}), ms))
         if not timed:
             sel.timings_ms.clear()
     else:
