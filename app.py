@@ -21,6 +21,7 @@ import gradio.utils  # noqa: E402
 import torch  # noqa: E402
 
 from selector import SelectorError
+from selector.core import MAP_FIELDS
 from selector.cpu_tuning import tune_malloc
 from selector.encoders import DEFAULT_ENCODER, EncoderError, available_encoders
 from selector.export import to_json, to_npz
@@ -136,7 +137,7 @@ def _map_keys(a: Analysis, stretch: bool) -> dict[str, tuple]:
     """What the map images depend on: the entropy and gradient stay the same when only r, α, ρ or g move, the
     score S = αĤ + (1-α)Ĝ when only r, ρ, g or grid fusion move."""
     base = (a.features.digest, a.features.encoder, a.params.num_frames, stretch)
-    entropy = (*base, a.params.tau, a.params.window, a.params.temporal_window, a.params.past_window)
+    entropy = (*base, *(getattr(a.params, f) for f in MAP_FIELDS))
     return {"entropy": entropy, "gradient": base, "score": (*entropy, a.params.alpha)}
 
 

@@ -100,7 +100,7 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
         def select(r: float, x: torch.Tensor = x) -> object:
             return select_tokens(x, r, cfg, timed=False, cuda_graph=graph)
 
-        def select_and_copy(r: float, x: torch.Tensor = x, mine: dict = mine) -> torch.Tensor:
+        def select_and_copy(r: float, mine: dict = mine) -> torch.Tensor:
             mine[r] = select(r)
             return mine[r].tokens  # the same, and the kept rows copied out
 

@@ -199,17 +199,16 @@ def select_tokens(
     if not isinstance(cfg, SelectorConfig):
         raise SelectorError(f"config must be a SelectorConfig, got {type(cfg).__name__}")
     _check(tokens, retention)
+    k = num_kept(float(retention), tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
     if reuse is not None:
         scale = check_finite(tokens)  # bad values are named before any question of reuse
         reused = _reused_maps(reuse, tokens, cfg, entropy_fn is not None or gradient_fn is not None)
-        k = num_kept(float(retention), tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
         return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), scale=scale,
                             reused=reused)
     if cuda_graph and tokens.is_cuda:
         from .graphs import graph_select
 
         return graph_select(tokens, float(retention), cfg)
-    k = num_kept(float(retention), tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
     if entropy_fn is None and gradient_fn is None and triton_maps.fused_usable(tokens, cfg):
         # the fused GPU path checks the values with its own row statistics after the run: no extra pass
         # over the features and no host sync before the kernels are queued
@@ -244,12 +243,11 @@ def _reused_maps(reuse: Selection, tokens: torch.Tensor, cfg: SelectorConfig,
         raise SelectorError("reuse: the maps depend on " + ", ".join(changed) + "; select without reuse")
     if reuse.entropy.device != tokens.device:
         raise SelectorError(f"reuse: its maps are on {reuse.entropy.device}, the tokens on {tokens.device}")
-    src = reuse.source
-    same = src is None or src is tokens or (
-        src.data_ptr() == tokens.data_ptr() and src.shape == tokens.shape and src.stride() == tokens.stride()
-        and src.dtype == tokens.dtype and src.device == tokens.device)
-    if not same and not (src.shape == tokens.shape and src.dtype == tokens.dtype and src.device == tokens.device
-                         and torch.equal(src, tokens)):  # another tensor: reused only if its values are the same
+    src = reuse.source  # None: a Selection kept without its features (the caller vouches for them)
+    if src is not None and src is not tokens and (
+            (src.shape, src.dtype, src.device) != (tokens.shape, tokens.dtype, tokens.device)
+            or ((src.data_ptr(), src.stride()) != (tokens.data_ptr(), tokens.stride())
+                and not torch.equal(src, tokens))):  # another view or tensor: reused only with the same values
         raise SelectorError("reuse: its maps were computed from other tokens (they hold only for the values the "
                             "Selection was made from); select without reuse")
     return reuse.entropy, reuse.gradient

@@ -86,7 +86,8 @@ class _LRU:
                 self.d.popitem(last=False)
 
 
-#: per (video, encoder, grid, τ, k, K_t, k_past): the Selection whose maps later calls reuse, and its entropy ms
+#: per (video, encoder, grid, τ, k, K_t, k_past): the Selection whose maps later calls reuse (its timings say
+#: how long the entropy map took)
 _MAPS = _LRU(16)
 
 
@@ -121,17 +122,17 @@ def select_cached(feats: Features, retention: float, cfg: SelectorConfig, timed:
     α, ρ, g or the retention recomputes neither. The time the entropy map took when it was computed is reported
     as `entropy_computed_ms`."""
     key = (feats.digest, feats.encoder, tuple(feats.tokens.shape)) + tuple(getattr(cfg, f) for f in MAP_FIELDS)
-    hit = _MAPS.get(key)
-    if hit is None:
+    first = _MAPS.get(key)
+    if first is None:
         sel = select_tokens(feats.tokens, retention, cfg, timed=True)
-        ms = sel.timings_ms.get("entropy", 0.0)
         # without the features (source, rows): the feature cache's byte bound decides how long they live
-        _MAPS.put(key, (replace(sel, source=None, rows=None, timings_ms={}), ms))
+        first = replace(sel, source=None, rows=None, timings_ms=dict(sel.timings_ms))
+        _MAPS.put(key, first)
         if not timed:
             sel.timings_ms.clear()
     else:
-        first, ms = hit
         sel = select_tokens(feats.tokens, retention, cfg, timed=timed, reuse=first)
+    ms = first.timings_ms.get("entropy", 0.0)
     if timed:
         sel.timings_ms["entropy_computed_ms"] = ms
     return sel
