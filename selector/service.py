@@ -89,6 +89,9 @@ class _LRU:
 #: per (video, encoder, grid, τ, k, K_t, k_past): the Selection whose maps later calls reuse (its timings say
 #: how long the entropy map took)
 _MAPS = _LRU(16)
+#: per (video, encoder, grid): Ĝ alone, which depends on the features and nothing else. A new τ or window on a
+#: CPU computes the entropy map only; on a GPU one fused kernel computes both maps (the gradient is free there)
+_GRADIENTS = _LRU(16)
 
 
 def _check_frames(n: object) -> int:
@@ -118,13 +121,17 @@ def analyze(path: str | os.PathLike[str], params: Params = Params(),
 
 def select_cached(feats: Features, retention: float, cfg: SelectorConfig, timed: bool = True) -> Selection:
     """select_tokens with the maps memoized per (video, τ, k, K_t, k_past): the first call for a key runs the
-    fast path (both maps, on the device of the features), later ones reuse its Ĥ and Ĝ (`reuse`), so moving
-    α, ρ, g or the retention recomputes neither. The time the entropy map took when it was computed is reported
-    as `entropy_computed_ms`."""
+    fast path (both maps, on the device of the features; on a CPU Ĝ is taken from an earlier call on the same
+    video when there is one, since it does not depend on τ or the windows), later ones reuse its Ĥ and Ĝ
+    (`reuse`), so moving α, ρ, g or the retention recomputes neither. The time the entropy map took when it
+    was computed is reported as `entropy_computed_ms`."""
     key = (feats.digest, feats.encoder, tuple(feats.tokens.shape)) + tuple(getattr(cfg, f) for f in MAP_FIELDS)
     first = _MAPS.get(key)
     if first is None:
-        sel = select_tokens(feats.tokens, retention, cfg, timed=True)
+        grad = _GRADIENTS.get(key[:3]) if feats.tokens.device.type == "cpu" else None
+        sel = select_tokens(feats.tokens, retention, cfg, timed=True,
+                            gradient_fn=None if grad is None else (lambda _x: grad))
+        _GRADIENTS.put(key[:3], sel.gradient)
         # without the features (source, rows): the feature cache's byte bound decides how long they live
         first = replace(sel, source=None, rows=None, timings_ms=dict(sel.timings_ms))
         _MAPS.put(key, first)

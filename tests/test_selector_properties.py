@@ -323,9 +323,18 @@ def test_app_service_computes_maps_on_the_fast_path_once_per_map_config(monkeypa
     def reference(*a, **k):
         raise AssertionError("the app called the reference entropy")
 
+    grads = []
+    real_grad = maps.gradient_map
+
+    def counted_grad(x):
+        grads.append(x.shape)
+        return real_grad(x)
+
     monkeypatch.setattr(core, "entropy_banded_raw", counted)
     monkeypatch.setattr(maps, "entropy_map", reference)
+    monkeypatch.setattr(maps, "gradient_map", counted_grad)
     monkeypatch.setattr(service, "_MAPS", service._LRU(16))
+    monkeypatch.setattr(service, "_GRADIENTS", service._LRU(16))
     x = tensor((4, 9, 11, 24), 3)
     feats = Features(clip=None, tokens=x, encoder="test", digest="d0", encode_ms=0.0)
     runs = []
@@ -337,8 +346,10 @@ def test_app_service_computes_maps_on_the_fast_path_once_per_map_config(monkeypa
         runs.append(calls[n:])
         want = core.select_tokens(x, r, cfg)
         assert torch.equal(got.indices, want.indices) and torch.equal(got.score, want.score), (r, cfg)
+        assert torch.equal(got.gradient, want.gradient) and torch.equal(got.entropy, want.entropy), (r, cfg)
         assert got.timings_ms["entropy_computed_ms"] > 0
-    assert runs == [[1.0], [], [], [0.5], []]  # a map computed for each new τ only
+    assert runs == [[1.0], [], [], [0.5], []]  # an entropy map computed for each new τ only
+    assert len(grads) == 1 + 5  # Ĝ once for the video (a new τ reuses it) + the 5 fresh runs it is checked against
     # the memo keeps the maps, not the features: evicted features are freed
     import gc
     import weakref
@@ -346,6 +357,7 @@ def test_app_service_computes_maps_on_the_fast_path_once_per_map_config(monkeypa
     alive = weakref.ref(x)
     service.select_cached(Features(clip=None, tokens=x, encoder="test", digest="d1", encode_ms=0.0), 0.3,
                           SelectorConfig(grid_fusion=True))
+    assert len(grads) == 7  # another video: its own Ĝ
     del x, feats, got, want
     gc.collect()
     assert alive() is None
