@@ -1,4 +1,8 @@
-"""Command line: python -m selector VIDEO [--encoder NAME] [--frames N] [--retention R] [--out FILE]."""
+"""Command line: python -m selector VIDEO [--encoder NAME] [--frames N] [--retention R ...] [knobs] [--out FILE].
+
+Every SelectorConfig knob has a flag (defaults: SelectorConfig's). Several retentions in one run compute the
+maps once and reuse them (`select_tokens(..., reuse=...)`); with --out each gets its own file (FILE-r0.35.npz).
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,50 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import SelectorConfig
 from .export import to_json, to_npz
+
+#: (flag, SelectorConfig field, type, help); defaults are read from SelectorConfig
+KNOB_FLAGS = [
+    ("--alpha", "alpha", float, "α, weight of the entropy in S = α·Ĥ + (1-α)·Ĝ"),
+    ("--tau", "tau", float, "τ, temperature of the neighbour softmax (small τ, e.g. 0.05: informative Ĥ)"),
+    ("--window", "window", int, "k, side of the spatial window in the current frame (odd)"),
+    ("--temporal-window", "temporal_window", int, "K_t, frames in the neighbourhood (current + K_t-1 past)"),
+    ("--past-window", "past_window", int, "k_past, side of the window in each past frame (odd)"),
+    ("--grid", "grid", int, "g, each frame cut into g×g regions for coverage quotas"),
+    ("--rho", "rho", float, "ρ, share of a frame's budget spread over the grid cells"),
+    ("--q", "q", float, "share of a frame's best tokens whose mean is its saliency"),
+    ("--tau-alloc", "tau_alloc", float, "temperature of the frame-budget softmax"),
+    ("--min-tokens", "min_tokens", int, "B_min, floor of every frame budget"),
+    ("--max-tokens", "max_tokens", int, "B_max, ceiling of every frame budget (default: the whole frame)"),
+]
+
+
+def _out_path(out: str, retention: float, several: bool) -> Path:
+    p = Path(out)
+    return p.with_name(f"{p.stem}-r{retention:g}{p.suffix}") if several else p
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m selector", description="ENTROPY-SELECT on a video file.")
     ap.add_argument("video", help="path to a video file")
-    ap.add_argument("--encoder", default=None, help="encoder name (default: dinov2-s, offline)")
+    ap.add_argument("--encoder", default=None,
+                    help="encoder name (default: $ENTROPY_SELECT_ENCODER or dinov2-s; offline: dinov2-s, "
+                         "efficientnet-lite0)")
     ap.add_argument("--frames", type=int, default=16, help="frames sampled uniformly (default 16)")
-    ap.add_argument("--retention", type=float, default=0.35, help="fraction of tokens kept, in (0, 1]")
-    ap.add_argument("--alpha", type=float, default=0.5)
-    ap.add_argument("--tau", type=float, default=1.0)
-    ap.add_argument("--window", type=int, default=5)
-    ap.add_argument("--temporal-window", type=int, default=3)
-    ap.add_argument("--grid", type=int, default=4)
-    ap.add_argument("--grid-fusion", action="store_true")
-    ap.add_argument("--out", default=None, help="write the result to .npz or .json")
+    ap.add_argument("--retention", type=float, nargs="+", default=[0.35], metavar="R",
+                    help="fraction(s) of tokens kept, in (0, 1]; several values reuse one computation of the maps "
+                         "(default 0.35)")
+    defaults = SelectorConfig()
+    for flag, field, typ, text in KNOB_FLAGS:
+        value = getattr(defaults, field)
+        ap.add_argument(flag, type=typ, default=value, help=text if value is None else f"{text} (default {value})")
+    ap.add_argument("--grid-fusion", action="store_true", help="merge each cell's dropped tokens into one")
+    ap.add_argument("--out", default=None,
+                    help="write the result to .npz or .json (several retentions: one file each, FILE-rR.npz)")
     a = ap.parse_args(argv)
 
-    from . import SelectorConfig, SelectorError, select_tokens
+    from . import SelectorError, select_tokens
     from .cpu_tuning import tune_malloc
     from .encoders import EncoderError
     from .features import extract
@@ -35,26 +64,46 @@ def main(argv: list[str] | None = None) -> int:
     def progress(frac: float, msg: str) -> None:
         print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True)
 
-    if a.out and Path(a.out).suffix not in (".npz", ".json"):
-        print(f"error: --out must end in .npz or .json, got {a.out}", file=sys.stderr)
+    def fail(msg: str) -> int:
+        print(f"error: {msg}", file=sys.stderr)
         return 2
+
+    if a.out:
+        if Path(a.out).suffix not in (".npz", ".json"):
+            return fail(f"--out must end in .npz or .json, got {a.out}")
+        if not Path(a.out).resolve().parent.is_dir():
+            return fail(f"--out: the folder {Path(a.out).resolve().parent} does not exist")
+    bad = [r for r in a.retention if not 0.0 < r <= 1.0]  # before the video is decoded and encoded
+    if bad:
+        return fail(f"retention must be in (0, 1], got {bad[0]:g}")
+    several = len(a.retention) > 1
     try:
-        cfg = SelectorConfig(alpha=a.alpha, tau=a.tau, window=a.window, temporal_window=a.temporal_window,
-                             grid=a.grid, grid_fusion=a.grid_fusion)
-        progress(0.0, f"loading encoder {a.encoder or 'dinov2-s'}")
+        knobs = {field: getattr(a, field) for _, field, _, _ in KNOB_FLAGS}
+        cfg = SelectorConfig(**knobs, grid_fusion=a.grid_fusion)
+        progress(0.0, f"loading encoder {a.encoder or 'default'}")
         feats = extract(a.video, a.encoder, a.frames, progress=progress)
         progress(1.0, f"{describe(feats.clip)}; tokens {tuple(feats.tokens.shape)} in {feats.encode_ms:.0f} ms")
-        sel = select_tokens(feats.tokens, a.retention, cfg)
+        first = None
+        for r in a.retention:
+            try:
+                sel = select_tokens(feats.tokens, r, cfg, reuse=first)
+            except SelectorError as e:
+                raise SelectorError(f"r={r:g}: {e}" if several else str(e)) from None
+            first = first or sel
+            s = sel.summary()
+            print(f"r={r:g}: kept {s['tokens_kept']} of {s['tokens_total']} tokens (grid {s['grid']}), "
+                  f"budgets {s['budgets']}")
+            print("  selector ms: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings_ms"].items())
+                  + (" (maps reused)" if sel is not first else ""))
+            if a.out:
+                path = _out_path(a.out, r, several)
+                extra = {"video": str(a.video), "encoder": feats.encoder, "encode_ms": feats.encode_ms}
+                (to_npz if path.suffix == ".npz" else to_json)(sel, path, extra)
+                print(f"  wrote {path}")
     except (SelectorError, VideoError, EncoderError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    s = sel.summary()
-    print(f"kept {s['tokens_kept']} of {s['tokens_total']} tokens (grid {s['grid']}), budgets {s['budgets']}")
-    print("selector ms: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings_ms"].items()))
-    if a.out:
-        extra = {"video": str(a.video), "encoder": feats.encoder, "encode_ms": feats.encode_ms}
-        (to_npz if a.out.endswith(".npz") else to_json)(sel, a.out, extra)
-        print(f"wrote {a.out}")
+        return fail(str(e))
+    except OSError as e:  # the output file could not be written (permissions, disk full)
+        return fail(f"could not write {e.filename or a.out}: {e.strerror or e}")
     return 0
 
 

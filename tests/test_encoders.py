@@ -173,10 +173,45 @@ def test_cli_writes_json_and_npz(tmp_path):
             assert json.loads(str(z["summary"]))["encoder"] == "efficientnet-lite0"
 
 
+def test_cli_has_a_flag_for_every_knob_and_sweeps_retentions_on_one_computation_of_the_maps(tmp_path):
+    """Every SelectorConfig field is a flag; the flags reach the selection; several retentions write one file
+    each, the later ones on the first one's maps, and select what select_tokens selects on the same features."""
+    from dataclasses import fields
+
+    from selector import SelectorConfig, select_tokens
+    from selector.__main__ import KNOB_FLAGS
+
+    assert {f for _, f, _, _ in KNOB_FLAGS} | {"grid_fusion"} == {f.name for f in fields(SelectorConfig)}
+    knobs = {"--alpha": 0.7, "--tau": 0.05, "--window": 3, "--temporal-window": 2, "--past-window": 5, "--grid": 3,
+             "--rho": 0.8, "--q": 0.5, "--tau-alloc": 0.2, "--min-tokens": 2, "--max-tokens": 100}
+    assert set(knobs) == {flag for flag, _, _, _ in KNOB_FLAGS}
+    out = tmp_path / "sweep.npz"
+    args = [a for kv in knobs.items() for a in map(str, kv)]
+    r = subprocess.run([sys.executable, "-m", "selector", str(SAMPLE), "--encoder", "efficientnet-lite0", "--frames",
+                        "4", "--retention", "0.1", "0.35", *args, "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(maps reused)") == 1 and "r=0.35: kept 201 of 576" in r.stdout, r.stdout
+    cfg = SelectorConfig(**{f: knobs[flag] for flag, f, _, _ in KNOB_FLAGS})
+    feats = extract(SAMPLE, "efficientnet-lite0", 4, cache=None)
+    saved = {}
+    for ret in (0.1, 0.35):
+        z = np.load(tmp_path / f"sweep-r{ret}.npz", allow_pickle=False)
+        assert json.loads(str(z["summary"]))["config"] == {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+        want = select_tokens(feats.tokens, ret, cfg)
+        assert np.array_equal(z["indices"], want.indices.numpy()) and np.array_equal(z["budgets"], want.budgets)
+        saved[ret] = z["entropy"]
+    assert np.array_equal(saved[0.1], saved[0.35]) and not out.exists()
+
+
 def test_cli_bad_input_is_one_clear_line(tmp_path):
     bad = tmp_path / "x.mp4"
     bad.write_text("nope")
     for args, msg in [([str(bad)], "not a video"), ([str(SAMPLE), "--retention", "2"], "retention must be in"),
+                      ([str(bad), "--retention", "0.2", "nan"], "retention must be in (0, 1], got nan"),
+                      ([str(SAMPLE), "--out", str(tmp_path / "none" / "r.npz")], "does not exist"),
+                      ([str(SAMPLE), "--frames", "2", "--retention", "0.1", "0.9", "--max-tokens", "20"],
+                       "r=0.9: max_tokens=20"),
                       ([str(SAMPLE), "--window", "4"], "window must be odd"), ([str(SAMPLE), "--out", "r.txt"], ".npz")]:
         r = subprocess.run([sys.executable, "-m", "selector", *args, "--encoder", "efficientnet-lite0"],
                            capture_output=True, text=True, cwd=ROOT, timeout=300)
