@@ -98,3 +98,82 @@ def test_summary_names_the_stages_and_says_when_the_maps_were_reused():
     md = summary_markdown({**again.summary(), "timings_ms": {**again.timings_ms, "entropy_computed_ms": 31.25}}, [])
     assert "maps reused, entropy computed earlier in 31.2 ms)" in md and "entropy_computed_ms" not in md
     assert f"Kept {again.num_tokens:,} of 90 tokens" in md
+
+
+def test_heatmap_and_overlay_tiles_equal_a_per_pixel_loop():
+    """The vectorized drawing (colours per token spread over pixels, masks at token level) gives exactly the
+    pixels of the formula evaluated pixel by pixel: (lut[⌊clip(v)·255⌋]·a + thumb·(256-a)) >> 8 for heatmaps;
+    thumb or ⌊thumb/4⌋, green cell edges and magenta anchors for the overlay."""
+    from matplotlib import colormaps
+
+    from viz.images import _blend_maps, _overlay_tiles
+
+    rng = np.random.default_rng(3)
+    t, h, w, th, tw = 2, 5, 7, 23, 31  # token cells of unequal pixel sizes
+    thumbs = rng.integers(0, 256, (t, th, tw, 3), dtype=np.uint8)
+    m = rng.uniform(-0.2, 1.2, (t, h, w)).astype(np.float32)  # out-of-range values are clipped
+    lut = (colormaps["magma"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.int64)
+    a = int(round(0.65 * 256))
+    got = _blend_maps(m, thumbs, "magma", 0.65)
+    keep = rng.random((t, h, w)) < 0.4
+    anchors = np.zeros_like(keep)
+    anchors[1, 2, 3] = True
+    tiles = _overlay_tiles(thumbs, keep, anchors)
+    for f in range(t):
+        for y in range(th):
+            for x in range(tw):
+                r, c = y * h // th, x * w // tw
+                colour = lut[int(min(max(float(m[f, r, c]), 0.0), 1.0) * 255)]
+                want = (colour * a + thumbs[f, y, x].astype(np.int64) * (256 - a)) >> 8
+                assert tuple(got[f, y, x]) == tuple(want), (f, y, x)
+                edge = y == 0 or (y - 1) * h // th != r or x == 0 or (x - 1) * w // tw != c
+                if anchors[f, r, c]:
+                    px = (255, 80, 200)
+                elif keep[f, r, c]:
+                    px = (60, 220, 90) if edge else tuple(thumbs[f, y, x])
+                else:
+                    px = tuple(thumbs[f, y, x] // 4)
+                assert tuple(tiles[f, y, x]) == px, (f, y, x)
+
+
+def test_mosaic_labels_are_the_pixels_of_drawing_them_in_place():
+    """Tile labels are drawn once and pasted (cached): the same pixels as box + text drawn on the mosaic."""
+    from PIL import Image, ImageDraw
+
+    from viz.images import _font, _mosaic
+
+    tiles = np.random.default_rng(0).integers(0, 256, (5, 40, 30, 3), dtype=np.uint8)  # labels wider than tiles
+    labels = ["F0  B=12", "", "F2  B=7", "F3", "a longer label that runs off the canvas"]
+    got = np.asarray(_mosaic(tiles, labels))
+    canvas = np.full(got.shape, 255, np.uint8)
+    pad, cols = 4, 4
+    for i in range(5):
+        x, y = pad + (i % cols) * (30 + pad), pad + (i // cols) * (40 + pad)
+        canvas[y : y + 40, x : x + 30] = tiles[i]
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    for i, lab in enumerate(labels):
+        if lab:
+            x, y = pad + (i % cols) * (30 + pad), pad + (i // cols) * (40 + pad)
+            tb = draw.textbbox((x + 4, y + 3), lab, font=_font())
+            draw.rectangle((tb[0] - 3, tb[1] - 2, tb[2] + 3, tb[3] + 2), fill=(0, 0, 0))
+            draw.text((x + 4, y + 3), lab, fill=(255, 255, 255), font=_font())
+    assert np.array_equal(got, np.asarray(img))
+
+
+def test_budget_chart_is_the_validated_plotly_figure(clip):
+    """The budget chart skips plotly's validation for speed; built with validation (which raises on any
+    unknown property) it is the same figure."""
+    import json
+
+    import plotly.graph_objects as go
+
+    from viz.charts import budget_chart, budget_spec
+
+    frames, x = clip
+    sel = select_tokens(x, 0.3, SelectorConfig(grid=2, max_tokens=45))
+    args = (sel.budgets.numpy(), sel.frame_saliency.numpy(), sel.frame_weights.numpy(),
+            sel.entropy.numpy().mean(axis=(1, 2)), sel.score.numpy().mean(axis=(1, 2)), 4, 45, np.arange(6) * 0.5)
+    fast, checked = budget_chart(*args), go.Figure(budget_spec(*args))
+    assert json.loads(fast.to_json()) == json.loads(checked.to_json())
+    assert "at B_max" in np.asarray(checked.data[0].customdata)[:, 2].tolist()

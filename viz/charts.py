@@ -2,41 +2,66 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
-__all__ = ["budget_chart", "latency_chart"]
+__all__ = ["budget_chart", "budget_spec", "latency_chart"]
 
 
 def budget_chart(budgets: np.ndarray, saliency: np.ndarray, weights: np.ndarray, mean_entropy: np.ndarray,
                  mean_score: np.ndarray, b_min: int, b_max: int,
                  timestamps: Sequence[float] | np.ndarray | None = None) -> go.Figure:
     """Bars: tokens per frame B_f (hover: saliency S̄_f, weight w_f, clamp); lines: mean Ĥ and S per frame."""
+    return _figure(budget_spec(budgets, saliency, weights, mean_entropy, mean_score, b_min, b_max, timestamps))
+
+
+def budget_spec(budgets: np.ndarray, saliency: np.ndarray, weights: np.ndarray, mean_entropy: np.ndarray,
+                mean_score: np.ndarray, b_min: int, b_max: int,
+                timestamps: Sequence[float] | np.ndarray | None = None) -> dict:
+    """The budget chart as a plain plotly figure dict (see budget_chart)."""
     t = len(budgets)
     x = [f"F{f}" for f in range(t)]
     clamp = ["at B_min" if b <= b_min else "at B_max" if b >= b_max else "" for b in budgets]
     when = [f"{s:.2f} s" for s in timestamps] if timestamps is not None else [""] * t
-    fig = go.Figure()
-    fig.add_bar(
-        x=x, y=budgets, name="budget B_f", marker_color="#4c78a8",
-        customdata=np.stack([saliency, weights, clamp, when], axis=1),
-        hovertemplate="%{x} %{customdata[3]}<br>B_f = %{y}<br>saliency S̄_f = %{customdata[0]:.4f}"
-                      "<br>weight w_f = %{customdata[1]:.4f}<br>%{customdata[2]}<extra></extra>",
-    )
-    fig.add_scatter(x=x, y=mean_entropy, name="mean entropy Ĥ", mode="lines+markers", line_color="#e45756",
-                    yaxis="y2")
-    fig.add_scatter(x=x, y=mean_score, name="mean score S", mode="lines+markers", line_color="#f58518",
-                    yaxis="y2")
-    fig.add_scatter(x=x, y=saliency, name="saliency S̄_f (top-q mean)", mode="lines", line_dash="dot",
-                    line_color="#54a24b", yaxis="y2")
-    fig.update_layout(
-        yaxis=dict(title="tokens kept"),
-        yaxis2=dict(title="map value", overlaying="y", side="right", range=[0, 1.05], showgrid=False),
-title=f"Frame budgets (sum {int(np.sum(budgets))}; B_min {b_min}, B_max {b_max})",
-                      height=340, margin=dict(l=50, r=50, t=50, b=30), legend=dict(orientation="h", y=-0.15))
-    return fig
+
+    def line(y: np.ndarray, name: str, colour: str, **kw: object) -> dict:
+        return dict(type="scatter", x=x, y=y, name=name, line=dict(color=colour, **kw), yaxis="y2",
+                    mode="lines" if kw else "lines+markers")
+
+    bar = dict(type="bar", x=x, y=budgets, name="budget B_f", marker=dict(color="#4c78a8"),
+               customdata=np.stack([saliency, weights, clamp, when], axis=1),
+               hovertemplate="%{x} %{customdata[3]}<br>B_f = %{y}<br>saliency S̄_f = %{customdata[0]:.4f}"
+                             "<br>weight w_f = %{customdata[1]:.4f}<br>%{customdata[2]}<extra></extra>")
+    return dict(
+        data=[bar, line(mean_entropy, "mean entropy Ĥ", "#e45756"), line(mean_score, "mean score S", "#f58518"),
+              line(saliency, "saliency S̄_f (top-q mean)", "#54a24b", dash="dot")],
+        layout=dict(yaxis=dict(title=dict(text="tokens kept")),
+                    yaxis2=dict(title=dict(text="map value"), overlaying="y", side="right", range=[0, 1.05],
+                                showgrid=False),
+                    title=dict(text=f"Frame budgets (sum {int(np.sum(budgets))}; B_min {b_min}, B_max {b_max})"),
+                    height=340, margin=dict(l=50, r=50, t=50, b=30), legend=dict(orientation="h", y=-0.15)))
+
+
+@functools.lru_cache(maxsize=4)
+def _template(name: str) -> dict:
+    return pio.templates[name].to_plotly_json()
+
+
+def _figure(spec: dict) -> go.Figure:
+    """A Figure from a dict without plotly's per-property validation and with the default template read once
+    (a fresh figure copies and checks the template every time): the budget chart, redrawn on every slider
+    move, takes ~2 ms instead of ~17 on a 2-core CPU. Tests check that the validated figure is the same."""
+    layout = spec.get("layout", {})
+    if "template" not in layout and isinstance(pio.templates.default, str):
+        spec = {**spec, "layout": {**layout, "template": _template(pio.templates.default)}}
+    try:
+        return go.Figure(spec, _validate=False)
+    except TypeError:  # a plotly without the private switch: validated, same figure
+        return go.Figure(spec)
 
 
 def latency_chart(rows: Sequence[dict]) -> go.Figure:

@@ -54,13 +54,6 @@ def map_range(m: np.ndarray) -> MapRange:
     return MapRange(float(m.min()), float(m.max()), float(p5), float(p95))
 
 
-def _upsample(m: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Nearest-neighbour: each token covers an equal rectangle of the frame (squash-resize policy)."""
-    ri = (np.arange(h) * m.shape[0] // h).clip(0, m.shape[0] - 1)
-    ci = (np.arange(w) * m.shape[1] // w).clip(0, m.shape[1] - 1)
-    return m[ri][:, ci]
-
-
 def _mosaic(tiles: list[np.ndarray] | np.ndarray, labels: list[str], cols: int = COLS) -> Image.Image:
     th, tw = tiles[0].shape[:2]
     n = len(tiles)
@@ -71,29 +64,58 @@ def _mosaic(tiles: list[np.ndarray] | np.ndarray, labels: list[str], cols: int =
     for i in range(n):
         x, y = pad + (i % cols) * (tw + pad), pad + (i // cols) * (th + pad)
         canvas[y : y + th, x : x + tw] = tiles[i]
-    img = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(img)
     for i, lab in enumerate(labels):
         if lab:
             x, y = pad + (i % cols) * (tw + pad), pad + (i // cols) * (th + pad)
-            tb = draw.textbbox((x + 4, y + 3), lab, font=_font())
-            draw.rectangle((tb[0] - 3, tb[1] - 2, tb[2] + 3, tb[3] + 2), fill=(0, 0, 0))
-            draw.text((x + 4, y + 3), lab, fill=(255, 255, 255), font=_font())
-    return img
+            patch, dx, dy = _label(lab)
+            _paste(canvas, patch, x + dx, y + dy)
+    return Image.fromarray(canvas)
 
 
-def _lut(cmap: str) -> np.ndarray:
-    return (colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint16)
+@functools.lru_cache(maxsize=512)
+def _label(text: str, size: int = 13) -> tuple[np.ndarray, int, int]:
+    """A tile label drawn once: white text on its black box, and the box's offset from the tile corner (the
+    same pixels as drawing box and text on the mosaic itself; the frame labels repeat on every slider move)."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    tb = probe.textbbox((4, 3), text, font=_font(size))
+    x0, y0 = tb[0] - 3, tb[1] - 2
+    img = Image.new("RGB", (tb[2] + 3 - x0 + 1, tb[3] + 2 - y0 + 1), (0, 0, 0))
+    ImageDraw.Draw(img).text((4 - x0, 3 - y0), text, fill=(255, 255, 255), font=_font(size))
+    patch = np.asarray(img)
+    patch.setflags(write=False)
+    return patch, x0, y0
+
+
+def _paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
+    """patch into canvas at (x, y), clipped to the canvas."""
+    h, w = patch.shape[:2]
+    ys, xs = max(0, -y), max(0, -x)
+    ye, xe = min(h, canvas.shape[0] - y), min(w, canvas.shape[1] - x)
+    if ye > ys and xe > xs:
+        canvas[y + ys : y + ye, x + xs : x + xe] = patch[ys:ye, xs:xe]
+
+
+@functools.lru_cache(maxsize=16)
+def _lut(cmap: str, weight: int = 1) -> np.ndarray:
+    """The colormap as 256 uint16 RGB rows, times `weight` (read-only, cached)."""
+    lut = (colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint16) * np.uint16(weight)
+    lut.setflags(write=False)
+    return lut
 
 
 def _blend_maps(scaled: np.ndarray, thumbs: np.ndarray, cmap: str, blend: float) -> np.ndarray:
-    """(T, h, w) values in [0, 1] → colour-mapped and blended over (T, H, W, 3) thumbnails, uint8."""
+    """(T, h, w) values in [0, 1] → colour-mapped and blended over (T, H, W, 3) thumbnails, uint8:
+    (colour·a + thumb·(256-a)) >> 8 with a = round(blend·256). The colours are looked up per token and then
+    spread over the token's pixels (the same pixels as a lookup per pixel), in place in one uint16 buffer."""
     th, tw = thumbs.shape[1:3]
     ri = np.minimum(np.arange(th) * scaled.shape[1] // th, scaled.shape[1] - 1)
     ci = np.minimum(np.arange(tw) * scaled.shape[2] // tw, scaled.shape[2] - 1)
-    idx = (np.clip(scaled, 0, 1) * 255).astype(np.uint8)[:, ri][:, :, ci]
     a = int(round(blend * 256))
-    return ((_lut(cmap)[idx] * a + thumbs.astype(np.uint16) * (256 - a)) >> 8).astype(np.uint8)
+    colour = _lut(cmap, a)[(np.clip(scaled, 0, 1) * 255).astype(np.uint8)]  # (T, h, w, 3), times a
+    out = np.take(np.take(colour, ri, axis=1), ci, axis=2)  # (T, th, tw, 3) uint16, a fresh array
+    out += np.multiply(thumbs, np.uint16(256 - a), dtype=np.uint16)  # <= 255·256: no overflow
+    out >>= 8
+    return out.astype(np.uint8)
 
 
 def _colorbar(width: int, rng: MapRange, vmin: float, vmax: float, cmap: str, title: str) -> Image.Image:
@@ -137,29 +159,31 @@ def heatmap_mosaic(maps: np.ndarray, thumbs: np.ndarray, title: str, cmap: str =
     return _stack(grid, _colorbar(grid.width, map_range(maps), vmin, vmax, cmap, title))
 
 
-def _overlay_tile(thumb: np.ndarray, keep: np.ndarray, anchors: np.ndarray, dim: float = 0.25) -> np.ndarray:
-    th, tw = thumb.shape[:2]
-    gh, gw = keep.shape
-    mask = _upsample(keep, th, tw)
-    out = np.where(mask[..., None], thumb, (thumb * dim).astype(np.uint8)).copy()
-    # outline kept cells: a pixel on a cell edge whose cell is kept
+def _overlay_tiles(thumbs: np.ndarray, keep: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """(T, th, tw, 3) tiles: kept cells as they are and outlined in green, dropped ones at a quarter of their
+    brightness, fused anchors solid magenta; all frames at once."""
+    th, tw = thumbs.shape[1:3]
+    gh, gw = keep.shape[1:]
     ri = (np.arange(th) * gh // th)
     ci = (np.arange(tw) * gw // tw)
+    # nearest-neighbour: each token covers an equal rectangle (squash-resize policy); the mask is spread to the
+    # three channels at token level, so the copy below needs no broadcasting (3× faster)
+    mask3 = np.take(np.take(np.repeat(keep[..., None], 3, axis=-1), ri, axis=1), ci, axis=2)
+    mask = mask3[..., 0]
+    out = thumbs >> 2  # floor(x / 4)
+    np.copyto(out, thumbs, where=mask3)
+    # outline kept cells: a pixel on a cell edge whose cell is kept
     edge_r = np.r_[True, ri[1:] != ri[:-1]]
     edge_c = np.r_[True, ci[1:] != ci[:-1]]
-    edge = (edge_r[:, None] | edge_c[None, :]) & mask
-    out[edge] = (60, 220, 90)
-    if anchors.any():
-        for r, c in zip(*np.nonzero(anchors), strict=True):
-            y0, y1 = r * th // gh, (r + 1) * th // gh
-            x0, x1 = c * tw // gw, (c + 1) * tw // gw
-            out[y0:y1, x0:x1] = (255, 80, 200)  # fused anchor: solid magenta cell
+    out[(edge_r[:, None] | edge_c[None, :]) & mask] = (60, 220, 90)
+    if anchors.any():  # fused anchor: solid magenta cell (the same pixel → token mapping as the mask)
+        out[anchors[:, ri][:, :, ci]] = (255, 80, 200)
     return out
 
 
 def overlay_mosaic(thumbs: np.ndarray, keep: np.ndarray, anchors: np.ndarray, budgets: np.ndarray) -> Image.Image:
     """Kept tokens bright and outlined in green, dropped ones dimmed, fused anchors solid magenta."""
-    tiles = [_overlay_tile(thumbs[f], keep[f], anchors[f]) for f in range(keep.shape[0])]
+    tiles = _overlay_tiles(thumbs, keep.astype(bool), anchors.astype(bool))
     labels = [f"F{f}  B={int(budgets[f])}" for f in range(keep.shape[0])]
     grid = _mosaic(tiles, labels)
     legend = Image.new("RGB", (grid.width, 24), (255, 255, 255))
@@ -183,6 +207,6 @@ def frame_detail(frame: np.ndarray, entropy: np.ndarray, gradient: np.ndarray, s
         s, lo, hi = _scale(m[None].astype(np.float32), stretch)
         tiles.append(_blend_maps(s, thumb, cmap, 0.65)[0])
         labels.append(f"{name}  [{float(m.min()):.3g}, {float(m.max()):.3g}]" + (" stretched" if stretch else ""))
-    tiles.append(_overlay_tile(thumb[0], keep, anchors))
+    tiles.append(_overlay_tiles(thumb, keep[None].astype(bool), anchors[None].astype(bool))[0])
     labels.append(f"kept {int(keep.sum())} of {keep.size}")
     return _mosaic(tiles, labels, cols=2)
