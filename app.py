@@ -20,7 +20,7 @@ import gradio as gr  # noqa: E402
 import gradio.utils  # noqa: E402
 import torch  # noqa: E402
 
-from selector import SelectorError
+from selector import SelectorConfig, SelectorError
 from selector.core import MAP_FIELDS
 from selector.cpu_tuning import tune_malloc
 from selector.encoders import DEFAULT_ENCODER, EncoderError, available_encoders
@@ -101,8 +101,12 @@ def _allowed(kind: str, name: str, known: set[str]) -> str:
                         "ENTROPY_SELECT_ALLOW_ANY_MODEL=1")
 
 
-def _params(retention, alpha, tau, window, temporal_window, grid, num_frames, encoder, past_window=3, rho=0.5,
-            grid_fusion=False) -> Params:
+_D = SelectorConfig()
+
+
+def _params(retention, alpha, tau, window, temporal_window, grid, num_frames, encoder, past_window=_D.past_window,
+            rho=_D.rho, grid_fusion=_D.grid_fusion, q=_D.q, tau_alloc=_D.tau_alloc, min_tokens=_D.min_tokens,
+            max_tokens=0) -> Params:
     def whole(name: str, v: Any) -> int:
         if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
             raise SelectorError(f"{name} must be a whole number, got {v!r}")
@@ -116,7 +120,10 @@ def _params(retention, alpha, tau, window, temporal_window, grid, num_frames, en
     return Params(retention=real("retention", retention), alpha=real("alpha", alpha), tau=real("tau", tau),
                   window=whole("window", window), temporal_window=whole("temporal_window", temporal_window),
                   past_window=whole("past_window", past_window), grid=whole("grid", grid), rho=real("rho", rho),
-                  grid_fusion=bool(grid_fusion), num_frames=whole("num_frames", num_frames),
+                  grid_fusion=bool(grid_fusion), q=real("q", q), tau_alloc=real("tau_alloc", tau_alloc),
+                  min_tokens=whole("min_tokens", min_tokens),
+                  max_tokens=None if max_tokens in (None, 0) else whole("max_tokens", max_tokens),
+                  num_frames=whole("num_frames", num_frames),
                   encoder=_allowed("encoder", (encoder or DEFAULT_ENCODER).strip(),
                                    set(available_encoders()) | {DEFAULT_ENCODER}))
 
@@ -177,11 +184,13 @@ def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, fil
 def analyze_endpoint(video: str, retention: float = 0.35, alpha: float = 0.5, tau: float = 1.0, window: int = 5,
                      temporal_window: int = 3, grid: int = 4, num_frames: int = 16, encoder: str = DEFAULT_ENCODER,
                      past_window: int = 3, rho: float = 0.5, grid_fusion: bool = False, stretch: bool = False,
+                     q: float = 0.3, tau_alloc: float = 0.1, min_tokens: int = 4, max_tokens: int = 0,
                      progress: gr.Progress = gr.Progress()) -> list:  # noqa: B008  (gradio's way to ask for progress)
-    """Decode + encode (cached by file content) and run ENTROPY-SELECT; returns the views and a JSON summary."""
+    """Decode + encode (cached by file content) and run ENTROPY-SELECT; returns the views and a JSON summary.
+    q, tau_alloc, min_tokens and max_tokens (0: no cap) are the budget knobs the page has no slider for."""
     try:
         p = _params(retention, alpha, tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
-                    grid_fusion)
+                    grid_fusion, q, tau_alloc, min_tokens, max_tokens)
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
     _, outputs = _run(video, p, bool(stretch), progress)
@@ -355,8 +364,13 @@ def build_demo() -> gr.Blocks:
                      rho, grid_fusion, stretch, frame_index]
         # the scriptable endpoint: explicit τ, not its log
         api_tau = gr.Number(1.0, visible=False)
+        # budget knobs without a slider (the page keeps SelectorConfig's defaults; the endpoint takes them)
+        budget_knobs = [gr.Number(_D.q, visible=False), gr.Number(_D.tau_alloc, visible=False),
+                        gr.Number(_D.min_tokens, visible=False, precision=0),
+                        gr.Number(_D.max_tokens or 0, visible=False, precision=0)]
         run.click(analyze_endpoint, [video, retention, alpha, api_tau, window, temporal_window, grid, num_frames,
-                                     encoder, past_window, rho, grid_fusion, stretch], views, api_name="analyze",
+                                     encoder, past_window, rho, grid_fusion, stretch, *budget_knobs], views,
+                  api_name="analyze",
                   concurrency_limit=CONCURRENCY, concurrency_id="compute", time_limit=TIME_LIMIT)
         log_tau.change(lambda x: (f"τ = {10 ** x:.3g}", 10 ** x), log_tau, [tau_text, api_tau],
                        api_visibility="private", queue=False)

@@ -26,8 +26,10 @@ RETENTIONS = (0.05, 0.1, 0.35, 0.5, 0.9)
 
 
 _DEFAULT = SelectorConfig()
-#: the selector knobs the app exposes (the rest keep SelectorConfig's defaults)
-KNOBS = ("alpha", "tau", "window", "temporal_window", "past_window", "grid", "rho", "grid_fusion")
+#: the selector knobs (all of SelectorConfig's; the app's sliders set the first eight, the budget knobs q,
+#: tau_alloc, min_tokens and max_tokens are set through the Python API and the /analyze endpoint)
+KNOBS = ("alpha", "tau", "window", "temporal_window", "past_window", "grid", "rho", "grid_fusion", "q", "tau_alloc",
+         "min_tokens", "max_tokens")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class Params:
     grid: int = _DEFAULT.grid
     rho: float = _DEFAULT.rho
     grid_fusion: bool = _DEFAULT.grid_fusion
+    q: float = _DEFAULT.q
+    tau_alloc: float = _DEFAULT.tau_alloc
+    min_tokens: int = _DEFAULT.min_tokens
+    max_tokens: int | None = _DEFAULT.max_tokens
     num_frames: int = 16
     encoder: str = DEFAULT_ENCODER
 

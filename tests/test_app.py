@@ -112,7 +112,26 @@ def test_repeated_call_reuses_cached_features(client, tmp_path):
     assert again["tokens_kept"] == int(0.6 * 1152)
 
 
+def test_analyze_takes_the_budget_knobs(client):
+    """q, tau_alloc, min_tokens and max_tokens (no sliders on the page) reach the selection through /analyze,
+    which selects what select_tokens selects on the same features with that config."""
+    from selector import SelectorConfig, select_tokens
+    from selector.features import extract
+
+    knobs = {"q": 0.6, "tau_alloc": 0.5, "min_tokens": 6, "max_tokens": 40}
+    s = _analyze(client, retention=0.25, tau=0.05, **knobs)[6]
+    assert {k: s["config"][k] for k in knobs} == knobs and {k: s["params"][k] for k in knobs} == knobs
+    assert max(s["budgets"]) <= 40 and min(s["budgets"]) >= 6 and sum(s["budgets"]) == 288
+    want = select_tokens(extract(SAMPLE, ENC, 8, cache=None).tokens, 0.25, SelectorConfig(tau=0.05, **knobs))
+    assert s["budgets"] == want.budgets.tolist()
+    assert _analyze(client, retention=0.25, tau=0.05)[6]["config"]["max_tokens"] is None  # 0 / omitted: no cap
+
+
 @pytest.mark.parametrize("kw,msg", [
+    ({"max_tokens": 10, "retention": 0.5}, "max_tokens=10 allows at most 80 tokens"),
+    ({"min_tokens": 8, "max_tokens": 5}, r"max_tokens \(5\) must be >= min_tokens \(8\)"),
+    ({"q": 0.0}, "q must be in"),
+    ({"tau_alloc": -1}, "tau_alloc must be in"),
     ({"window": 4}, "window must be odd"),
     ({"tau": -1.0}, "tau must be in"),
     ({"tau": 0.0}, "tau must be in"),
