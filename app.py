@@ -181,10 +181,12 @@ def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, fil
 
 
 @gpu
-def analyze_endpoint(video: str, retention: float = 0.35, alpha: float = 0.5, tau: float = 1.0, window: int = 5,
-                     temporal_window: int = 3, grid: int = 4, num_frames: int = 16, encoder: str = DEFAULT_ENCODER,
-                     past_window: int = 3, rho: float = 0.5, grid_fusion: bool = False, stretch: bool = False,
-                     q: float = 0.3, tau_alloc: float = 0.1, min_tokens: int = 4, max_tokens: int = 0,
+def analyze_endpoint(video: str, retention: float = 0.35, alpha: float = _D.alpha, tau: float = _D.tau,
+                     window: int = _D.window, temporal_window: int = _D.temporal_window, grid: int = _D.grid,
+                     num_frames: int = 16, encoder: str = DEFAULT_ENCODER, past_window: int = _D.past_window,
+                     rho: float = _D.rho, grid_fusion: bool = _D.grid_fusion, stretch: bool = False,
+                     q: float = _D.q, tau_alloc: float = _D.tau_alloc, min_tokens: int = _D.min_tokens,
+                     max_tokens: int = 0,
                      progress: gr.Progress = gr.Progress()) -> list:  # noqa: B008  (gradio's way to ask for progress)
     """Decode + encode (cached by file content) and run ENTROPY-SELECT; returns the views and a JSON summary.
     q, tau_alloc, min_tokens and max_tokens (0: no cap) are the budget knobs the page has no slider for."""

@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail(f"--out must end in .npz or .json, got {a.out}")
         if not Path(a.out).resolve().parent.is_dir():
             return fail(f"--out: the folder {Path(a.out).resolve().parent} does not exist")
+    if not Path(a.video).is_file():
+        return fail(f"{a.video}: no such file")
     bad = [r for r in a.retention if not 0.0 < r <= 1.0]  # before the video is decoded and encoded
     if bad:
         return fail(f"retention must be in (0, 1], got {bad[0]:g}")
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 sel = select_tokens(feats.tokens, r, cfg, reuse=first)
             except SelectorError as e:
                 raise SelectorError(f"r={r:g}: {e}" if several else str(e)) from None
-            first = first or sel
+            if first is None:
+                first = sel
             s = sel.summary()
             print(f"r={r:g}: kept {s['tokens_kept']} of {s['tokens_total']} tokens (grid {s['grid']}), "
                   f"budgets {s['budgets']}")
@@ -98,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
             if a.out:
                 path = _out_path(a.out, r, several)
                 extra = {"video": str(a.video), "encoder": feats.encoder, "encode_ms": feats.encode_ms}
-                (to_npz if path.suffix == ".npz" else to_json)(sel, path, extra)
+                try:
+                    (to_npz if path.suffix == ".npz" else to_json)(sel, path, extra)
+                except OSError as e:  # permissions, a full disk
+                    return fail(f"could not write {path}: {e.strerror or e}")
                 print(f"  wrote {path}")
     except (SelectorError, VideoError, EncoderError) as e:
         return fail(str(e))
-    except OSError as e:  # the output file could not be written (permissions, disk full)
-        return fail(f"could not write {e.filename or a.out}: {e.strerror or e}")
     return 0
 
 

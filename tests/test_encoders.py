@@ -207,9 +207,12 @@ def test_cli_has_a_flag_for_every_knob_and_sweeps_retentions_on_one_computation_
 def test_cli_bad_input_is_one_clear_line(tmp_path):
     bad = tmp_path / "x.mp4"
     bad.write_text("nope")
+    (tmp_path / "taken.npz").mkdir()  # a folder where the output file should go
     for args, msg in [([str(bad)], "not a video"), ([str(SAMPLE), "--retention", "2"], "retention must be in"),
                       ([str(bad), "--retention", "0.2", "nan"], "retention must be in (0, 1], got nan"),
                       ([str(SAMPLE), "--out", str(tmp_path / "none" / "r.npz")], "does not exist"),
+                      ([str(tmp_path / "missing.mp4")], "missing.mp4: no such file"),
+                      ([str(SAMPLE), "--frames", "2", "--out", str(tmp_path / "taken.npz")], "could not write"),
                       ([str(SAMPLE), "--frames", "2", "--retention", "0.1", "0.9", "--max-tokens", "20"],
                        "r=0.9: max_tokens=20"),
                       ([str(SAMPLE), "--window", "4"], "window must be odd"), ([str(SAMPLE), "--out", "r.txt"], ".npz")]:
