@@ -336,7 +336,8 @@ def test_server_paths_are_refused(server, client, path):
     """A raw API call naming a server path (gradio_client would upload the file itself, so plain HTTP here)."""
     import httpx
 
-    data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, 0.35, 0.5, 1.0, 5, 3, 4, 4, ENC, 3, 0.5, False, False]
+    data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, 0.35, 0.5, 1.0, 5, 3, 4, 4, ENC, 3, 0.5, False, False,
+            0.3, 0.1, 4, 0]  # raw HTTP sends every input (gradio_client fills in the defaults)
     url = server[0] + "gradio_api/call/analyze"
     event = httpx.post(url, json={"data": data}, timeout=30).json()["event_id"]
     with httpx.stream("GET", f"{url}/{event}", timeout=60) as r:
