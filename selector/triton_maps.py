@@ -140,9 +140,14 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
 #: bf16 features take D chunks of 64 (BD16; --bf16 sweep of 72 settings: 256 frames 0.93 ms, 16 frames 0.084).
 #: prep: rows per program (PREP_RB), chunk and stages swept in tools/gpu_pass_sweep.py: none beat these by
 #: more than 0.03 ms (256 frames: bf16 0.285 ms, fp32 0.41)
+#: Tenth session (`tools/gpu_entropy_sweep.py --small`, H100): fp32 features take 4×4 patches with key parts of
+#: 64 (192 key slots per query instead of 256): prep + entropy 16×27×27×1152 0.142 ms (4×8: 0.163), at τ = 0.01
+#: 0.173 (0.232), 256 frames 1.98 (2.06); bf16 features keep 4×8 patches (PQR16 …: 4×4 was 0.942 ms vs 0.929 with
+#: four warps).
 FUSED = {"KERNEL": "patch", "QR": 1, "NKP": 4, "BD": 32, "BD16": 64, "num_warps": 4, "STAGES": 3,
          "PREP_BD": 64, "PREP_BD16": 64, "PREP_RB": 1, "PREP_STAGES": 1, "PREP_WARPS": 8,
-         "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 8, "PNK": 128, "PREC": "bf16x3"}
+         "BQ": 16, "SBD": 16, "PQR": 4, "PQC": 4, "PNK": 64, "PQR16": 4, "PQC16": 8, "PNK16": 128,
+         "PREC": "bf16x3"}
 #: index launch: MC positions per program (several chunks a frame for frames above MC tokens)
 INDEX = {"MC": 128, "num_warps": 4}
 MAX_FRAME_TOKENS = 1024
@@ -209,9 +214,12 @@ def maps_fused(x: torch.Tensor, cfg: SelectorConfig, precision: str | None = Non
     native = x.dtype in (torch.bfloat16, torch.float16)
     rad, prad, kt = cfg.window // 2, cfg.past_window // 2, cfg.temporal_window
     if c["KERNEL"] == "patch":  # QR×QC query patches against the union of their windows
-        pqr, pqc = c["PQR"], c["PQC"]
+        # half-precision features take the *16 patch unless the launch names only the plain keys (then they
+        # apply to both dtypes, as the kernel tests and sweeps that set PQR/PQC/PNK expect)
+        half_patch = native and ("PQR16" in launch or not {"PQR", "PQC", "PNK"} & launch.keys())
+        pqr, pqc, pnk = (c["PQR16"], c["PQC16"], c["PNK16"]) if half_patch else (c["PQR"], c["PQC"], c["PNK"])
         nkey = (pqr + 2 * rad) * (pqc + 2 * rad) + (kt - 1) * (pqr + 2 * prad) * (pqc + 2 * prad)
-        nk = max(c["PNK"], _pow2(-(-nkey // 4)))
+        nk = max(pnk, _pow2(-(-nkey // 4)))
         kern.entropy_patch_kernel[(t_ * -(-h_ // pqr) * -(-w_ // pqc),)](
             x, tab, inv, h, h_, w_, d_, 1.0 / cfg.tau, RAD=rad, PRAD=prad, KT=kt, QR=pqr, QC=pqc, NK=nk,
             BD=c["BD16"] if native else c["BD"], PREC=prec, STAGES=c["STAGES"], num_warps=c["num_warps"],

@@ -690,7 +690,8 @@ def test_cuda_graph_checks_values_through_the_fused_statistics():
 @cuda_only
 @pytest.mark.parametrize("launch", [dict(KERNEL="dout"), dict(KERNEL="stencil", BQ=16, SBD=16, STAGES=1),
                                     dict(KERNEL="dout", PREC="bf16x3"), dict(KERNEL="parts", QR=2, NKP=2),
-                                    dict(KERNEL="patch", PQR=4, PQC=8, PNK=64), dict(KERNEL="patch", PQR=8, PQC=4)])
+                                    dict(KERNEL="patch", PQR=4, PQC=8, PNK=64), dict(KERNEL="patch", PQR=8, PQC=4),
+                                    dict(KERNEL="patch", PQR=4, PQC=4, PNK=64, PQR16=4, PQC16=4, PNK16=64)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_entropy_kernels_match_reference(launch, dtype):
     """Every entropy kernel and precision choice the sweep tools may pick, on the GPU, several grids and

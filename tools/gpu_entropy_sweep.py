@@ -5,6 +5,7 @@ largest |Ĥ - reference|, on 16×27×27×1152 fp32; the best few on 256×27×27�
 prints the chosen launch parameters; `--bench` then runs `python -m selector.bench` with them.
 python3 tools/gpu_entropy_sweep.py --bf16  — the patch kernel's settings on bf16 features (one native tensor-core
 pass, so other tile shapes than in fp32 may win), ranked on 256×27×27×1152, the best few on 16×27×27×1152.
+python3 tools/gpu_entropy_sweep.py --small  — 16-query patches (4×4, 2×8) against the default, fp32 and bf16.
 """
 
 import itertools
@@ -22,7 +23,8 @@ CANDIDATES = ([dict(BASE, KERNEL="dout", PREC="tf32x3")]
               + ([dict(BASE, KERNEL="dout", PREC="bf16x3", QR=qr, BD=bd, num_warps=w, STAGES=st)
                   for qr, bd, w, st in itertools.product((1, 2), (32, 64), (4, 8), (2, 3))]
                  if "--all" in sys.argv else [dict(BASE, KERNEL="dout", PREC="bf16x3")])
-              + [dict(BASE, KERNEL="patch", PREC="bf16x3", PQR=pqr, PQC=pqc, PNK=nk, num_warps=w, BD=bd, BD16=bd)
+              + [dict(BASE, KERNEL="patch", PREC="bf16x3", PQR=pqr, PQC=pqc, PNK=nk, num_warps=w, BD=bd, BD16=bd,
+                      PQR16=pqr, PQC16=pqc, PNK16=nk)
                  for (pqr, pqc), nk, w, bd in itertools.product(((4, 8), (2, 16), (4, 16), (8, 8), (8, 4)),
                                                                 (64, 128), (4, 8), (32, 64))]
               + [dict(BASE, KERNEL="stencil", BQ=16, SBD=16, num_warps=4, STAGES=1)])
@@ -30,7 +32,8 @@ CANDIDATES = ([dict(BASE, KERNEL="dout", PREC="tf32x3")]
 
 def short(launch):
     keys = {"stencil": ("KERNEL", "BQ", "SBD", "num_warps"),
-            "patch": ("KERNEL", "PREC", "PQR", "PQC", "PNK", "BD", "num_warps", "STAGES")}.get(
+            "patch": ("KERNEL", "PREC", "PQR", "PQC", "PNK", "PQR16", "PQC16", "PNK16", "BD", "num_warps",
+                      "STAGES")}.get(
         launch["KERNEL"], ("KERNEL", "PREC", "QR", "BD", "num_warps", "STAGES"))
     return " ".join(f"{k}={launch[k]}" for k in keys)
 
@@ -57,7 +60,7 @@ def run(x, cfg, launches, label, reps=20):
     return [r[2] for r in rows]
 
 
-PATCHES_BF16 = [dict(BASE, KERNEL="patch", PQR=pqr, PQC=pqc, PNK=nk, num_warps=w, BD=bd, BD16=bd, STAGES=st)
+PATCHES_BF16 = [dict(BASE, KERNEL="patch", PQR16=pqr, PQC16=pqc, PNK16=nk, num_warps=w, BD=bd, BD16=bd, STAGES=st)
                 for (pqr, pqc), nk, w, bd, st in itertools.product(
                     ((4, 8), (8, 8), (4, 16), (8, 4), (2, 16)), (64, 128), (4, 8), (32, 64, 128), (2, 3))
                 if not (pqr * pqc >= 128 and w == 4) and not (bd == 128 and st == 3)]
@@ -72,9 +75,29 @@ def main_bf16():
     print("chosen", ranked[0], flush=True)
 
 
+#: 16-query patches: fewer tensor-core products per query (192 key slots, three parts of 64, against 256 for the
+#: 4×8 patch), on M = 16 tiles (tenth session)
+PATCHES_SMALL = [dict(BASE, KERNEL="patch", PQR=pqr, PQC=pqc, PNK=64, PQR16=pqr, PQC16=pqc, PNK16=64, num_warps=w,
+                      BD=bd, BD16=bd)
+                 for (pqr, pqc), w, bd in itertools.product(((4, 4), (2, 8)), (2, 4), (32, 64))]
+
+
+def main_small():
+    cfg = SelectorConfig()
+    z = torch.randn(256, 27, 27, 1152, device="cuda")
+    ranked = run(z, cfg, PATCHES_SMALL + [BASE], "256×27×27×1152 float32", reps=5)
+    top = ranked[:3] + [BASE]
+    run(z.bfloat16(), cfg, top, "256×27×27×1152 bfloat16", reps=5)
+    x = torch.randn(16, 27, 27, 1152, device="cuda")
+    run(x, cfg, top, "16×27×27×1152 float32")
+    run(x, SelectorConfig(tau=0.01), top, "16×27×27×1152 float32 τ=0.01")
+
+
 def main():
     if "--bf16" in sys.argv:
         return main_bf16()
+    if "--small" in sys.argv:
+        return main_small()
     cfg = SelectorConfig()
     x = torch.randn(16, 27, 27, 1152, device="cuda")
     ranked = run(x, cfg, CANDIDATES, "16×27×27×1152 float32")
