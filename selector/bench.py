@@ -134,6 +134,13 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
                   f"{peak:>10.0f}{spread_txt}{ref_txt}")
         if differ:
             print("  kept tokens that differ from the reference's, by retention: " + ", ".join(differ))
+        if device.type == "cpu":
+            from . import fast
+
+            cols = fast.strip_choice(shape[1], shape[2], shape[3], cfg)
+            plan = fast.strip_plan(shape[2], max(cfg.window, cfg.past_window) // 2, "cpu", cols or 1)
+            how = "pinned" if fast.pinned_strip_cols() is not None else "timed at the first call"
+            print(f"  CPU entropy layout: {plan[0]} strip(s) of {plan[1]} query columns ({how})")
         del x
         if graph:
             from .graphs import clear_graphs

@@ -8,7 +8,8 @@ b query columns, each strip stored row by row with its halo columns (rmax = the 
 side) and followed by rmax rows of zeros. The band of query row (t, s, r) in frame t+dt then starts at a
 fixed stride from the band of row (t, s, r+1), so one `as_strided` view feeds `bmm` without copying, and a
 query meets (2·rad+1)·(b+2·rmax) keys instead of a whole band of grid rows. Narrow strips mean fewer wasted
-products but smaller GEMMs; `strip_plan` picks the width (on a GPU: one strip, the grid rows themselves).
+products but smaller GEMMs, and which width is fastest depends on the CPU's GEMM kernels: the candidates are timed
+once per grid at its first call (`strip_choice`; on a GPU: one strip, the grid rows themselves).
 Imports torch only.
 """
 
@@ -16,28 +17,45 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import threading
+import time
 
 import torch
 
-from .config import SelectorConfig
+from .config import SelectorConfig, SelectorError
 from .maps import entropy_from_logits, frames_per_chunk
 
-__all__ = ["entropy_banded", "entropy_banded_raw", "band_layout", "strip_plan", "release_scratch"]
+__all__ = ["entropy_banded", "entropy_banded_raw", "band_layout", "strip_plan", "strip_choice", "pinned_strip_cols",
+           "release_scratch"]
 
 _scratch = threading.local()  # per thread on a CPU: the last layout's ring buffers (see _ring)
 
-#: query columns per strip on a CPU (2 cores, 16×27×27×1152: 9 → 3 strips of 13 columns; see strip_plan)
-STRIP_COLS = 9
+#: query columns per strip on a CPU when none is tuned or pinned (strip_plan's default)
+DEFAULT_STRIP_COLS = 9
+#: pins the query columns per strip on a CPU (any int >= 1; the grid width or more = one strip); None: the
+#: fastest of STRIP_CANDIDATES is measured at a grid's first call (see `strip_choice`). The environment
+#: variable ENTROPY_SELECT_STRIP_COLS pins it too.
+STRIP_COLS: int | None = None
+#: strip widths timed at a grid's first CPU call (a width the grid is too narrow for means one strip). The
+#: best one depends on the CPU's GEMM kernels: on 16×27×27×1152, 9 columns was best on a 2-core Xeon with
+#: AVX-512 (one strip slower), one strip or 7 columns on a 2-core AMD EPYC with AVX2 (9 columns 15 % slower)
+STRIP_CANDIDATES = (7, 9, 1 << 30)
+#: frames the candidates are timed on (the first ones of the clip): a few GEMM batches, not the whole video
+TUNE_FRAMES = 8
+
+_tuned: dict[tuple, int] = {}
+_tune_lock = threading.Lock()
 
 
-def strip_plan(w_: int, rmax: int, device_type: str, strip_cols: int = STRIP_COLS) -> tuple[int, int, int]:
+def strip_plan(w_: int, rmax: int, device_type: str, strip_cols: int = DEFAULT_STRIP_COLS) -> tuple[int, int, int]:
     """(strips S, query columns b, halo columns hc) for rows of w_ tokens, ~strip_cols query columns a strip.
 
     A single strip (b = w_) needs no halo columns: a window that runs off a grid row reads the neighbouring
-    row's tokens, which the validity mask drops. Narrow strips pay off on a CPU when the grid is wide
-    (GEMM efficiency falls for small blocks, measured on 2 cores: b = 9 best for W = 27, one strip for
-    W = 14); on a GPU the whole row is one block."""
+    row's tokens, which the validity mask drops. Narrow strips can pay off on a CPU when the grid is wide
+    (fewer wasted products, but GEMM efficiency falls for small blocks: on 2 cores b = 9 was best for W = 27
+    on a Xeon with AVX-512, one strip or b = 7 on an AMD EPYC with AVX2; one strip for W = 14 on both); on a
+    GPU the whole row is one block."""
     if device_type != "cpu" or w_ < 2 * strip_cols + 2 * rmax:
         return 1, w_, 0
     b = math.ceil(w_ / max(1, round(w_ / strip_cols)))
@@ -46,7 +64,7 @@ def strip_plan(w_: int, rmax: int, device_type: str, strip_cols: int = STRIP_COL
 
 @functools.lru_cache(maxsize=32)
 def band_layout(t_: int, h_: int, w_: int, window: int, temporal_window: int, past_window: int,
-                device: str, strip_cols: int = STRIP_COLS) -> tuple:
+                device: str, strip_cols: int = DEFAULT_STRIP_COLS) -> tuple:
     """Shape-only plan of the banded entropy (cached): (parts, key_idx, frame_step, valid, n_valid, plan).
 
     parts: per temporal offset dt, (dt, first band row relative to the query row, band rows). The current
@@ -114,10 +132,71 @@ def entropy_banded_raw(x: torch.Tensor, cfg: SelectorConfig) -> torch.Tensor:
     return _banded(x, cfg, normalized=False)
 
 
+def pinned_strip_cols() -> int | None:
+    """The pinned query columns per strip (STRIP_COLS, else ENTROPY_SELECT_STRIP_COLS), or None: tuned."""
+    if STRIP_COLS is not None:
+        return STRIP_COLS
+    env = os.environ.get("ENTROPY_SELECT_STRIP_COLS", "").strip()
+    if not env:
+        return None
+    try:
+        cols = int(env)
+    except ValueError:
+        cols = 0
+    if cols < 1:
+        raise SelectorError(f"ENTROPY_SELECT_STRIP_COLS must be an int >= 1 (query columns per strip), got {env!r}")
+    return cols
+
+
+def strip_choice(h_: int, w_: int, d_: int, cfg: SelectorConfig) -> int | None:
+    """Query columns per strip the CPU entropy uses for this grid and window: the pinned value, the tuned one,
+    or None when neither is set yet (the next call of that grid times the candidates)."""
+    pinned = pinned_strip_cols()
+    if pinned is not None:
+        return pinned
+    return _tuned.get((h_, w_, d_, cfg.window, cfg.temporal_window, cfg.past_window))
+
+
 def _banded(x: torch.Tensor, cfg: SelectorConfig, normalized: bool) -> torch.Tensor:
+    """The banded entropy with the strip width for this CPU: pinned, tuned earlier, or tuned now. Tuning (once
+    per process, grid and window) times every distinct layout of STRIP_CANDIDATES on the clip's first
+    TUNE_FRAMES frames, each after a warm-up call (its buffers, its index cache), and keeps the fastest. The
+    layouts compute the same dot products; their maps agree to float rounding (bit for bit where the BLAS
+    sums each dot product in the same order, as measured on both CPUs above)."""
+    if x.device.type != "cpu":
+        return _banded_cols(x, cfg, normalized, DEFAULT_STRIP_COLS)  # one strip on a GPU anyway
+    t_, h_, w_, d_ = x.shape
+    cols = strip_choice(h_, w_, d_, cfg)
+    if cols is not None:
+        return _banded_cols(x, cfg, normalized, cols)
+    key = (h_, w_, d_, cfg.window, cfg.temporal_window, cfg.past_window)
+    rmax = max(cfg.window, cfg.past_window) // 2
+    layouts: dict[tuple[int, int, int], int] = {}
+    for c in STRIP_CANDIDATES:
+        layouts.setdefault(strip_plan(w_, rmax, "cpu", c), c)
+    if len(layouts) == 1:
+        _tuned[key] = next(iter(layouts.values()))
+        return _banded_cols(x, cfg, normalized, _tuned[key])
+    with _tune_lock:
+        if key not in _tuned:
+            sample = x[:TUNE_FRAMES]
+            best: tuple[float, int] | None = None
+            for c in layouts.values():
+                _banded_cols(sample, cfg, normalized, c)
+                t0 = time.perf_counter()
+                _banded_cols(sample, cfg, normalized, c)
+                took = time.perf_counter() - t0
+                if best is None or took < best[0]:
+                    best = (took, c)
+            assert best is not None
+            _tuned[key] = best[1]
+    return _banded_cols(x, cfg, normalized, _tuned[key])
+
+
+def _banded_cols(x: torch.Tensor, cfg: SelectorConfig, normalized: bool, strip_cols: int) -> torch.Tensor:
     t_, h_, w_, d_ = x.shape
     parts, (local, step, part_base), valid, n_valid, (s_, b, hc) = band_layout(
-        t_, h_, w_, cfg.window, cfg.temporal_window, cfg.past_window, str(x.device), STRIP_COLS)
+        t_, h_, w_, cfg.window, cfg.temporal_window, cfg.past_window, str(x.device), strip_cols)
     rmax = max(cfg.window, cfg.past_window) // 2
     sw = b + 2 * hc  # tokens per buffer row
     pad = rmax if s_ > 1 else 0  # zero rows after each strip (one strip: the next frame's rows, masked)

@@ -128,6 +128,65 @@ def test_cpu_scratch_reuse_across_layouts_and_threads():
     assert len(errors) == 6 + 24 + 1 and max(errors) < 1e-5
 
 
+def test_cpu_strip_width_is_timed_once_per_grid_and_gives_the_reference(monkeypatch):
+    """Unpinned, the CPU entropy times every distinct strip layout of STRIP_CANDIDATES at a grid's first call
+    (each twice, on the first TUNE_FRAMES frames), keeps one, and uses it from then on without timing again;
+    whatever it keeps, the map is the reference's."""
+    from selector import fast
+
+    monkeypatch.setattr(fast, "STRIP_COLS", None)
+    monkeypatch.delenv("ENTROPY_SELECT_STRIP_COLS", raising=False)
+    monkeypatch.setattr(fast, "_tuned", {})
+    monkeypatch.setattr(fast, "STRIP_CANDIDATES", (4, 6, 1 << 30, 12))  # 12 is one strip too: 3 layouts timed
+    monkeypatch.setattr(fast, "TUNE_FRAMES", 2)
+    calls: list[tuple[int, int]] = []
+    real = fast._banded_cols
+
+    def spy(x, cfg, normalized, cols):
+        calls.append((x.shape[0], cols))
+        return real(x, cfg, normalized, cols)
+
+    monkeypatch.setattr(fast, "_banded_cols", spy)
+    cfg = SelectorConfig(window=3, past_window=3)  # rmax 1: 24 columns in strips of 4 or 6, or one strip
+    x = tensor((4, 5, 24, 8), 3)
+    ref = maps.entropy_map(maps.normalize(x), cfg)
+    assert fast.strip_choice(5, 24, 8, cfg) is None
+    first = fast.entropy_banded_raw(x, cfg)
+    timed = calls[:-1]
+    assert sorted(timed) == [(2, 4), (2, 4), (2, 6), (2, 6), (2, 1 << 30), (2, 1 << 30)]
+    chosen = fast.strip_choice(5, 24, 8, cfg)
+    assert chosen in (4, 6, 1 << 30) and calls[-1] == (4, chosen)
+    calls.clear()
+    again = fast.entropy_banded_raw(x, cfg)
+    assert calls == [(4, chosen)] and torch.equal(again, first)
+    assert float((first - ref).abs().max()) < 1e-5
+    for cols in (4, 6, 1 << 30):  # every candidate layout gives the same map
+        assert float((real(maps.normalize(x), cfg, True, cols) - first).abs().max()) < 1e-6
+        assert float((real(x, cfg, False, cols) - first).abs().max()) < 1e-6
+    calls.clear()  # a grid too narrow for strips has one layout: nothing to time
+    narrow = tensor((2, 3, 7, 8), 4)
+    fast.entropy_banded_raw(narrow, cfg)
+    assert calls == [(2, 4)] and fast.strip_choice(3, 7, 8, cfg) == 4
+
+
+def test_cpu_strip_width_pinned_by_the_environment(monkeypatch):
+    from selector import SelectorError, fast
+
+    monkeypatch.setattr(fast, "STRIP_COLS", None)
+    monkeypatch.setattr(fast, "_tuned", {})
+    monkeypatch.setenv("ENTROPY_SELECT_STRIP_COLS", "4")
+    cfg = SelectorConfig()
+    x = tensor((3, 5, 24, 8), 5)
+    assert fast.strip_choice(5, 24, 8, cfg) == 4
+    got = fast.entropy_banded_raw(x, cfg)
+    assert fast._tuned == {}  # nothing timed
+    assert float((got - maps.entropy_map(maps.normalize(x), cfg)).abs().max()) < 1e-5
+    for bad in ("0", "nine", "-3"):
+        monkeypatch.setenv("ENTROPY_SELECT_STRIP_COLS", bad)
+        with pytest.raises(SelectorError, match="ENTROPY_SELECT_STRIP_COLS must be an int >= 1"):
+            select_tokens(x, 0.5, cfg)
+
+
 def test_strip_plan_of_the_benchmark_grids():
     from selector.fast import strip_plan
 
