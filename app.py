@@ -5,6 +5,7 @@ UI wiring only: the pipeline is selector.service, the views are viz. Run: python
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -268,11 +269,19 @@ def _answer_dict(a) -> dict:
 
 @gpu
 def ask_endpoint(video: str, question: str, retention: float = 0.35, model: str = "", num_frames: int = 16,
-                 max_new_tokens: int = 64, progress: gr.Progress = gr.Progress()) -> list:  # noqa: B008
-    """Answer a question about the video twice: with all video tokens and with the ENTROPY-SELECT ones."""
+                 max_new_tokens: int = 64, alpha: float = _D.alpha, tau: float = _D.tau, window: int = _D.window,
+                 temporal_window: int = _D.temporal_window, grid: int = _D.grid, past_window: int = _D.past_window,
+                 rho: float = _D.rho, grid_fusion: bool = _D.grid_fusion, q: float = _D.q,
+                 tau_alloc: float = _D.tau_alloc, min_tokens: int = _D.min_tokens, max_tokens: int = 0,
+                 progress: gr.Progress = gr.Progress()) -> list:  # noqa: B008
+    """Answer a question about the video twice: with all video tokens and with the ENTROPY-SELECT ones. The
+    selector knobs are the page's (the sliders; SelectorConfig's defaults through the API unless given); the
+    selection runs on the VLM's own video features, not on the views' encoder."""
     video = _uploaded(video)
     try:
-        p = _params(retention, 0.5, 1.0, 5, 3, 4, num_frames, None)
+        p = _params(retention, alpha, tau, window, temporal_window, grid, num_frames, None, past_window, rho,
+                    grid_fusion, q, tau_alloc, min_tokens, max_tokens)
+        cfg = p.config()  # bad knobs are named before a model is loaded
         n_new = int(max_new_tokens)
         if not 1 <= n_new <= 512:
             raise SelectorError(f"max_new_tokens must be in [1, 512], got {max_new_tokens}")
@@ -281,7 +290,7 @@ def ask_endpoint(video: str, question: str, retention: float = 0.35, model: str 
         vlm = load_vlm(name)
         frames = read_clip(video, min(p.num_frames, MAX_FRAMES)).frames
         progress(0.3, desc=f"answering with all video tokens, then with {p.retention:.0%} of them")
-        full, comp = vlm.compare(frames, question, p.retention, p.config(), max_new_tokens=n_new)
+        full, comp = vlm.compare(frames, question, p.retention, cfg, max_new_tokens=n_new)
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
     except (MemoryError, torch.cuda.OutOfMemoryError):
@@ -292,6 +301,9 @@ def ask_endpoint(video: str, question: str, retention: float = 0.35, model: str 
     summary = {"model": vlm.name, "device": str(vlm.device),
                "llm_prefill": "CUDA graphs" if vlm.prefill is not None else "stock forward", "full": _answer_dict(full),
                "compressed": _answer_dict(comp), "retention": p.retention}
+    if comp.selection is not None:  # what the compressed answer was given: the selector's config and budgets
+        summary["config"] = dataclasses.asdict(comp.selection.config)
+        summary["frame_budgets"] = [int(b) for b in comp.selection.budgets.tolist()]
     return [_answer_md("All video tokens", full), _answer_md(f"ENTROPY-SELECT, r = {p.retention:g}", comp), summary]
 
 
@@ -341,8 +353,9 @@ def build_demo() -> gr.Blocks:
                         lat_plot = gr.Plot(label="Latency")
                     with gr.Tab("Ask the video"):
                         gr.Markdown("A LLaVA-OneVision or Qwen2.5-VL model answers twice: with every video token "
-                                    "and with the ones ENTROPY-SELECT keeps at the retention above. Needs the "
-                                    "model's weights: a hub id on a machine with network access, or a local folder.")
+                                    "and with the ones ENTROPY-SELECT keeps at the retention and settings on the "
+                                    "left (selected on the model's own video features). Needs the model's weights: "
+                                    "a hub id on a machine with network access, or a local folder.")
                         question = gr.Textbox(label="Question", value="What happens in this video?")
                         vlm_id = gr.Textbox(label="Model (hub id or local folder)", value=DEFAULT_VLM)
                         ask_btn = gr.Button("Ask", variant="primary")
@@ -388,7 +401,10 @@ def build_demo() -> gr.Blocks:
         frame_index.release(_frame_view, ui_inputs, frame_img, api_visibility="private",
                             concurrency_id="compute")
         lat_btn.click(_latency, ui_inputs, lat_plot, api_visibility="private", concurrency_id="compute")
-        ask_btn.click(ask_endpoint, [video, question, retention, vlm_id, num_frames], [full_md, comp_md, ask_json],
+        max_new = gr.Number(64, visible=False, precision=0)
+        ask_btn.click(ask_endpoint, [video, question, retention, vlm_id, num_frames, max_new, alpha, api_tau, window,
+                                     temporal_window, grid, past_window, rho, grid_fusion, *budget_knobs],
+                      [full_md, comp_md, ask_json],
                       api_name="ask", concurrency_limit=1, concurrency_id="vlm", time_limit=TIME_LIMIT)
     return demo
 

@@ -308,6 +308,22 @@ def test_ask_answers_with_full_and_compressed_tokens(client):
     assert "time to first token" in full_md and "r = 0.25" in comp_md
 
 
+def test_ask_uses_the_selector_settings(client):
+    """/ask takes the page's selector knobs: the compressed answer's selection reports the config it was run
+    with, and a budget cap shows in its frame budgets (4 frames × 16 pooled tokens, r = 0.25: K = 16)."""
+    _, _, default = _ask(client, question="what", retention=0.25)
+    assert default["config"]["alpha"] == 0.5 and default["config"]["max_tokens"] is None
+    assert sum(default["frame_budgets"]) == 16
+    _, comp_md, summary = _ask(client, question="what", retention=0.25, alpha=0.2, tau=0.05, window=3, grid=2,
+                               temporal_window=2, past_window=1, rho=0.25, q=0.5, tau_alloc=0.5, min_tokens=1,
+                               max_tokens=4)
+    cfg = summary["config"]
+    assert (cfg["alpha"], cfg["tau"], cfg["window"], cfg["grid"], cfg["temporal_window"], cfg["past_window"],
+            cfg["rho"], cfg["q"], cfg["tau_alloc"], cfg["min_tokens"], cfg["max_tokens"]) == (
+        0.2, 0.05, 3, 2, 2, 1, 0.25, 0.5, 0.5, 1, 4)
+    assert summary["frame_budgets"] == [4, 4, 4, 4] and summary["compressed"]["visual_tokens"] == 17
+
+
 def test_ask_with_a_qwen25vl_folder(client, tiny_qwen):
     """The second family through the same endpoint: a local Qwen2.5-VL folder on the allowlist."""
     full_md, comp_md, summary = _ask(client, question="what is in the video", retention=0.25, model=str(tiny_qwen))
@@ -322,6 +338,8 @@ def test_ask_with_a_qwen25vl_folder(client, tiny_qwen):
     ({"model": "someone/any-model"}, "not on this server's allowlist"),
     ({"model": "llava-hf/llava-onevision-qwen2-7b-ov-hf"}, "To connect one"),
     ({"question": "   "}, "question is empty"),
+    ({"window": 4}, "window must be odd"),
+    ({"max_tokens": 2, "min_tokens": 3}, r"max_tokens \(2\) must be >= min_tokens \(3\)"),
 ])
 def test_ask_errors_are_clear(client, kw, msg):
     from gradio_client.exceptions import AppError
