@@ -190,7 +190,7 @@ def analyze_endpoint(video: str, retention: float = 0.35, alpha: float = _D.alph
                      max_tokens: int = 0,
                      progress: gr.Progress = gr.Progress()) -> list:  # noqa: B008  (gradio's way to ask for progress)
     """Decode + encode (cached by file content) and run ENTROPY-SELECT; returns the views and a JSON summary.
-    q, tau_alloc, min_tokens and max_tokens (0: no cap) are the budget knobs the page has no slider for."""
+    q, tau_alloc, min_tokens and max_tokens (0: no cap) are the frame-budget knobs (the page's "Frame budgets")."""
     try:
         p = _params(retention, alpha, tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
                     grid_fusion, q, tau_alloc, min_tokens, max_tokens)
@@ -201,19 +201,20 @@ def analyze_endpoint(video: str, retention: float = 0.35, alpha: float = _D.alph
 
 
 def _ui_params(retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
-               grid_fusion) -> Params:
+               grid_fusion, q, tau_alloc, min_tokens, max_tokens) -> Params:
     try:
         return _params(retention, alpha, 10.0 ** float(log_tau), window, temporal_window, grid, num_frames, encoder,
-                       past_window, rho, grid_fusion)
+                       past_window, rho, grid_fusion, q, tau_alloc, min_tokens, max_tokens)
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
 
 
 def _ui_run(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
-            grid_fusion, stretch, frame_index, shown, progress: gr.Progress = gr.Progress()):  # noqa: B008
+            grid_fusion, stretch, frame_index, q, tau_alloc, min_tokens, max_tokens, shown,
+            progress: gr.Progress = gr.Progress()):  # noqa: B008
     """Slider path: views first; the frame view and the download files follow in a chained event."""
     p = _ui_params(retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
-                   grid_fusion)
+                   grid_fusion, q, tau_alloc, min_tokens, max_tokens)
     return _run(video, p, bool(stretch), progress, files=False, shown=shown or {})[1]
 
 
@@ -227,9 +228,9 @@ def _cached_analysis(video, *ui) -> Analysis | None:
 
 
 def _frame_view(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window,
-                rho, grid_fusion, stretch, frame_index):
+                rho, grid_fusion, stretch, frame_index, q, tau_alloc, min_tokens, max_tokens):
     a = _cached_analysis(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder,
-                         past_window, rho, grid_fusion)
+                         past_window, rho, grid_fusion, q, tau_alloc, min_tokens, max_tokens)
     if a is None:
         return None
     frames = a.features.clip.frames
@@ -240,14 +241,14 @@ def _frame_view(video, retention, alpha, log_tau, window, temporal_window, grid,
 def _downloads_ui(*ui):
     """Download files for the selection now shown, written when the Downloads tab is opened (not on every
     slider move: they cost ~0.2 s of CPU that the views need more)."""
-    a = _cached_analysis(*ui[:12])
+    a = _cached_analysis(*ui[:12], *ui[14:])  # all but stretch and frame_index
     if a is None:
         return None, None
     return _downloads(a)
 
 
 def _latency(video, *ui):
-    a = _cached_analysis(video, *ui[:11])
+    a = _cached_analysis(video, *ui[:11], *ui[13:])
     if a is None:
         raise gr.Error("Upload a video or pick the example first.")
     return latency_chart(latency_rows(a.features, a.params.config()))
@@ -332,6 +333,13 @@ def build_demo() -> gr.Blocks:
                     num_frames = gr.Slider(4, MAX_FRAMES, 16, step=1, label="Frames sampled")
                     encoder = gr.Dropdown(encoders, value=DEFAULT_ENCODER, allow_custom_value=True,
                                           label="Encoder (offline: dinov2-s, efficientnet-lite0; others need the hub)")
+                with gr.Accordion("Frame budgets: q, τ_alloc, B_min, B_max (Enter or leave a field to apply)",
+                                  open=False):
+                    q_in = gr.Number(_D.q, label="q: share of a frame's best tokens in its saliency S̄_f")
+                    tau_alloc_in = gr.Number(_D.tau_alloc, label="τ_alloc: temperature of the budget softmax")
+                    min_tokens_in = gr.Number(_D.min_tokens, precision=0, label="B_min: tokens every frame keeps")
+                    max_tokens_in = gr.Number(_D.max_tokens or 0, precision=0,
+                                              label="B_max: most tokens a frame keeps (0: no cap)")
                 stretch = gr.Checkbox(False, label="Stretch colours to each map's own range (read flat maps)")
                 run = gr.Button("Analyze", variant="primary")
             with gr.Column(scale=2):
@@ -375,14 +383,11 @@ def build_demo() -> gr.Blocks:
             gr.Examples(examples=[[str(SAMPLE)]], inputs=[video], outputs=views, fn=_example,
                         label="Example (Big Buck Bunny, CC-BY 3.0)", cache_examples=True, cache_mode="lazy")
         shown = gr.State({})  # keys of the maps on the page (a few short tuples per session)
+        budget_knobs = [q_in, tau_alloc_in, min_tokens_in, max_tokens_in]
         ui_inputs = [video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window,
-                     rho, grid_fusion, stretch, frame_index]
+                     rho, grid_fusion, stretch, frame_index, *budget_knobs]
         # the scriptable endpoint: explicit τ, not its log
         api_tau = gr.Number(1.0, visible=False)
-        # budget knobs without a slider (the page keeps SelectorConfig's defaults; the endpoint takes them)
-        budget_knobs = [gr.Number(_D.q, visible=False), gr.Number(_D.tau_alloc, visible=False),
-                        gr.Number(_D.min_tokens, visible=False, precision=0),
-                        gr.Number(_D.max_tokens or 0, visible=False, precision=0)]
         run.click(analyze_endpoint, [video, retention, alpha, api_tau, window, temporal_window, grid, num_frames,
                                      encoder, past_window, rho, grid_fusion, stretch, *budget_knobs], views,
                   api_name="analyze",
@@ -391,7 +396,8 @@ def build_demo() -> gr.Blocks:
                        api_visibility="private", queue=False)
         gr.on([video.change, retention.release, alpha.release, log_tau.release, window.release,
                temporal_window.release, past_window.release, grid.release, rho.release, num_frames.release,
-               grid_fusion.change, stretch.change, encoder.change],
+               grid_fusion.change, stretch.change, encoder.change,
+               *(ev for knob in budget_knobs for ev in (knob.submit, knob.blur))],
               _ui_run, [*ui_inputs, shown], [*views[:7], shown], api_visibility="private",
               concurrency_limit=CONCURRENCY,
               concurrency_id="compute", trigger_mode="always_last", time_limit=TIME_LIMIT).then(

@@ -215,7 +215,8 @@ def test_slider_path_redraws_only_the_images_that_change():
     video = str(upload / "clip.mp4")
     shutil.copy(SAMPLE, video)
     ui = dict(retention=0.35, alpha=0.5, log_tau=0.0, window=5, temporal_window=3, grid=4, num_frames=4,
-              encoder=ENC, past_window=3, rho=0.5, grid_fusion=False, stretch=False, frame_index=0)
+              encoder=ENC, past_window=3, rho=0.5, grid_fusion=False, stretch=False, frame_index=0, q=0.3,
+              tau_alloc=0.1, min_tokens=4, max_tokens=0)
 
     def run(shown, **kw):
         out = app._ui_run(video, *{**ui, **kw}.values(), shown)
@@ -224,6 +225,7 @@ def test_slider_path_redraws_only_the_images_that_change():
         assert out[5].data, "the budget chart follows every move"
         return out[1], drawn, out[7]
 
+    first_out = app._ui_run(video, *ui.values(), {})
     first, drawn, shown = run({})
     assert drawn == [True, True, True, True]
     moved, drawn, shown = run(shown, retention=0.1)
@@ -234,6 +236,25 @@ def test_slider_path_redraws_only_the_images_that_change():
     assert drawn == [True, False, False, True]
     _, drawn, _ = run(shown, retention=0.1, alpha=0.3, stretch=True)  # other colours: every map again
     assert drawn == [True, True, True, True]
+    # the frame-budget fields: the budgets move, the maps stay. B_max = cap with K = 4·cap: every frame keeps cap
+    import gradio as gr
+
+    n = first_out[6]["tokens_total"]
+    cap = n // 16
+    capped = {**ui, "retention": 4 * cap / n, "max_tokens": cap}
+    out = app._ui_run(video, *capped.values(), {})
+    assert out[6]["budgets"] == [cap] * 4 and out[6]["tokens_kept"] == 4 * cap
+    assert out[6]["config"]["max_tokens"] == cap
+    out = app._ui_run(video, *{**capped, "max_tokens": 0, "tau_alloc": 0.02, "q": 0.5, "min_tokens": 10}.values(),
+                      out[7])
+    assert [isinstance(img, Image.Image) for img in out[1:5]] == [True, False, False, False]
+    assert out[6]["budgets"] != [cap] * 4 and min(out[6]["budgets"]) >= 10
+    assert (out[6]["config"]["q"], out[6]["config"]["tau_alloc"], out[6]["config"]["max_tokens"]) == (0.5, 0.02, None)
+    assert isinstance(app._frame_view(video, *capped.values()), Image.Image)
+    with pytest.raises(gr.Error, match=r"max_tokens \(2\) must be >= min_tokens \(4\)"):
+        app._ui_run(video, *{**ui, "max_tokens": 2}.values(), {})
+    with pytest.raises(gr.Error, match=f"allows at most {4 * cap} tokens"):
+        app._ui_run(video, *{**capped, "retention": 0.5}.values(), {})
 
 
 def test_default_encoder_end_to_end(client):
@@ -270,6 +291,15 @@ def test_browser_upload_move_slider_and_screenshot(server):
         elapsed = time.perf_counter() - t0
         page.wait_for_selector("text=/Kept [0-9,]+ of 11,664 tokens \\((1[0-9]|[0-9])\\.[0-9] %\\)/", timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "app-after-slider.png"), full_page=True)
+        # a frame-budget field: B_max = 10 cannot hold K (16 frames × 10 < K at ~10 %): the page names the problem
+        page.get_by_text("Frame budgets: q, τ_alloc, B_min, B_max").click()
+        b_max = page.get_by_label("B_max: most tokens a frame keeps (0: no cap)")
+        b_max.fill("10")
+        b_max.press("Enter")
+        page.wait_for_selector("text=/max_tokens=10 allows at most 160 tokens/", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "app-budget-error.png"), full_page=True)
+        b_max.fill("0")
+        b_max.press("Enter")
         page.get_by_role("tab", name="Entropy Ĥ").click()
         page.wait_for_timeout(500)
         page.screenshot(path=str(ARTIFACTS / "app-entropy-tab.png"), full_page=True)
