@@ -138,7 +138,8 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
             from . import fast
 
             cols = fast.strip_choice(shape[1], shape[2], shape[3], cfg)
-            plan = fast.strip_plan(shape[2], max(cfg.window, cfg.past_window) // 2, "cpu", cols or 1)
+            rmax = max(cfg.window, cfg.past_window) // 2
+            plan = fast.strip_plan(shape[2], rmax, "cpu", cols or fast.DEFAULT_STRIP_COLS)
             how = "pinned" if fast.pinned_strip_cols() is not None else "timed at the first call"
             print(f"  CPU entropy layout: {plan[0]} strip(s) of {plan[1]} query columns ({how})")
         del x

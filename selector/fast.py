@@ -162,7 +162,7 @@ def _banded(x: torch.Tensor, cfg: SelectorConfig, normalized: bool) -> torch.Ten
     per process, grid and window) times every distinct layout of STRIP_CANDIDATES on the clip's first
     TUNE_FRAMES frames, each after a warm-up call (its buffers, its index cache), and keeps the fastest. The
     layouts compute the same dot products; their maps agree to float rounding (bit for bit where the BLAS
-    sums each dot product in the same order, as measured on both CPUs above)."""
+    sums each dot product in the same order, as measured on the AMD EPYC of docs/benchmarks.md)."""
     if x.device.type != "cpu":
         return _banded_cols(x, cfg, normalized, DEFAULT_STRIP_COLS)  # one strip on a GPU anyway
     t_, h_, w_, d_ = x.shape
