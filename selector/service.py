@@ -134,10 +134,12 @@ def select_cached(feats: Features, retention: float, cfg: SelectorConfig, timed:
     key = (feats.digest, feats.encoder, tuple(feats.tokens.shape)) + tuple(getattr(cfg, f) for f in MAP_FIELDS)
     first = _MAPS.get(key)
     if first is None:
-        grad = _GRADIENTS.get(key[:3]) if feats.tokens.device.type == "cpu" else None
+        cpu = feats.tokens.device.type == "cpu"
+        grad = _GRADIENTS.get(key[:3]) if cpu else None
         sel = select_tokens(feats.tokens, retention, cfg, timed=True,
                             gradient_fn=None if grad is None else (lambda _x: grad))
-        _GRADIENTS.put(key[:3], sel.gradient)
+        if cpu and grad is None:  # kept for CPU features only: the GPU path never reads it
+            _GRADIENTS.put(key[:3], sel.gradient)
         # without the features (source, rows): the feature cache's byte bound decides how long they live
         first = replace(sel, source=None, rows=None, timings_ms=dict(sel.timings_ms))
         _MAPS.put(key, first)

@@ -54,6 +54,12 @@ def map_range(m: np.ndarray) -> MapRange:
     return MapRange(float(m.min()), float(m.max()), float(p5), float(p95))
 
 
+def _token_index(pixels: int, tokens: int) -> np.ndarray:
+    """The token row (or column) of each pixel row (column) when `tokens` cover `pixels` in equal runs
+    (nearest neighbour; the squash-resize policy of every view)."""
+    return np.arange(pixels) * tokens // pixels
+
+
 def _mosaic(tiles: list[np.ndarray] | np.ndarray, labels: list[str], cols: int = COLS) -> Image.Image:
     th, tw = tiles[0].shape[:2]
     n = len(tiles)
@@ -108,8 +114,7 @@ def _blend_maps(scaled: np.ndarray, thumbs: np.ndarray, cmap: str, blend: float)
     (colour·a + thumb·(256-a)) >> 8 with a = round(blend·256). The colours are looked up per token and then
     spread over the token's pixels (the same pixels as a lookup per pixel), in place in one uint16 buffer."""
     th, tw = thumbs.shape[1:3]
-    ri = np.minimum(np.arange(th) * scaled.shape[1] // th, scaled.shape[1] - 1)
-    ci = np.minimum(np.arange(tw) * scaled.shape[2] // tw, scaled.shape[2] - 1)
+    ri, ci = _token_index(th, scaled.shape[1]), _token_index(tw, scaled.shape[2])
     a = int(round(blend * 256))
     colour = _lut(cmap, a)[(np.clip(scaled, 0, 1) * 255).astype(np.uint8)]  # (T, h, w, 3), times a
     out = np.take(np.take(colour, ri, axis=1), ci, axis=2)  # (T, th, tw, 3) uint16, a fresh array
@@ -164,8 +169,7 @@ def _overlay_tiles(thumbs: np.ndarray, keep: np.ndarray, anchors: np.ndarray) ->
     brightness, fused anchors solid magenta; all frames at once."""
     th, tw = thumbs.shape[1:3]
     gh, gw = keep.shape[1:]
-    ri = (np.arange(th) * gh // th)
-    ci = (np.arange(tw) * gw // tw)
+    ri, ci = _token_index(th, gh), _token_index(tw, gw)
     # nearest-neighbour: each token covers an equal rectangle (squash-resize policy); the mask is spread to the
     # three channels at token level, so the copy below needs no broadcasting (3× faster)
     mask3 = np.take(np.take(np.repeat(keep[..., None], 3, axis=-1), ri, axis=1), ci, axis=2)
