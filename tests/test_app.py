@@ -262,6 +262,17 @@ def test_default_encoder_end_to_end(client):
     assert s["grid"] == [4, 27, 27] and s["encoder"] == "dinov2-s"
 
 
+def _fill_number(page, field, text):
+    """Types into a number field that may just have been mounted (a closed accordion's fields are created when it
+    opens): the field's first value can land after the keystrokes, so type again until the value holds."""
+    for _ in range(10):
+        field.fill(text)
+        page.wait_for_timeout(300)
+        if field.input_value() == text:
+            return
+    raise AssertionError(f"the number field does not keep {text!r}: it shows {field.input_value()!r}")
+
+
 @pytest.mark.browser
 def test_browser_upload_move_slider_and_screenshot(server):
     chromium = require_tool("chromium")
@@ -294,11 +305,15 @@ def test_browser_upload_move_slider_and_screenshot(server):
         # a frame-budget field: B_max = 10 cannot hold K (16 frames × 10 < K at ~10 %): the page names the problem
         page.get_by_text("Frame budgets: q, τ_alloc, B_min, B_max").click()
         b_max = page.get_by_label("B_max: most tokens a frame keeps (0: no cap)")
-        b_max.fill("10")
+        _fill_number(page, b_max, "10")
         b_max.press("Enter")
-        page.wait_for_selector("text=/max_tokens=10 allows at most 160 tokens/", timeout=60_000)
+        try:
+            page.wait_for_selector("text=/max_tokens=10 allows at most 160 tokens/", timeout=60_000)
+        except Exception as e:  # say what the page and the server showed instead (a CI run failed here once)
+            raise AssertionError(f"no budget error on the page; field value {b_max.input_value()!r}; page text:\n"
+                                 f"{page.inner_text('body')[-1500:]}\napp log:\n{server[2].read_text()[-3000:]}") from e
         page.screenshot(path=str(ARTIFACTS / "app-budget-error.png"), full_page=True)
-        b_max.fill("0")
+        _fill_number(page, b_max, "0")
         b_max.press("Enter")
         page.get_by_role("tab", name="Entropy Ĥ").click()
         page.wait_for_timeout(500)
