@@ -26,7 +26,7 @@ from selector.core import MAP_FIELDS
 from selector.cpu_tuning import tune_malloc
 from selector.encoders import DEFAULT_ENCODER, EncoderError, available_encoders
 from selector.export import to_json, to_npz
-from selector.service import MAX_FRAMES, Analysis, Params, analyze, latency_rows
+from selector.service import MAX_FRAMES, RETENTIONS, Analysis, Params, analyze, latency_rows
 from selector.video import VideoError, describe, read_clip
 from selector.vlm import DEFAULT_VLM, KNOWN_VLMS, VLMError, load_vlm
 from viz import latency_chart, render_frame, render_views, summary_markdown, thumbnails
@@ -200,6 +200,21 @@ def analyze_endpoint(video: str, retention: float = 0.35, alpha: float = _D.alph
     return outputs
 
 
+#: the page's inputs that every UI handler takes, in this order (build_demo wires them by these names)
+UI_FIELDS = ("video", "retention", "alpha", "log_tau", "window", "temporal_window", "grid", "num_frames", "encoder",
+             "past_window", "rho", "grid_fusion", "stretch", "frame_index", "q", "tau_alloc", "min_tokens",
+             "max_tokens")
+#: the ones that decide the analysis (not how it is drawn), in _ui_params' order
+PARAM_FIELDS = tuple(n for n in UI_FIELDS if n not in ("video", "stretch", "frame_index"))
+
+
+def _ui_values(ui: tuple) -> dict:
+    """The UI handlers' positional inputs by name (UI_FIELDS)."""
+    if len(ui) != len(UI_FIELDS):
+        raise TypeError(f"expected the {len(UI_FIELDS)} page inputs {UI_FIELDS}, got {len(ui)} values")
+    return dict(zip(UI_FIELDS, ui, strict=True))
+
+
 def _ui_params(retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
                grid_fusion, q, tau_alloc, min_tokens, max_tokens) -> Params:
     try:
@@ -212,46 +227,53 @@ def _ui_params(retention, alpha, log_tau, window, temporal_window, grid, num_fra
 def _ui_run(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
             grid_fusion, stretch, frame_index, q, tau_alloc, min_tokens, max_tokens, shown,
             progress: gr.Progress = gr.Progress()):  # noqa: B008
-    """Slider path: views first; the frame view and the download files follow in a chained event."""
+    """Slider path: views first; the frame view and the download files follow in a chained event. Its
+    parameters are UI_FIELDS spelled out (gradio finds `progress` among positional parameters only)."""
     p = _ui_params(retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
                    grid_fusion, q, tau_alloc, min_tokens, max_tokens)
     return _run(video, p, bool(stretch), progress, files=False, shown=shown or {})[1]
 
 
-def _cached_analysis(video, *ui) -> Analysis | None:
-    if not video:
+def _cached_analysis(u: dict) -> Analysis | None:
+    if not u["video"]:
         return None
     try:
-        return analyze(_uploaded(video), _ui_params(*ui))
+        return analyze(_uploaded(u["video"]), _ui_params(*(u[n] for n in PARAM_FIELDS)))
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
 
 
-def _frame_view(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window,
-                rho, grid_fusion, stretch, frame_index, q, tau_alloc, min_tokens, max_tokens):
-    a = _cached_analysis(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder,
-                         past_window, rho, grid_fusion, q, tau_alloc, min_tokens, max_tokens)
+def _frame_view(*ui):
+    u = _ui_values(ui)
+    a = _cached_analysis(u)
     if a is None:
         return None
     frames = a.features.clip.frames
-    i = min(int(frame_index), len(frames) - 1)
-    return render_frame(frames[i], a.selection, i, bool(stretch))
+    i = min(int(u["frame_index"]), len(frames) - 1)
+    return render_frame(frames[i], a.selection, i, bool(u["stretch"]))
 
 
 def _downloads_ui(*ui):
     """Download files for the selection now shown, written when the Downloads tab is opened (not on every
     slider move: they cost ~0.2 s of CPU that the views need more)."""
-    a = _cached_analysis(*ui[:12], *ui[14:])  # all but stretch and frame_index
+    a = _cached_analysis(_ui_values(ui))
     if a is None:
         return None, None
     return _downloads(a)
 
 
-def _latency(video, *ui):
-    a = _cached_analysis(video, *ui[:11], *ui[13:])
+def _latency(*ui):
+    a = _cached_analysis(_ui_values(ui))
     if a is None:
         raise gr.Error("Upload a video or pick the example first.")
-    return latency_chart(latency_rows(a.features, a.params.config()))
+    try:
+        rows = latency_rows(a.features, a.params.config())
+    except USER_ERRORS as e:
+        raise gr.Error(str(e)) from None
+    left_out = [r for r in RETENTIONS if r not in {row["retention"] for row in rows}]
+    note = (f"retention {', '.join(map(str, left_out))} left out: more tokens than B_max = {a.params.max_tokens} "
+            "a frame allows" if left_out else "")
+    return latency_chart(rows, note)
 
 
 def _answer_md(title: str, a) -> str:
@@ -384,8 +406,12 @@ def build_demo() -> gr.Blocks:
                         label="Example (Big Buck Bunny, CC-BY 3.0)", cache_examples=True, cache_mode="lazy")
         shown = gr.State({})  # keys of the maps on the page (a few short tuples per session)
         budget_knobs = [q_in, tau_alloc_in, min_tokens_in, max_tokens_in]
-        ui_inputs = [video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window,
-                     rho, grid_fusion, stretch, frame_index, *budget_knobs]
+        named = {"video": video, "retention": retention, "alpha": alpha, "log_tau": log_tau, "window": window,
+                 "temporal_window": temporal_window, "grid": grid, "num_frames": num_frames, "encoder": encoder,
+                 "past_window": past_window, "rho": rho, "grid_fusion": grid_fusion, "stretch": stretch,
+                 "frame_index": frame_index, "q": q_in, "tau_alloc": tau_alloc_in, "min_tokens": min_tokens_in,
+                 "max_tokens": max_tokens_in}
+        ui_inputs = [named[n] for n in UI_FIELDS]  # the handlers read them by these names (_ui_values)
         # the scriptable endpoint: explicit τ, not its log
         api_tau = gr.Number(1.0, visible=False)
         run.click(analyze_endpoint, [video, retention, alpha, api_tau, window, temporal_window, grid, num_frames,

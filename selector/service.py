@@ -26,8 +26,8 @@ RETENTIONS = (0.05, 0.1, 0.35, 0.5, 0.9)
 
 
 _DEFAULT = SelectorConfig()
-#: the selector knobs (all of SelectorConfig's; the app's sliders set the first eight, the budget knobs q,
-#: tau_alloc, min_tokens and max_tokens are set through the Python API and the /analyze endpoint)
+#: the selector knobs (all of SelectorConfig's; the app's sliders and check box set the first eight, its
+#: "Frame budgets" fields the budget knobs q, tau_alloc, min_tokens and max_tokens)
 KNOBS = ("alpha", "tau", "window", "temporal_window", "past_window", "grid", "rho", "grid_fusion", "q", "tau_alloc",
          "min_tokens", "max_tokens")
 
@@ -155,10 +155,15 @@ def select_cached(feats: Features, retention: float, cfg: SelectorConfig, timed:
 
 def latency_rows(feats: Features, cfg: SelectorConfig, retentions: tuple[float, ...] = RETENTIONS,
                  repeats: int = 5) -> list[dict[str, float]]:
-    """Full selector time (entropy included, nothing memoized) at several retentions on cached features."""
-    rows = []
-    select_tokens(feats.tokens, retentions[0], cfg, timed=False)  # warm-up
+    """Full selector time (entropy included, nothing memoized) at several retentions on cached features.
+    A retention the frame budgets cannot hold (T·max_tokens < K) is left out; none at all is a SelectorError."""
+    rows, refused = [], None
     for r in retentions:
+        try:
+            select_tokens(feats.tokens, r, cfg, timed=False)  # warm-up, and the budget check
+        except SelectorError as e:
+            refused = e
+            continue
         times, kept = [], 0
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -167,4 +172,6 @@ def latency_rows(feats: Features, cfg: SelectorConfig, retentions: tuple[float, 
             kept = sel.num_tokens
         rows.append({"retention": r, "median_ms": statistics.median(times), "min_ms": min(times),
                      "max_ms": max(times), "kept": kept})
+    if not rows:
+        raise SelectorError(f"no retention of {list(retentions)} can be timed with these frame budgets: {refused}")
     return rows

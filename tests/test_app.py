@@ -217,6 +217,10 @@ def test_slider_path_redraws_only_the_images_that_change():
     ui = dict(retention=0.35, alpha=0.5, log_tau=0.0, window=5, temporal_window=3, grid=4, num_frames=4,
               encoder=ENC, past_window=3, rho=0.5, grid_fusion=False, stretch=False, frame_index=0, q=0.3,
               tau_alloc=0.1, min_tokens=4, max_tokens=0)
+    import inspect
+
+    assert ("video", *ui) == app.UI_FIELDS  # the page's inputs, in the order every UI handler takes them
+    assert tuple(inspect.signature(app._ui_run).parameters) == (*app.UI_FIELDS, "shown", "progress")
 
     def run(shown, **kw):
         out = app._ui_run(video, *{**ui, **kw}.values(), shown)
@@ -255,6 +259,22 @@ def test_slider_path_redraws_only_the_images_that_change():
         app._ui_run(video, *{**ui, "max_tokens": 2}.values(), {})
     with pytest.raises(gr.Error, match=f"allows at most {4 * cap} tokens"):
         app._ui_run(video, *{**capped, "retention": 0.5}.values(), {})
+    # the other handlers read the same inputs by name: the download files and the latency chart follow B_max too
+    import json
+
+    json_path, npz_path = app._downloads_ui(video, *capped.values())
+    assert json.loads(Path(json_path).read_text())["budgets"] == [cap] * 4 and npz_path.endswith(".npz")
+    chart = app._latency(video, *capped.values())  # retentions above 4·cap/n cannot be held by B_max: left out
+    timed = list(chart.data[0].x)
+    assert timed and max(timed) <= 4 * cap / n and "left out" in chart.layout.title.text
+    assert all(k <= 4 * cap for k in chart.data[0].customdata)
+    tight = {**capped, "retention": 0.01, "max_tokens": 4}  # the page's selection fits, none of the chart's
+    assert app._cached_analysis(app._ui_values((video, *tight.values()))).selection.num_tokens <= 16
+    with pytest.raises(gr.Error, match="no retention of .* can be timed"):
+        app._latency(video, *tight.values())
+    with pytest.raises(TypeError, match="expected the 18 page inputs"):
+        app._frame_view(video, *list(capped.values())[:-1])
+    assert app._downloads_ui(None, *capped.values()) == (None, None)
 
 
 def test_default_encoder_end_to_end(client):

@@ -76,6 +76,9 @@ def test_frame_detail_and_latency_chart(clip):
     fig = latency_chart([{"retention": r, "median_ms": 10 + r, "min_ms": 9, "max_ms": 12, "kept": int(r * 100)}
                          for r in (0.1, 0.5)])
     assert list(fig.data[0].x) == [0.1, 0.5] and "max/min of medians 1.04" in fig.layout.title.text
+    assert "<sup>" not in fig.layout.title.text
+    fig = latency_chart([{"retention": 0.1, "median_ms": 10, "min_ms": 9, "max_ms": 12, "kept": 10}], "0.9 left out")
+    assert fig.layout.title.text.endswith("<br><sup>0.9 left out</sup>")
 
 
 def test_viz_never_imports_gradio():

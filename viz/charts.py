@@ -64,8 +64,9 @@ def _figure(spec: dict) -> go.Figure:
         return go.Figure(spec)
 
 
-def latency_chart(rows: Sequence[dict]) -> go.Figure:
-    """rows: {'retention', 'median_ms', 'min_ms', 'max_ms', 'kept'} measured on the cached features."""
+def latency_chart(rows: Sequence[dict], note: str = "") -> go.Figure:
+    """rows: {'retention', 'median_ms', 'min_ms', 'max_ms', 'kept'} measured on the cached features; `note` goes
+    under the title (e.g. retentions that were left out)."""
     r = [row["retention"] for row in rows]
     med = [row["median_ms"] for row in rows]
     fig = go.Figure()
@@ -77,7 +78,8 @@ def latency_chart(rows: Sequence[dict]) -> go.Figure:
         hovertemplate="retention %{x}<br>%{y:.1f} ms<br>%{customdata} tokens kept<extra></extra>",
     )
     spread = max(med) / max(min(med), 1e-9)
-    fig.update_layout(title=f"Selection latency vs retention (max/min of medians {spread:.2f})",
+    title = f"Selection latency vs retention (max/min of medians {spread:.2f})"
+    fig.update_layout(title=title + (f"<br><sup>{note}</sup>" if note else ""),
                       xaxis_title="retention r", yaxis_title="ms", height=300, yaxis_rangemode="tozero",
                       margin=dict(l=50, r=20, t=50, b=40))
     return fig
