@@ -84,6 +84,7 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
     print(f"device: {name} · torch {torch.__version__} · "
           f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: {path} · malloc "
           f"{'tuned' if cpu_tuning.MALLOC_TUNED else 'default'}"
+          + (" + huge pages" if device.type == "cpu" and cpu_tuning.huge_pages_asked() else "")
           + (" + CUDA graph" if graph else "") + f" · {repeats} repeats, median, retentions interleaved")
     head = (f"{'grid T×H×W×D':<18}{'r':>6}{'K':>10}{'median ms':>11}{'p90 ms':>9}{'Mtok/s':>9}{'+rows ms':>10}"
             f"{'peak MiB':>10}{'max/min':>9}{'+rows':>7}{'ref ms':>10}{'speed-up':>9}")
@@ -181,8 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--no-graph", action="store_true", help="on a GPU, time the eager calls (no CUDA graph)")
     ap.add_argument("--malloc-tuning", action="store_true",
-                    help="raise glibc's malloc thresholds first, as the app and the command line do "
-                         "(selector/cpu_tuning.py); the reference gains more from it than the fast path")
+                    help="raise glibc's malloc thresholds and ask for transparent huge pages first, as the app and "
+                         "the command line do (selector/cpu_tuning.py); the reference gains more from it than the "
+                         "fast path")
     ap.add_argument("--fp32-dots", default=None, choices=["bf16x3", "tf32x3", "tf32"],
                     help="on a GPU, how the fused kernels multiply fp32 features: bf16x3 (default, ~1e-7), tf32x3, "
                          "or tf32 (one tensor-core pass, ~1e-5: faster, and near-ties may select differently)")

@@ -832,7 +832,10 @@ def faults_of_a_fresh_48mb_tensor():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.empty(12 << 20).fill_(1.0)  # 48 MB written, then freed
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(tuned, *[faults_of_a_fresh_48mb_tensor() for _ in range(10)])
+faults = [faults_of_a_fresh_48mb_tensor() for _ in range(10)]
+keep = torch.empty(12 << 20).fill_(1.0)  # a live 48 MB tensor: huge pages show in AnonHugePages
+huge = [int(line.split()[1]) for line in open("/proc/self/smaps_rollup") if line.startswith("AnonHugePages")]
+print(tuned, huge[0] if huge else -1, *faults)
 """
 
 
@@ -841,15 +844,26 @@ print(tuned, *[faults_of_a_fresh_48mb_tensor() for _ in range(10)])
 def test_malloc_tuning_lets_large_tensors_reuse_freed_pages(setting):
     """With the app's malloc setting, once the heap has settled (torch's 64-byte aligned allocations leave a
     few holes first) a new 48 MB tensor reuses freed pages (few page faults); without it, glibc maps fresh pages
-    every time (~12 000 faults of 4 KiB). ENTROPY_SELECT_MALLOC_TUNING=0 switches it off."""
-    env = {**os.environ, "ENTROPY_SELECT_MALLOC_TUNING": setting}
+    every time (~12 000 faults of 4 KiB). The setting also asks torch for transparent huge pages: where the
+    kernel grants them (THP mode `madvise` or `always`), a live 48 MB tensor lies mostly on 2 MB pages.
+    ENTROPY_SELECT_MALLOC_TUNING=0 switches both off."""
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    env["ENTROPY_SELECT_MALLOC_TUNING"] = setting
     out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, env=env, timeout=120,
                          cwd=Path(__file__).resolve().parents[1], check=True).stdout.split()
-    tuned, faults = out[0] == "True", [int(v) for v in out[1:]]
+    tuned, huge_kb, faults = out[0] == "True", int(out[1]), [int(v) for v in out[2:]]
+    try:
+        thp_mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        thp_mode = "[never]"
+    granted = "[never]" not in thp_mode
     if setting == "1":
         assert tuned and max(faults[-3:]) < 1000, faults
+        assert (huge_kb >= 40 << 10) if granted else huge_kb <= 0, (thp_mode, huge_kb)
     else:
         assert not tuned and min(faults) > 6000, faults
+        if "[always]" not in thp_mode:  # `always` gives huge pages to any large mapping, asked or not
+            assert huge_kb <= 0, (thp_mode, huge_kb)
 
 
 def test_bench_prints_every_column_and_agrees_with_the_reference():
