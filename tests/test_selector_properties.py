@@ -853,13 +853,18 @@ def test_malloc_tuning_lets_large_tensors_reuse_freed_pages(setting):
                          cwd=Path(__file__).resolve().parents[1], check=True).stdout.split()
     tuned, huge_kb, faults = out[0] == "True", int(out[1]), [int(v) for v in out[2:]]
     try:
-        thp_mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+        thp = Path("/sys/kernel/mm/transparent_hugepage")
+        thp_mode, defrag = (thp / "enabled").read_text(), (thp / "defrag").read_text()
     except OSError:
-        thp_mode = "[never]"
-    granted = "[never]" not in thp_mode
+        thp_mode, defrag = "[never]", "[never]"
+    # a madvise'd region gets its huge pages at the first touch when the kernel may compact memory for it
+    granted = "[never]" not in thp_mode and any(m in defrag for m in ("[always]", "[madvise]", "[defer+madvise]"))
     if setting == "1":
         assert tuned and max(faults[-3:]) < 1000, faults
-        assert (huge_kb >= 40 << 10) if granted else huge_kb <= 0, (thp_mode, huge_kb)
+        if granted:
+            assert huge_kb >= 24 << 10, (thp_mode, defrag, huge_kb)  # at least half of the 48 MB on 2 MB pages
+        elif "[never]" in thp_mode:
+            assert huge_kb <= 0, (thp_mode, huge_kb)
     else:
         assert not tuned and min(faults) > 6000, faults
         if "[always]" not in thp_mode:  # `always` gives huge pages to any large mapping, asked or not
