@@ -150,12 +150,17 @@ def _map_keys(a: Analysis, stretch: bool) -> dict[str, tuple]:
 
 
 def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, files: bool = True,
-         shown: dict | None = None) -> tuple[Analysis, list]:
-    """Analysis + views. `shown` (UI only) holds the keys of the maps the page already shows: those are
-    neither redrawn nor re-sent (gr.skip), which keeps slider moves fast."""
+         shown: dict | None = None) -> tuple[Analysis | None, list]:
+    """Analysis + views. `shown` (UI only) holds the keys of the maps the page already shows (and the video
+    they are of): those are neither redrawn nor re-sent (gr.skip), which keeps slider moves fast. With `shown`,
+    settings the selector refuses for the video on the page keep its views (see _refused)."""
     video = _uploaded(video)
     try:
         a = analyze(video, p, progress=lambda f, msg: progress(f, desc=msg))
+    except SelectorError as e:
+        if shown is not None:
+            return None, _refused(e, video, shown)
+        raise gr.Error(str(e)) from None
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
     except (MemoryError, torch.cuda.OutOfMemoryError):
@@ -177,8 +182,20 @@ def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, fil
     if files:
         outputs += list(_downloads(a))
     if shown is not None:
-        outputs.append(keys)
+        outputs.append({**keys, "video": video})
     return a, outputs
+
+
+def _refused(e: Exception, video: str | None, shown: dict) -> list:
+    """The slider path's answer to settings the selector refuses (B_max too small for r, B_max < B_min, q ≤ 0 …):
+    when the page already shows this video's views, they stay and the summary says that the new settings were not
+    applied and why; with nothing (or another video) on the page, the error alone."""
+    if not shown or shown.get("video") != video:
+        raise gr.Error(str(e))
+    gr.Warning(f"Not applied: {e}")
+    note = (f"⚠️ **Not applied:** {e}. The views below still show the last settings that worked; change the "
+            "settings named here to go on.")
+    return [note, *[gr.skip()] * 6, shown]
 
 
 @gpu
@@ -204,7 +221,7 @@ def analyze_endpoint(video: str, retention: float = 0.35, alpha: float = _D.alph
 UI_FIELDS = ("video", "retention", "alpha", "log_tau", "window", "temporal_window", "grid", "num_frames", "encoder",
              "past_window", "rho", "grid_fusion", "stretch", "frame_index", "q", "tau_alloc", "min_tokens",
              "max_tokens")
-#: the ones that decide the analysis (not how it is drawn), in _ui_params' order
+#: the ones that decide the analysis (not how it is drawn)
 PARAM_FIELDS = tuple(n for n in UI_FIELDS if n not in ("video", "stretch", "frame_index"))
 
 
@@ -215,13 +232,11 @@ def _ui_values(ui: tuple) -> dict:
     return dict(zip(UI_FIELDS, ui, strict=True))
 
 
-def _ui_params(retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
-               grid_fusion, q, tau_alloc, min_tokens, max_tokens) -> Params:
-    try:
-        return _params(retention, alpha, 10.0 ** float(log_tau), window, temporal_window, grid, num_frames, encoder,
-                       past_window, rho, grid_fusion, q, tau_alloc, min_tokens, max_tokens)
-    except USER_ERRORS as e:
-        raise gr.Error(str(e)) from None
+def _raw_params(u: dict) -> Params:
+    """Params from the page's values by name (τ from its log10 slider); SelectorError names a refused value."""
+    v = {n: u[n] for n in PARAM_FIELDS}
+    v["tau"] = 10.0 ** float(v.pop("log_tau"))
+    return _params(**v)
 
 
 def _ui_run(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
@@ -229,25 +244,38 @@ def _ui_run(video, retention, alpha, log_tau, window, temporal_window, grid, num
             progress: gr.Progress = gr.Progress()):  # noqa: B008
     """Slider path: views first; the frame view and the download files follow in a chained event. Its
     parameters are UI_FIELDS spelled out (gradio finds `progress` among positional parameters only)."""
-    p = _ui_params(retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
-                   grid_fusion, q, tau_alloc, min_tokens, max_tokens)
-    return _run(video, p, bool(stretch), progress, files=False, shown=shown or {})[1]
+    u = dict(zip(UI_FIELDS, (video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder,
+                             past_window, rho, grid_fusion, stretch, frame_index, q, tau_alloc, min_tokens,
+                             max_tokens), strict=True))
+    shown = shown or {}
+    try:
+        p = _raw_params(u)
+    except SelectorError as e:
+        return _refused(e, _uploaded(video) if shown else None, shown)
+    except USER_ERRORS as e:
+        raise gr.Error(str(e)) from None
+    return _run(video, p, bool(stretch), progress, files=False, shown=shown)[1]
 
 
 def _cached_analysis(u: dict) -> Analysis | None:
     if not u["video"]:
         return None
     try:
-        return analyze(_uploaded(u["video"]), _ui_params(*(u[n] for n in PARAM_FIELDS)))
+        return analyze(_uploaded(u["video"]), _raw_params(u))
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
 
 
 def _frame_view(*ui):
     u = _ui_values(ui)
-    a = _cached_analysis(u)
-    if a is None:
+    if not u["video"]:
         return None
+    try:
+        a = analyze(_uploaded(u["video"]), _raw_params(u))
+    except SelectorError:  # settings refused: the slider path's summary says so, and the frame shown stays
+        return gr.skip()
+    except USER_ERRORS as e:
+        raise gr.Error(str(e)) from None
     frames = a.features.clip.frames
     i = min(int(u["frame_index"]), len(frames) - 1)
     return render_frame(frames[i], a.selection, i, bool(u["stretch"]))

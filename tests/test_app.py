@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -255,10 +256,24 @@ def test_slider_path_redraws_only_the_images_that_change():
     assert out[6]["budgets"] != [cap] * 4 and min(out[6]["budgets"]) >= 10
     assert (out[6]["config"]["q"], out[6]["config"]["tau_alloc"], out[6]["config"]["max_tokens"]) == (0.5, 0.02, None)
     assert isinstance(app._frame_view(video, *capped.values()), Image.Image)
-    with pytest.raises(gr.Error, match=r"max_tokens \(2\) must be >= min_tokens \(4\)"):
+    with pytest.raises(gr.Error, match=r"max_tokens \(2\) must be >= min_tokens \(4\)"):  # nothing on the page yet
         app._ui_run(video, *{**ui, "max_tokens": 2}.values(), {})
     with pytest.raises(gr.Error, match=f"allows at most {4 * cap} tokens"):
         app._ui_run(video, *{**capped, "retention": 0.5}.values(), {})
+    # with this video's views on the page, refused settings keep them: every view skipped, the summary says why
+    on_page = out[7]
+    assert on_page["video"] == os.path.realpath(video)
+    for bad, why in (({"retention": 0.5}, f"allows at most {4 * cap} tokens"),
+                     ({"max_tokens": 2}, r"max_tokens \(2\) must be >= min_tokens \(4\)")):
+        with pytest.warns(UserWarning, match="Not applied"):
+            kept = app._ui_run(video, *{**capped, **bad}.values(), on_page)
+        assert re.search(why, kept[0]) and "Not applied" in kept[0] and "still show" in kept[0]
+        assert kept[1:7] == [gr.skip()] * 6 and kept[7] is on_page
+        assert app._frame_view(video, *{**capped, **bad}.values()) == gr.skip()
+    with pytest.raises(gr.Error, match=f"allows at most {4 * cap} tokens"):  # another video's views: no keeping
+        app._ui_run(video, *{**capped, "retention": 0.5}.values(), {**on_page, "video": "/elsewhere.mp4"})
+    back = app._ui_run(video, *capped.values(), on_page)  # good settings again: drawn as usual
+    assert isinstance(back[1], Image.Image) and back[6]["budgets"] == [cap] * 4
     # the other handlers read the same inputs by name: the download files and the latency chart follow B_max too
     import json
 
@@ -322,6 +337,7 @@ def test_browser_upload_move_slider_and_screenshot(server):
         elapsed = time.perf_counter() - t0
         page.wait_for_selector("text=/Kept [0-9,]+ of 11,664 tokens \\((1[0-9]|[0-9])\\.[0-9] %\\)/", timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "app-after-slider.png"), full_page=True)
+        moved = overlay.get_attribute("src")
         # a frame-budget field: B_max = 10 cannot hold K (16 frames × 10 < K at ~10 %): the page names the problem
         page.get_by_text("Frame budgets: q, τ_alloc, B_min, B_max").click()
         b_max = page.get_by_label("B_max: most tokens a frame keeps (0: no cap)")
@@ -332,6 +348,9 @@ def test_browser_upload_move_slider_and_screenshot(server):
         except Exception as e:  # say what the page and the server showed instead (a CI run failed here once)
             raise AssertionError(f"no budget error on the page; field value {b_max.input_value()!r}; page text:\n"
                                  f"{page.inner_text('body')[-1500:]}\napp log:\n{server[2].read_text()[-3000:]}") from e
+        # the refused setting keeps the views of the last good one, and the summary says so
+        page.wait_for_selector("text=/Not applied/", timeout=30_000)
+        assert page.locator("#overlay img").first.get_attribute("src") == moved
         page.screenshot(path=str(ARTIFACTS / "app-budget-error.png"), full_page=True)
         _fill_number(page, b_max, "0")
         b_max.press("Enter")
