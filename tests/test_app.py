@@ -202,7 +202,8 @@ def test_handler_turns_errors_into_gr_error(tmp_path):
 @pytest.mark.filterwarnings("ignore:frames downscaled")  # gr.Warning outside an event is a UserWarning
 def test_slider_path_redraws_only_the_images_that_change():
     """The UI's slider handler sends an image only when it changes: moving r redraws the overlay alone; moving α
-    redraws the score map too (S = αĤ + (1-α)Ĝ); entropy and gradient stay (gr.skip) for both."""
+    redraws the score map too (S = αĤ + (1-α)Ĝ); entropy and gradient stay (gr.skip) for both. Settings the
+    selector refuses keep the views on the page and say why; the other handlers take the same inputs by name."""
     import shutil
 
     import gradio.utils
@@ -275,8 +276,6 @@ def test_slider_path_redraws_only_the_images_that_change():
     back = app._ui_run(video, *capped.values(), on_page)  # good settings again: drawn as usual
     assert isinstance(back[1], Image.Image) and back[6]["budgets"] == [cap] * 4
     # the other handlers read the same inputs by name: the download files and the latency chart follow B_max too
-    import json
-
     json_path, npz_path = app._downloads_ui(video, *capped.values())
     assert json.loads(Path(json_path).read_text())["budgets"] == [cap] * 4 and npz_path.endswith(".npz")
     chart = app._latency(video, *capped.values())  # retentions above 4·cap/n cannot be held by B_max: left out
