@@ -453,8 +453,11 @@ def build_demo() -> gr.Blocks:
                grid_fusion.change, stretch.change, encoder.change,
                *(ev for knob in budget_knobs for ev in (knob.submit, knob.blur))],
               _ui_run, [*ui_inputs, shown], [*views[:7], shown], api_visibility="private",
-              concurrency_limit=CONCURRENCY,
-              concurrency_id="compute", trigger_mode="always_last", time_limit=TIME_LIMIT).then(
+              concurrency_limit=CONCURRENCY, concurrency_id="compute", trigger_mode="always_last",
+              time_limit=TIME_LIMIT,
+              # the runtime in a corner and gr.Progress's bar and text (decoding, encoding frames k/n) while they
+              # come, but no overlay on each view: moves of τ reach the page 50-100 ms sooner (docs/benchmarks.md)
+              show_progress="minimal").then(
             _frame_view, ui_inputs, frame_img, api_visibility="private", show_progress="hidden")
         downloads_tab.select(_downloads_ui, ui_inputs, [json_file, npz_file], api_visibility="private",
                              concurrency_id="compute")
