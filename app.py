@@ -257,25 +257,28 @@ def _ui_run(video, retention, alpha, log_tau, window, temporal_window, grid, num
     return _run(video, p, bool(stretch), progress, files=False, shown=shown)[1]
 
 
+def _analysis(u: dict) -> Analysis | None:
+    """The (cached) analysis for the page's values, None without a video; raises USER_ERRORS unconverted."""
+    return analyze(_uploaded(u["video"]), _raw_params(u)) if u["video"] else None
+
+
 def _cached_analysis(u: dict) -> Analysis | None:
-    if not u["video"]:
-        return None
     try:
-        return analyze(_uploaded(u["video"]), _raw_params(u))
+        return _analysis(u)
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
 
 
 def _frame_view(*ui):
     u = _ui_values(ui)
-    if not u["video"]:
-        return None
     try:
-        a = analyze(_uploaded(u["video"]), _raw_params(u))
+        a = _analysis(u)
     except SelectorError:  # settings refused: the slider path's summary says so, and the frame shown stays
         return gr.skip()
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from None
+    if a is None:
+        return None
     frames = a.features.clip.frames
     i = min(int(u["frame_index"]), len(frames) - 1)
     return render_frame(frames[i], a.selection, i, bool(u["stretch"]))

@@ -148,13 +148,18 @@ def pinned_strip_cols() -> int | None:
     return cols
 
 
+def _tune_key(h_: int, w_: int, d_: int, cfg: SelectorConfig) -> tuple:
+    """What a tuned strip width holds for: the grid's row shape, the feature size and the windows."""
+    return (h_, w_, d_, cfg.window, cfg.temporal_window, cfg.past_window)
+
+
 def strip_choice(h_: int, w_: int, d_: int, cfg: SelectorConfig) -> int | None:
     """Query columns per strip the CPU entropy uses for this grid and window: the pinned value, the tuned one,
     or None when neither is set yet (the next call of that grid times the candidates)."""
     pinned = pinned_strip_cols()
     if pinned is not None:
         return pinned
-    return _tuned.get((h_, w_, d_, cfg.window, cfg.temporal_window, cfg.past_window))
+    return _tuned.get(_tune_key(h_, w_, d_, cfg))
 
 
 def _banded(x: torch.Tensor, cfg: SelectorConfig, normalized: bool) -> torch.Tensor:
@@ -169,7 +174,7 @@ def _banded(x: torch.Tensor, cfg: SelectorConfig, normalized: bool) -> torch.Ten
     cols = strip_choice(h_, w_, d_, cfg)
     if cols is not None:
         return _banded_cols(x, cfg, normalized, cols)
-    key = (h_, w_, d_, cfg.window, cfg.temporal_window, cfg.past_window)
+    key = _tune_key(h_, w_, d_, cfg)
     rmax = max(cfg.window, cfg.past_window) // 2
     layouts: dict[tuple[int, int, int], int] = {}
     for c in STRIP_CANDIDATES:
