@@ -6,12 +6,11 @@ UI wiring only: the pipeline is selector.service, the views are viz. Run: python
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
-import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,12 @@ import gradio.utils  # noqa: E402
 import torch  # noqa: E402
 
 from selector import SelectorConfig, SelectorError
+from selector.app.files import OutputFiles
 from selector.core import MAP_FIELDS
 from selector.cpu_tuning import tune_malloc
 from selector.encoders import DEFAULT_ENCODER, EncoderError, available_encoders
-from selector.export import to_json, to_npz
+from selector.export import finite, to_json, to_npz
+from selector.limits import TimeLimitError, time_limit
 from selector.service import MAX_FRAMES, RETENTIONS, Analysis, Params, analyze, latency_rows
 from selector.video import VideoError, describe, read_clip
 from selector.vlm import DEFAULT_VLM, KNOWN_VLMS, VLMError, load_vlm
@@ -38,8 +39,8 @@ MAX_UPLOAD = os.environ.get("ENTROPY_SELECT_MAX_UPLOAD", "200mb")
 QUEUE_SIZE = int(os.environ.get("ENTROPY_SELECT_QUEUE", "32"))
 CONCURRENCY = int(os.environ.get("ENTROPY_SELECT_CONCURRENCY", "2"))
 TIME_LIMIT = float(os.environ.get("ENTROPY_SELECT_TIME_LIMIT", "300"))  # seconds per compute request
-OUT_DIR = Path(tempfile.gettempdir()) / "entropy-select-downloads"
-USER_ERRORS = (SelectorError, VideoError, EncoderError, VLMError)
+OUT = OutputFiles()  # every file handed out: written once, complete, private (0700/0600), under fresh names
+USER_ERRORS = (SelectorError, VideoError, EncoderError, VLMError, TimeLimitError)
 
 try:  # on a Hugging Face ZeroGPU Space the compute runs inside spaces.GPU; elsewhere it is a no-op
     import spaces
@@ -74,19 +75,11 @@ def _thumbs(a: Analysis) -> Any:
 
 
 def _downloads(a: Analysis) -> tuple[str, str]:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    for old in OUT_DIR.glob("selection-*"):  # keep the folder small: files live 15 minutes
-        try:
-            if now - old.stat().st_mtime > 900:
-                old.unlink(missing_ok=True)
-        except FileNotFoundError:  # another request removed it first
-            pass
-    stem = OUT_DIR / f"selection-{a.features.digest[:10]}-{time.time_ns()}"
+    folder = OUT.folder()
+    stem = f"selection-{a.features.digest[:10]}"
     extra = {"encoder": a.features.encoder, "video_digest": a.features.digest}
-    to_json(a.selection, f"{stem}.json", extra)
-    to_npz(a.selection, f"{stem}.npz", extra)
-    return f"{stem}.json", f"{stem}.npz"
+    return (OUT.write(folder, f"{stem}.json", lambda p: to_json(a.selection, p, extra)),
+            OUT.write(folder, f"{stem}.npz", lambda p: to_npz(a.selection, p, extra)))
 
 
 ALLOW_ANY_MODEL = os.environ.get("ENTROPY_SELECT_ALLOW_ANY_MODEL", "") == "1"
@@ -118,6 +111,8 @@ def _params(retention, alpha, tau, window, temporal_window, grid, num_frames, en
             raise SelectorError(f"{name} must be a number, got {v!r}")
         return float(v)
 
+    if encoder is not None and not isinstance(encoder, str):
+        raise SelectorError(f"encoder must be the name of an encoder, got {type(encoder).__name__} {encoder!r}")
     return Params(retention=real("retention", retention), alpha=real("alpha", alpha), tau=real("tau", tau),
                   window=whole("window", window), temporal_window=whole("temporal_window", temporal_window),
                   past_window=whole("past_window", past_window), grid=whole("grid", grid), rho=real("rho", rho),
@@ -134,11 +129,24 @@ def _uploaded(video: str | None) -> str:
     that names a server path gets a refusal that does not reveal whether the path exists."""
     if not video:
         raise gr.Error("Upload a video or pick the example first.")
+    refused = gr.Error("Only uploaded files (or the bundled example) can be analyzed.")
+    if not isinstance(video, str) or "\0" in video:
+        raise refused
     real = os.path.realpath(video)
     roots = [os.path.realpath(gradio.utils.get_upload_folder()), os.path.realpath(ROOT / "assets")]
     if not any(real.startswith(r + os.sep) for r in roots):
-        raise gr.Error("Only uploaded files (or the bundled example) can be analyzed.")
+        raise refused
     return real
+
+
+def _limited(fn):
+    """Run a compute handler under the server's time limit (checked between decoded frames, encoder batches
+    and generated tokens; gradio's own time_limit covers streaming events only)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with time_limit(TIME_LIMIT):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def _map_keys(a: Analysis, stretch: bool) -> dict[str, tuple]:
@@ -177,8 +185,11 @@ def _run(video: str | None, p: Params, stretch: bool, progress: gr.Progress, fil
     summary = a.summary()
     summary["render_ms"] = round(v.render_ms, 1)
     summary["video"] = describe(a.features.clip)
-    maps_out = [gr.skip() if img is None else img for img in (v.entropy, v.gradient, v.score)]
-    outputs = [summary_markdown(summary, v.notes), v.overlay, *maps_out, v.budgets, summary]
+    folder = OUT.folder()
+    images = {"overlay": v.overlay, "entropy": v.entropy, "gradient": v.gradient, "score": v.score}
+    paths = {k: gr.skip() if img is None else OUT.image(folder, k, img) for k, img in images.items()}
+    outputs = [summary_markdown(summary, v.notes), paths["overlay"], paths["entropy"], paths["gradient"],
+               paths["score"], v.budgets, finite(summary)]
     if files:
         outputs += list(_downloads(a))
     if shown is not None:
@@ -199,6 +210,7 @@ def _refused(e: Exception, video: str | None, shown: dict) -> list:
 
 
 @gpu
+@_limited
 def analyze_endpoint(video: str, retention: float = 0.35, alpha: float = _D.alpha, tau: float = _D.tau,
                      window: int = _D.window, temporal_window: int = _D.temporal_window, grid: int = _D.grid,
                      num_frames: int = 16, encoder: str = DEFAULT_ENCODER, past_window: int = _D.past_window,
@@ -239,6 +251,7 @@ def _raw_params(u: dict) -> Params:
     return _params(**v)
 
 
+@_limited
 def _ui_run(video, retention, alpha, log_tau, window, temporal_window, grid, num_frames, encoder, past_window, rho,
             grid_fusion, stretch, frame_index, q, tau_alloc, min_tokens, max_tokens, shown,
             progress: gr.Progress = gr.Progress()):  # noqa: B008
@@ -269,6 +282,7 @@ def _cached_analysis(u: dict) -> Analysis | None:
         raise gr.Error(str(e)) from None
 
 
+@_limited
 def _frame_view(*ui):
     u = _ui_values(ui)
     try:
@@ -281,9 +295,10 @@ def _frame_view(*ui):
         return None
     frames = a.features.clip.frames
     i = min(int(u["frame_index"]), len(frames) - 1)
-    return render_frame(frames[i], a.selection, i, bool(u["stretch"]))
+    return OUT.image(OUT.folder(), f"frame-{i}", render_frame(frames[i], a.selection, i, bool(u["stretch"])))
 
 
+@_limited
 def _downloads_ui(*ui):
     """Download files for the selection now shown, written when the Downloads tab is opened (not on every
     slider move: they cost ~0.2 s of CPU that the views need more)."""
@@ -293,6 +308,7 @@ def _downloads_ui(*ui):
     return _downloads(a)
 
 
+@_limited
 def _latency(*ui):
     a = _cached_analysis(_ui_values(ui))
     if a is None:
@@ -322,6 +338,7 @@ def _answer_dict(a) -> dict:
 
 
 @gpu
+@_limited
 def ask_endpoint(video: str, question: str, retention: float = 0.35, model: str = "", num_frames: int = 16,
                  max_new_tokens: int = 64, alpha: float = _D.alpha, tau: float = _D.tau, window: int = _D.window,
                  temporal_window: int = _D.temporal_window, grid: int = _D.grid, past_window: int = _D.past_window,
@@ -358,16 +375,40 @@ def ask_endpoint(video: str, question: str, retention: float = 0.35, model: str 
     if comp.selection is not None:  # what the compressed answer was given: the selector's config and budgets
         summary["config"] = dataclasses.asdict(comp.selection.config)
         summary["frame_budgets"] = [int(b) for b in comp.selection.budgets.tolist()]
-    return [_answer_md("All video tokens", full), _answer_md(f"ENTROPY-SELECT, r = {p.retention:g}", comp), summary]
+    return [_answer_md("All video tokens", full), _answer_md(f"ENTROPY-SELECT, r = {p.retention:g}", comp),
+            finite(summary)]
 
 
 def _example(video: str) -> list:
     return analyze_endpoint(video, encoder=DEFAULT_ENCODER)
 
 
+class _Blocks(gr.Blocks):
+    """gr.Blocks whose refusals of a request's raw inputs (wrong count, a path not uploaded, malformed file data)
+    reach the user as the app's own sentences, never as gradio's internals (reprs, server paths, pydantic)."""
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except Exception as e:
+            log.info("request inputs refused: %s: %s", type(e).__name__, e)
+            raise gr.Error(_input_error(e, len(block_fn.inputs), len(inputs))) from None
+
+
+def _input_error(e: Exception, wanted: int, got: int) -> str:
+    if wanted != got:
+        return (f"This endpoint takes {wanted} inputs and the request had {got}; gradio_client fills in the "
+                "defaults, or see the API page for the full list.")
+    if type(e).__name__ == "InvalidPathError":
+        return "Only uploaded files (or the bundled example) can be analyzed."
+    return "The request's inputs could not be read: give each the type the API page lists (a video as an upload)."
+
+
 def build_demo() -> gr.Blocks:
     encoders = list(available_encoders())
-    with gr.Blocks(title="ENTROPY-SELECT Explorer", delete_cache=(1800, 3600)) as demo:
+    with _Blocks(title="ENTROPY-SELECT Explorer", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1, min_width=320) as left:
@@ -481,4 +522,4 @@ demo = build_demo()
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY).launch(
-        max_file_size=MAX_UPLOAD, show_error=True)
+        max_file_size=MAX_UPLOAD, show_error=False)  # users see the app's own sentences (gr.Error), no internals

@@ -8,6 +8,11 @@ from dataclasses import dataclass
 __all__ = ["SelectorConfig", "SelectorError"]
 
 
+#: smallest τ and τ_alloc: below it 1/τ takes float32 past its range (1e-40 gives NaN maps) and long before that
+#: every neighbour distribution is one-hot (Ĥ = 0 everywhere at τ = 1e-6 already)
+MIN_TEMPERATURE = 1e-6
+
+
 class SelectorError(ValueError):
     """Bad input to the selector; the message names the value and the shape that failed."""
 
@@ -77,7 +82,7 @@ class SelectorConfig:
 
     def __post_init__(self) -> None:
         _real_field("alpha", self.alpha, 0.0, 1.0, low_open=False)
-        _real_field("tau", self.tau, 0.0, math.inf, low_open=True)
+        _real_field("tau", self.tau, MIN_TEMPERATURE, math.inf, low_open=False)
         if math.isinf(float(self.tau)):
             raise SelectorError(f"tau must be finite, got {self.tau}")
         _int_field("window", self.window, 1, odd=True)
@@ -86,7 +91,7 @@ class SelectorConfig:
         _int_field("grid", self.grid, 1)
         _real_field("rho", self.rho, 0.0, 1.0, low_open=False)
         _real_field("q", self.q, 0.0, 1.0, low_open=True)
-        _real_field("tau_alloc", self.tau_alloc, 0.0, math.inf, low_open=True)
+        _real_field("tau_alloc", self.tau_alloc, MIN_TEMPERATURE, math.inf, low_open=False)
         if math.isinf(float(self.tau_alloc)):
             raise SelectorError(f"tau_alloc must be finite, got {self.tau_alloc}")
         _int_field("min_tokens", self.min_tokens, 0)

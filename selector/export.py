@@ -1,8 +1,10 @@
-"""Selections to files: NPZ (arrays) and JSON (summary + arrays as lists). No pickles."""
+"""Selections to files: NPZ (arrays) and JSON (summary + arrays as lists). No pickles; JSON is strict (a value
+that is not finite is written as null, never as a bare NaN or Infinity)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -10,7 +12,23 @@ import numpy as np
 
 from .core import Selection
 
-__all__ = ["to_npz", "to_json", "selection_arrays"]
+__all__ = ["to_npz", "to_json", "selection_arrays", "strict_json", "finite"]
+
+
+def finite(v: Any) -> Any:
+    """v with every float that is not finite replaced by None, through dicts, lists and tuples."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [finite(x) for x in v]
+    return v
+
+
+def strict_json(v: Any) -> str:
+    """JSON text of v that any parser accepts (see `finite`)."""
+    return json.dumps(finite(v), allow_nan=False)
 
 
 def selection_arrays(sel: Selection) -> dict[str, np.ndarray]:
@@ -28,12 +46,13 @@ def selection_arrays(sel: Selection) -> dict[str, np.ndarray]:
 
 
 def to_npz(sel: Selection, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
-    meta = json.dumps({**sel.summary(), **(extra or {})})
+    meta = strict_json({**sel.summary(), **(extra or {})})
     arrays: dict[str, Any] = {**selection_arrays(sel), "summary": np.array(meta)}
     np.savez_compressed(path, **arrays)
 
 
 def to_json(sel: Selection, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
     arrays = {k: v.round(5).tolist() if v.dtype.kind == "f" else v.tolist() for k, v in selection_arrays(sel).items()}
+    text = strict_json({**sel.summary(), **(extra or {}), **arrays})
     with open(path, "w") as f:
-        json.dump({**sel.summary(), **(extra or {}), **arrays}, f)
+        f.write(text)

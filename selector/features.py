@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .encoders import load_encoder
+from .limits import check
 from .video import Clip, read_clip
 
 __all__ = ["file_digest", "FeatureCache", "Features", "extract", "CACHE"]
@@ -108,6 +109,7 @@ def extract(
     t0 = time.perf_counter()
 
     def step(done: int, total: int) -> None:
+        check(f"encoding frames ({done}/{total} done)")
         if progress:
             progress(done / total, f"encoding frames with {enc.name}: {done}/{total}")
 

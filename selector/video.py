@@ -11,10 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["VideoError", "Clip", "read_clip", "read_frames", "sample_indices", "describe", "MAX_SIDE"]
+from .limits import TimeLimitError, check, decode_slot
+
+__all__ = ["VideoError", "Clip", "read_clip", "read_frames", "sample_indices", "describe", "MAX_SIDE", "MAX_PIXELS",
+           "MAX_DECODED_FRAMES"]
 
 #: Frames whose longer side exceeds this are downscaled on read (aspect kept) to bound memory.
 MAX_SIDE = int(os.environ.get("ENTROPY_SELECT_MAX_SIDE", "1024"))
+#: Videos whose declared frame size exceeds this many pixels are refused before decoding: a decoder holds full
+#: frames before they are downscaled (4096×4096 in 8-bit 4:2:0 is 25 MB a frame).
+MAX_PIXELS = int(os.environ.get("ENTROPY_SELECT_MAX_PIXELS", str(4096 * 4096)))
+#: Most frames decoded from one stream read straight through (streams without a usable duration or index).
+MAX_DECODED_FRAMES = int(os.environ.get("ENTROPY_SELECT_MAX_DECODED_FRAMES", "20000"))
 
 
 class VideoError(ValueError):
@@ -97,8 +105,12 @@ def _probe(p: Path) -> dict[str, float | int]:
                 dur = c.duration / 1e6
             else:
                 dur = 0.0
-            return {"fps": fps, "duration": dur, "frames": int(s.frames or 0),
-                    "height": int(s.codec_context.height or 0), "width": int(s.codec_context.width or 0)}
+            h, w = int(s.codec_context.height or 0), int(s.codec_context.width or 0)
+            if h * w > MAX_PIXELS:
+                raise VideoError(f"{p.name} has {w}×{h} frames ({h * w / 1e6:.0f} megapixels); this server decodes "
+                                 f"frames of at most {MAX_PIXELS / 1e6:.1f} megapixels (e.g. 4096×4096): downscale "
+                                 "the video first")
+            return {"fps": fps, "duration": dur, "frames": int(s.frames or 0), "height": h, "width": w}
     except VideoError:
         raise
     except av.error.InvalidDataError as e:
@@ -117,16 +129,19 @@ def read_clip(path: str | os.PathLike[str], num_frames: int = 16, max_side: int 
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
         raise VideoError(f"num_frames must be a positive int, got {num_frames!r}")
     p = _check_path(path)
-    info = _probe(p)
     limit = MAX_SIDE if max_side is None else max_side
     notes: list[str] = []
-    try:
-        clip = _read_decord(p, num_frames, limit, info)
-    except _Fallback as e:
-        notes.append(f"decord: {e}; decoded with PyAV")
-        clip = _read_pyav(p, num_frames, limit, info)
+    with decode_slot():  # at most limits.MAX_DECODES videos are decoded at once
+        info = _probe(p)
+        try:
+            clip = _read_decord(p, num_frames, limit, info)
+        except _Fallback as e:
+            notes.append(f"decord: {e}; decoded with PyAV")
+            clip = _read_pyav(p, num_frames, limit, info)
     if clip.frames.shape[0] == 0:
         raise VideoError(f"{p.name}: no frame could be decoded")
+    if clip.frames.shape[0] < num_frames:
+        notes.append(f"the video has {clip.frames.shape[0]} frame(s); {num_frames} were asked for")
     return Clip(**{**clip.__dict__, "notes": tuple(notes) + clip.notes})
 
 
@@ -140,22 +155,26 @@ def _read_decord(p: Path, num_frames: int, max_side: int, info: dict) -> Clip:
     except ImportError:
         raise _Fallback("not installed") from None
     try:
-        vr = decord.VideoReader(str(p), ctx=decord.cpu(0), num_threads=2)
+        h, w = int(info["height"]), int(info["width"])
+        if h < 1 or w < 1:
+            raise _Fallback("frame size unknown")
+        th, tw = _target_size(h, w, max_side)
+        vr = decord.VideoReader(str(p), ctx=decord.cpu(0), width=tw, height=th, num_threads=2)
         n = len(vr)
         if n < 1:
             raise _Fallback("no frames")
-        h, w = vr[0].shape[:2]
-        th, tw = _target_size(h, w, max_side)
-        if (th, tw) != (h, w):
-            vr = decord.VideoReader(str(p), ctx=decord.cpu(0), width=tw, height=th, num_threads=2)
         idx = sample_indices(n, num_frames)
-        frames = vr.get_batch(idx.tolist()).asnumpy()
+        parts = []
+        for i in range(0, len(idx), 4):  # a few frames at a time: the time limit is checked in between
+            check(f"decoding frame {i + 1} of {len(idx)}")
+            parts.append(vr.get_batch(idx[i:i + 4].tolist()).asnumpy())
+        frames = np.concatenate(parts)
         fps = float(vr.get_avg_fps() or info["fps"])
         try:
             ts = np.asarray(vr.get_frame_timestamp(idx.tolist()))[:, 0].astype(np.float64)
         except Exception:  # timestamps are a nicety; index/fps is a fine estimate
             ts = idx / fps
-    except _Fallback:
+    except (_Fallback, TimeLimitError):
         raise
     except Exception as e:  # decord raises DECORDError with C++ locations; say it in words
         raise _Fallback(type(e).__name__) from None
@@ -181,21 +200,22 @@ def _read_pyav(p: Path, num_frames: int, max_side: int, info: dict) -> Clip:
     frames: list[np.ndarray] = []
     stamps: list[float] = []
     errors = 0
+    notes: list[str] = []
     try:
         with av.open(str(p), metadata_errors="ignore") as c:
             s = c.streams.video[0]
             s.thread_type = "AUTO"
             h, w = int(s.codec_context.height), int(s.codec_context.width)
             if not duration or total <= max(num_frames * 4, 300):
-                # short or unknown length: decode straight through once and sample after
-                for fr in _frames(c, s):
-                    frames.append(_frame_rgb(fr, max_side))
-                    stamps.append(float(fr.time or 0.0))
-                idx = sample_indices(len(frames), num_frames) if frames else np.zeros(0, np.int64)
-                frames = [frames[i] for i in idx]
-                stamps = [stamps[i] for i in idx]
+                # short or unknown length: one pass, keeping only a bounded, evenly spaced set of frames
+                frames, stamps, read, capped = _one_pass(c, s, num_frames, max_side)
+                if capped:
+                    notes.append(f"only the first {MAX_DECODED_FRAMES} frames were read (the server's cap)")
+                if not duration and read:
+                    duration = read / fps
             else:
-                for t in (np.arange(min(num_frames, total)) + 0.5) * duration / min(num_frames, total):
+                for i, t in enumerate((np.arange(min(num_frames, total)) + 0.5) * duration / min(num_frames, total)):
+                    check(f"seeking frame {i + 1} of {min(num_frames, total)}")
                     try:
                         fr = _seek_frame(c, s, float(t))
                     except av.error.FFmpegError:
@@ -210,13 +230,39 @@ def _read_pyav(p: Path, num_frames: int, max_side: int, info: dict) -> Clip:
             raise VideoError(f"{p.name} is damaged or truncated: no frame could be decoded ({why})") from None
     if not frames:
         raise VideoError(f"{p.name}: no frame could be decoded")
-    notes = (f"{errors} seek(s) failed; the frames around them were used",) if errors else ()
+    if errors:
+        notes.append(f"{errors} seek(s) failed; the frames around them were used")
     shapes = {f.shape for f in frames}
     if len(shapes) > 1:  # resolution changes mid-stream: bring all to the first frame's size
         frames = [_resize(f, frames[0].shape[:2]) for f in frames]
     quarter = frames[0].shape[:2] != _target_size(h, w, max_side)  # rotated by ±90°
     src = (w, h) if quarter else (h, w)
-    return Clip(np.stack(frames), np.asarray(stamps), fps, duration or len(frames) / fps, src, "pyav", notes)
+    return Clip(np.stack(frames), np.asarray(stamps), fps, duration or len(frames) / fps, src, "pyav", tuple(notes))
+
+
+def _one_pass(c, s, num_frames: int, max_side: int) -> tuple[list, list, int, bool]:
+    """Decode a stream once and return num_frames frames spread evenly over it, holding at most 2·num_frames
+    (downscaled) frames at any time whatever its length: every `stride`-th frame is kept, and when the kept
+    set reaches 2·num_frames every other one is dropped and the stride doubles. At most MAX_DECODED_FRAMES are
+    read. Returns (frames, timestamps, frames read, whether the cap stopped the pass)."""
+    kept: list[tuple[int, np.ndarray, float]] = []
+    stride, read, capped = 1, 0, False
+    for fr in _frames(c, s):
+        if read >= MAX_DECODED_FRAMES:
+            capped = True
+            break
+        if read % 64 == 0:
+            check(f"decoding frame {read + 1}")
+        if read % stride == 0:
+            kept.append((read, _frame_rgb(fr, max_side), float(fr.time or 0.0)))
+            if len(kept) >= 2 * num_frames:
+                kept = kept[::2]
+                stride *= 2
+        read += 1
+    if not kept:
+        return [], [], read, capped
+    picks = sample_indices(len(kept), num_frames)  # the kept frames are evenly spaced over the stream
+    return [kept[i][1] for i in picks], [kept[i][2] for i in picks], read, capped
 
 
 def _frames(c, s):

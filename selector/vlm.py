@@ -27,6 +27,7 @@ import torch
 
 from . import SelectorConfig, select_tokens
 from .core import Selection
+from .limits import check
 
 __all__ = ["VLM", "VLMError", "Answer", "load_vlm", "DEFAULT_VLM", "KNOWN_VLMS"]
 
@@ -115,6 +116,7 @@ class VLM:
                 max_new_tokens: int, video: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> Answer:
         """One answer; `video` = (grid, tail, vision ms) from `_vision` when the tower already ran on this clip."""
         dev = self.device
+        check("answering")
         ids = inputs["input_ids"].to(dev)
         grid, tail, vision_ms = video if video is not None else self._vision(inputs, t_)
         sync = self._sync
@@ -209,6 +211,7 @@ class VLM:
         past = out.past_key_values
         eos = _eos_ids(self.model, self.processor)
         while len(generated) < max_new_tokens and generated[-1] not in eos:
+            check(f"generating the answer ({len(generated)} tokens so far)")
             length += 1
             extra = {}
             if next_position is not None:

@@ -1,0 +1,80 @@
+"""Files the app hands out (view images, downloads): each written once and completely, under a name no other
+request reuses, in a folder only this server's user can read. No gradio.
+
+Why: gradio serves a returned file from its own cache, copying it there atomically under a name derived from its
+bytes; images returned as PIL objects are instead encoded and written in place, so two requests drawing the same
+picture rewrote one file while it was being streamed. Handing gradio finished files avoids that.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+__all__ = ["OutputFiles"]
+
+
+class OutputFiles:
+    """A private folder (0700, files 0600) of per-request subfolders with random names. `write` puts a file
+    there through a temporary name and an atomic rename; folders older than `ttl` seconds are removed (gradio
+    has copied what it serves long before)."""
+
+    def __init__(self, parent: str | os.PathLike[str] | None = None, ttl: float = 900.0) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="entropy-select-out-", dir=parent))  # mode 0700
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._last_sweep = 0.0
+
+    def folder(self) -> Path:
+        """A new folder for one request's files."""
+        self.sweep()
+        d = self.root / uuid.uuid4().hex
+        d.mkdir(mode=0o700)
+        return d
+
+    def write(self, folder: Path, name: str, writer: Callable[[str], None]) -> str:
+        """`writer(path)` writes the file at a temporary path; it then appears as folder/name, complete."""
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=Path(name).suffix)  # mode 0600; the suffix
+        # stays: writers such as numpy.savez add one when it is missing
+        os.close(fd)
+        try:
+            writer(tmp)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, folder / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(folder / name)
+
+    def image(self, folder: Path, name: str, img: Image.Image, quality: int = 90) -> str:
+        """A JPEG of img (gradio's own choice for these views)."""
+        return self.write(folder, f"{name}.jpeg", lambda p: img.convert("RGB").save(p, "JPEG", quality=quality))
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove request folders older than ttl (at most once a minute unless `now` is given); returns how many."""
+        now = time.time() if now is None else now
+        with self._lock:
+            if now - self._last_sweep < 60 and now >= self._last_sweep:
+                return 0
+            self._last_sweep = now
+        removed = 0
+        for d in self.root.iterdir():
+            try:
+                if now - d.stat().st_mtime > self.ttl:
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def count(self) -> int:
+        """Files held now (for tests and the soak's bound)."""
+        return sum(1 for p in self.root.rglob("*") if p.is_file())
