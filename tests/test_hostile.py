@@ -1,0 +1,276 @@
+"""Crowds and hostile uploads: intact outputs under concurrency, bounded decoding memory, the time limit, and
+errors in the app's own words. Servers listen on loopback only; every loop is bounded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, SAMPLE, require_tool
+from servers import app_server
+
+ENC = "efficientnet-lite0"
+#: stated bound on what decoding one hostile upload may add to a process's peak memory (MB): at most 2·N sampled
+#: frames at ≤ 1024 px (16 frames: 32 × 3 MB) plus the decoder's own frames (≤ MAX_PIXELS each)
+DECODE_BOUND_MB = 400
+
+MEASURE = r"""
+import json, resource, sys
+import av, numpy, torch  # noqa: imported before the baseline
+from selector.video import VideoError, read_clip
+
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+base = rss()
+res = {}
+try:
+    c = read_clip(sys.argv[1], int(sys.argv[2]))
+    res.update(frames=int(c.frames.shape[0]), duration=c.duration, notes=list(c.notes), backend=c.backend)
+except VideoError as e:
+    res["error"] = str(e)
+res["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+res["after_mb"] = rss() - base
+res["recovered_frames"] = int(read_clip(sys.argv[3], 4).frames.shape[0])
+print(json.dumps(res))
+"""
+
+
+def _measure(path: Path, frames: int = 16) -> dict:
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(path), str(frames), str(SAMPLE)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def ffmpeg():
+    return require_tool("ffmpeg")
+
+
+def test_raw_h264_stream_is_sampled_in_one_bounded_pass(ffmpeg, tmp_path):
+    """A raw H.264 elementary stream (no duration, no index, refused by decord): 2000 frames of 1024×1024 are read
+    once, 16 kept, memory within the stated bound, the length reported from the frames read."""
+    bomb = tmp_path / "bomb.h264"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "color=c=gray:size=1024x1024:rate=25", "-frames:v",
+                    "2000", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", "-f", "h264",
+                    str(bomb)], check=True, timeout=240)
+    assert bomb.stat().st_size < 200_000
+    r = _measure(bomb)
+    assert "error" not in r, r
+    assert r["frames"] == 16 and r["backend"] == "pyav"
+    assert 70 <= r["duration"] <= 90, r  # 2000 frames at 25 fps = 80 s, not the 0.6 s of the sampled frames
+    assert r["peak_mb"] < DECODE_BOUND_MB, r
+    assert r["after_mb"] < DECODE_BOUND_MB / 2, r
+    assert r["recovered_frames"] == 4  # the next upload decodes as usual
+
+
+def test_frames_above_the_pixel_cap_are_refused_before_decoding(ffmpeg, tmp_path):
+    from selector.video import MAX_PIXELS
+
+    huge = tmp_path / "huge.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "color=c=red:size=8192x4352:rate=1", "-frames:v",
+                    "1", "-c:v", "libx264", "-preset", "ultrafast", str(huge)], check=True, timeout=240)
+    assert 8192 * 4352 > MAX_PIXELS
+    r = _measure(huge)
+    assert "8192×4352" in r["error"] and "megapixels" in r["error"], r
+    assert r["peak_mb"] < 100, r  # refused from the header: no frame was decoded
+    assert r["recovered_frames"] == 4
+
+
+def test_one_pass_sampling_spreads_frames_over_the_stream(tmp_path):
+    """The bounded pass keeps frames spread over the whole stream (not the first ones): frame i of a 300-frame
+    stream has brightness i, and the sampled frames cover it from start to end, in order."""
+    import numpy as np
+    from media import write
+
+    from selector.video import read_clip
+
+    t = 300
+    frames = np.repeat(np.linspace(0, 255, t).astype(np.uint8)[:, None, None, None], 3, -1)
+    frames = np.ascontiguousarray(np.broadcast_to(frames, (t, 32, 32, 3)))
+    raw = tmp_path / "ramp.h264"
+    write(tmp_path / "ramp.mp4", frames, fps=25)
+    subprocess.run([require_tool("ffmpeg"), "-v", "error", "-i", str(tmp_path / "ramp.mp4"), "-c", "copy", "-f",
+                    "h264", str(raw)], check=True)
+    clip = read_clip(raw, 8)
+    means = clip.frames.reshape(8, -1).mean(1)
+    assert clip.frames.shape[0] == 8 and np.all(np.diff(means) > 0)
+    assert means[0] < 40 and means[-1] > 215  # from the start to the end of the stream
+
+
+def test_time_limit_stops_decoding_and_encoding(tmp_path):
+    import numpy as np
+    from media import pattern, write
+
+    from selector.features import extract
+    from selector.limits import TimeLimitError, time_limit
+
+    video = write(tmp_path / "long.mp4", pattern(400, 96, 128), fps=25)
+    with time_limit(0.05), pytest.raises(TimeLimitError, match=r"stopped while .*at most 0.05 s"):
+        extract(video, "dinov2-s", 64, cache=None)
+    feats = extract(video, ENC, 4, cache=None)  # without a limit the same work completes
+    assert feats.tokens.shape[0] == 4 and np.isfinite(feats.tokens.numpy()).all()
+
+
+def test_app_tells_the_user_when_the_time_limit_stops_a_request(tmp_path, monkeypatch):
+    import shutil
+
+    import gradio as gr
+    import gradio.utils
+
+    import app
+
+    upload = Path(gradio.utils.get_upload_folder()) / f"test-limit-{os.getpid()}"
+    upload.mkdir(parents=True, exist_ok=True)
+    video = upload / "clip.mp4"
+    shutil.copy(SAMPLE, video)
+    monkeypatch.setattr(app, "TIME_LIMIT", 0.01)
+    with pytest.raises(gr.Error, match=r"stopped while .* at most 0.01 s"):
+        app.analyze_endpoint(str(video), num_frames=48, encoder="dinov2-s")
+    monkeypatch.setattr(app, "TIME_LIMIT", 300.0)
+    out = app.analyze_endpoint(str(video), num_frames=4, encoder=ENC)
+    assert out[6]["frames"] == 4
+
+
+def test_tiny_temperatures_are_refused_by_name_and_json_is_strict(tmp_path):
+    import math
+
+    import torch
+
+    from selector import SelectorConfig, SelectorError, select_tokens
+    from selector.export import finite, strict_json, to_json
+
+    for knob in ("tau", "tau_alloc"):
+        with pytest.raises(SelectorError, match=rf"^{knob} must be in \[1e-06"):
+            SelectorConfig(**{knob: 1e-40})
+    sel = select_tokens(torch.randn(2, 6, 6, 8), 0.3, SelectorConfig(tau=1e-6))
+    assert torch.isfinite(sel.score).all()
+    path = tmp_path / "s.json"
+    to_json(sel, path, {"bad": math.nan, "worse": [math.inf, 1.0]})
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    doc = json.loads(path.read_text(), parse_constant=refuse)
+    assert doc["bad"] is None and doc["worse"] == [None, 1.0]
+    assert finite({"a": (math.nan,)}) == {"a": [None]}
+    with pytest.raises(ValueError):
+        json.loads(json.dumps(math.nan), parse_constant=refuse)  # the check above can fail
+    assert strict_json({"x": -math.inf}) == '{"x": null}'
+
+
+def test_output_folder_is_private():
+    import stat
+
+    from selector.app.files import OutputFiles
+
+    out = OutputFiles()
+    folder = out.folder()
+    path = Path(out.write(folder, "a.json", lambda p: Path(p).write_text("{}")))
+    assert stat.S_IMODE(out.root.stat().st_mode) == 0o700 and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "{}"
+    assert [p.name for p in folder.iterdir()] == ["a.json"]  # no temporary file left
+    assert out.sweep(now=path.stat().st_mtime + out.ttl + 1) == 1 and out.count() == 0
+    with pytest.raises(ZeroDivisionError):  # a failed writer leaves nothing behind
+        out.write(out.folder(), "b.json", lambda p: 1 / 0)
+    assert out.count() == 0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with app_server(tmp_path_factory.mktemp("hostile") / "app.log", ENTROPY_SELECT_MAX_FRAMES="24") as s:
+        yield s
+
+
+def _raw(url: str, data: list) -> str:
+    event = httpx.post(url + "gradio_api/call/analyze", json={"data": data}, timeout=30).json()["event_id"]
+    with httpx.stream("GET", f"{url}gradio_api/call/analyze/{event}", timeout=60) as r:
+        return "".join(r.iter_text())
+
+
+LEAKS = ("0x", "object at", "Traceback", "pydantic", "validation error", "Wanted inputs", "null byte",
+         "Exception", "Error(", str(ROOT), "Cannot move", "has no attribute")
+
+
+@pytest.mark.parametrize("data,expect", [
+    ([None], "takes 17 inputs and the request had 1"),
+    ([{"path": "x.mp4", "meta": {"_type": "gradio.FileData"}}, *[None] * 16], "Only uploaded files"),
+    ([{"path": "/tmp/a\u0000b.mp4", "meta": {"_type": "gradio.FileData"}}, *[None] * 16], "could not be read"),
+    ([{"path": 5, "meta": {"_type": "gradio.FileData"}}, *[None] * 16], "could not be read"),
+])
+def test_raw_requests_get_the_apps_own_sentences(server, data, expect):
+    text = _raw(server[0], data)
+    assert "event: error" in text and expect in text, text
+    assert not [leak for leak in LEAKS if leak in text], text
+
+
+def test_bad_parameters_through_the_client_leak_nothing(server):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(server[0], verbose=False)
+    for kw, expect in (({"encoder": 5}, "encoder must be the name of an encoder"),
+                       ({"tau": 1e-40}, r"tau must be in \[1e-06")):
+        with pytest.raises(AppError, match=expect) as e:
+            client.predict(video=handle_file(str(SAMPLE)), num_frames=4, api_name="/analyze", **kw)
+        assert not [leak for leak in LEAKS if leak in str(e.value)]
+    out = client.predict(video=handle_file(str(SAMPLE)), num_frames=4, encoder=ENC, api_name="/analyze")
+    assert out[6]["frames"] == 4  # still serving
+
+
+@pytest.mark.slow
+def test_crowd_outputs_are_intact_and_belong_to_their_request(server, tmp_path):
+    """20 clients × 5 requests, each client at its own retention, on two clips: every answer and every
+    downloaded file (images decoded completely, the JSON's retention and digest) belongs to its request."""
+    from media import pattern, write
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from load_test import run
+
+    second = write(tmp_path / "second.mp4", pattern(24, 120, 160, seed=3), fps=12)
+    res = run(server[0], clients=20, requests=5, videos=[str(SAMPLE), str(second)], encoder=ENC, frames=8,
+              pid=server[1].pid)
+    assert res["ok"] == res["requests"] == 100, res["errors"]
+    assert not res["unstable"] and res["distinct_overlays"]
+    assert server[1].poll() is None
+    log = server[2].read_text()
+    assert "LocalProtocolError" not in log and "Too little data" not in log
+
+
+#: stated bound on the server's memory growth over a soak, after its warm-up (MB)
+SOAK_GROWTH_MB = 300
+
+
+@pytest.mark.slow
+def test_soak_memory_and_temp_files_stay_bounded(tmp_path):
+    """200 requests over four clips after a warm-up: no failure, the server's RSS after the run within
+    SOAK_GROWTH_MB of its RSS after the warm-up, and temporary files bounded by what the requests wrote."""
+    from media import pattern, write
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from load_test import rss_mb, run
+
+    clips = [str(SAMPLE)] + [str(write(tmp_path / f"c{i}.mp4", pattern(20 + 4 * i, 96 + 16 * i, 128, seed=i),
+                                       fps=10)) for i in range(3)]
+    tmp = tmp_path / "server-tmp"
+    tmp.mkdir()
+    with app_server(tmp_path / "soak.log", TMPDIR=str(tmp), GRADIO_TEMP_DIR=str(tmp / "gradio")) as (url, proc, _):
+        warm = run(url, clients=4, requests=5, videos=clips, encoder=ENC, frames=8)
+        assert warm["ok"] == 20, warm["errors"]
+        rss_warm = rss_mb(proc.pid)
+        res = run(url, clients=8, requests=25, videos=clips, encoder=ENC, frames=8, pid=proc.pid)
+        rss_after = rss_mb(proc.pid)
+        files = sum(1 for p in tmp.rglob("*") if p.is_file())
+    print(f"soak: {res['ok']}/{res['requests']} ok, p50 {res['median_s']:.2f} s, p95 {res['p95_s']:.2f} s; RSS warm "
+          f"{rss_warm:.0f} MB, peak {res['peak_rss_mb']:.0f} MB, after {rss_after:.0f} MB; temp files {files}")
+    assert res["ok"] == res["requests"] == 200, res["errors"]
+    assert rss_after - rss_warm < SOAK_GROWTH_MB
+    assert files <= 7 * (200 + 20) + 50  # per request: 4 views + 2 downloads, one upload per clip, gradio's copies
