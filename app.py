@@ -19,15 +19,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default
 import gradio as gr  # noqa: E402
 import gradio.utils  # noqa: E402
 import torch  # noqa: E402
+from selector.core import MAP_FIELDS
+from selector.service import MAX_FRAMES, RETENTIONS, Analysis, Params, analyze, latency_rows
 
 from selector import SelectorConfig, SelectorError
 from selector.app.files import OutputFiles
-from selector.core import MAP_FIELDS
 from selector.cpu_tuning import tune_malloc
 from selector.encoders import DEFAULT_ENCODER, EncoderError, available_encoders
 from selector.export import finite, to_json, to_npz
 from selector.limits import TimeLimitError, time_limit
-from selector.service import MAX_FRAMES, RETENTIONS, Analysis, Params, analyze, latency_rows
 from selector.video import VideoError, describe, read_clip
 from selector.vlm import DEFAULT_VLM, KNOWN_VLMS, VLMError, load_vlm
 from viz import latency_chart, render_frame, render_views, summary_markdown, thumbnails

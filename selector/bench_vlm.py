@@ -1,84 +1,8 @@
-"""Time to first token of LLaVA-OneVision (or Qwen2.5-VL) with all, 35 % and 10 % of the video tokens.
+"""`python -m selector.bench_vlm`: the VLM benchmark (code in selector.bench.vlm)."""
 
-python -m selector.bench_vlm [--frames 16 32] [--device cuda] [--llm 0.5b|7b] [--family qwen2_5_vl]
-                            [--prefill graph eager]
+import sys
 
-The model has the real LLaVA-OneVision sizes (SigLIP-SO400M at 384 px + Qwen2-0.5B, or Qwen2-7B with
---llm 7b), or with --family qwen2_5_vl the Qwen2.5-VL-3B sizes (frames of 448×448: 16×16 merged tokens per
-2 frames), with random weights, built here from configs: nothing is downloaded. Timings are honest; the
-answers are not. TTFT counts from the frames' pixels to the first token (vision tower included); the
-"cached" columns count from cached video features (a follow-up question on the same clip: selection +
-LLM prefill), which is the part token selection can shorten. --prefill picks the LLM prefill: "graph" replays
-it from CUDA graphs per length bucket (selector.prefill, the app's default on a GPU; LLaVA-OneVision only),
-"eager" is the stock forward; each one named gets its own rows (the graphs are captured in the warm-up).
-"""
-
-from __future__ import annotations
-
-import argparse
-import statistics
-import threading
-
-import numpy as np
-import torch
-
-from .tiny_vlm import make, make_qwen
-from .vlm import VLM, graph_prefill
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m selector.bench_vlm", description=__doc__)
-    ap.add_argument("--frames", type=int, nargs="+", default=[16, 32])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--llm", default="0.5b", choices=["0.5b", "7b"], help="language model sizes")
-    ap.add_argument("--family", default="llava_onevision", choices=["llava_onevision", "qwen2_5_vl"])
-    ap.add_argument("--tiny", action="store_true", help="tiny random model (a smoke test of this script)")
-    ap.add_argument("--prefill", nargs="+", default=None, choices=["graph", "compiled", "eager"],
-                    help="LLM prefill modes to time (default: graph and eager on a GPU, eager on a CPU)")
-    a = ap.parse_args(argv)
-    dev = torch.device(a.device)
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    if a.family == "qwen2_5_vl":
-        model, processor = make_qwen(real_sizes=not a.tiny, device=str(dev), dtype=dtype)
-        label, side = "Qwen2.5-VL-3B" if not a.tiny else "tiny Qwen2.5-VL", 448 if not a.tiny else 112
-    else:
-        model, processor = make(real_sizes=not a.tiny, device=str(dev), llm=a.llm, dtype=dtype)
-        label, side = f"LLaVA-OV-{a.llm}" if not a.tiny else "tiny LLaVA-OV", 384 if not a.tiny else 112
-    model = model.to(dtype)
-    modes = a.prefill or (["graph", "eager"] if dev.type == "cuda" and a.family == "llava_onevision" else ["eager"])
-    if {"graph", "compiled"} & set(modes) and (dev.type != "cuda" or a.family != "llava_onevision"):
-        ap.error("--prefill graph / compiled need --device cuda and the llava_onevision family")
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    attn = getattr(model.config.text_config, "_attn_implementation", "?")
-    print(f"device {name} · {dtype} · torch {torch.__version__} · {label} sizes · attention {attn} · "
-          f"median of {a.repeats} · greedy, 8 new tokens")
-    print(f"{'prefill':>8}{'frames':>7}{'retention':>10}{'visual tok':>12}{'prompt tok':>12}{'TTFT ms':>10}"
-          f"{'total ms':>10}{'TTFT/full':>11}{'vision':>9}{'select':>9}{'prefill':>9}{'prefill/full':>14}"
-          f"{'cached ms':>11}{'cached/full':>13}")
-    question = "what happens in the video"
-    vlms = {m: VLM(f"random {label} sizes", model, processor, dev, dtype, threading.Lock(), a.family,
-                   graph_prefill(model, a.family, m)) for m in modes}  # one per mode: graphs kept across clips
-    for mode, t in ((m, t) for m in modes for t in a.frames):
-        vlm = vlms[mode]
-        frames = np.random.RandomState(t).randint(0, 255, (t, side, side, 3), dtype=np.uint8)
-        inputs = vlm.prepare(frames, question)
-        base = None
-        for r in (1.0, 0.35, 0.1):
-            with torch.inference_mode():
-                for _ in range(2):  # warm-up
-                    vlm._answer(inputs, t, r, None, 8)
-                runs = [vlm._answer(inputs, t, r, None, 8) for _ in range(a.repeats)]
-            ttft = statistics.median(x.prefill_ms for x in runs)
-            total = statistics.median(x.total_ms for x in runs)
-            st = {k: statistics.median(x.stages_ms[k] for x in runs) for k in ("vision", "select", "llm_prefill")}
-            cached = st["select"] + st["llm_prefill"]
-            base = base or (ttft, st["llm_prefill"], cached)
-            prompt = inputs["input_ids"].shape[1] - runs[0].full_visual_tokens + runs[0].visual_tokens
-            print(f"{mode:>8}{t:>7}{r:>10}{runs[0].visual_tokens:>12}{prompt:>12}{ttft:>10.1f}{total:>10.1f}"
-                  f"{ttft / base[0]:>11.2f}{st['vision']:>9.1f}{st['select']:>9.2f}{st['llm_prefill']:>9.1f}"
-                  f"{st['llm_prefill'] / base[1]:>14.2f}{cached:>11.1f}{cached / base[2]:>13.2f}", flush=True)
-
+from .bench.vlm import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

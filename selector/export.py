@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import Selection
+from .method.pipeline import Selection
 
 __all__ = ["to_npz", "to_json", "selection_arrays", "strict_json", "finite"]
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from . import SelectorConfig, select_tokens
-from .core import Selection
 from .limits import check
+from .method.pipeline import Selection
 
 __all__ = ["VLM", "VLMError", "Answer", "load_vlm", "DEFAULT_VLM", "KNOWN_VLMS"]
 

@@ -26,14 +26,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def tiny_qwen(tmp_path_factory):
-    from selector.tiny_vlm import build
+    from selector.bench.models import build
 
     return build(tmp_path_factory.mktemp("tiny-qwen"), family="qwen2_5_vl")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_qwen):
-    from selector.tiny_vlm import build
+    from selector.bench.models import build
 
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "app.log"
@@ -167,7 +167,7 @@ def test_frames_above_the_cap_are_refused_by_the_api(client):
 
 
 def test_service_caps_frames_and_says_so(monkeypatch):
-    from selector import service
+    from selector.app import service
 
     monkeypatch.setattr(service, "MAX_FRAMES", 6)
     a = service.analyze(SAMPLE, service.Params(num_frames=500, encoder=ENC))

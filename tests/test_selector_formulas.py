@@ -8,7 +8,8 @@ import naive
 import pytest
 import torch
 
-from selector import SelectorConfig, allocate, maps, select_tokens
+from selector import SelectorConfig, select_tokens
+from selector.method import allocate, maps
 
 
 def grid(t, h, w, d, seed=0, dtype=torch.float32):
@@ -28,7 +29,7 @@ CONFIGS = [
 @pytest.mark.parametrize("shape", [(3, 5, 6, 4), (1, 1, 1, 3), (2, 1, 7, 2), (4, 3, 3, 1)])
 @pytest.mark.parametrize("impl", ["reference", "banded"])
 def test_entropy_matches_naive_loop(cfg, shape, impl):
-    from selector.fast import entropy_banded
+    from selector.backends.cpu import entropy_banded
 
     x = grid(*shape)
     fn = maps.entropy_map if impl == "reference" else entropy_banded
@@ -149,31 +150,20 @@ def test_grid_fusion_rows_are_score_weighted_means_of_discarded_cells():
     assert torch.equal(sel.tokens[~sel.fused], flat_x[real])
 
 
-def test_triton_kernel_in_interpreter_matches_reference(tmp_path):
-    """The GPU kernel's arithmetic, run by Triton's interpreter on the CPU (no GPU needed)."""
+def test_triton_budget_kernel_in_interpreter_matches_torch(tmp_path):
+    """The GPU budget kernel, run by Triton's interpreter on the CPU (no GPU needed): the torch budgets exactly."""
     import subprocess
     import sys
 
     pytest.importorskip("triton")
     code = """
 import torch
-from selector import SelectorConfig, maps
-from selector.triton_maps import maps_triton
+from selector import SelectorConfig
+from selector.method import maps
 torch.manual_seed(0)
 worst = 0.0
-for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window=4, past_window=3),
-            SelectorConfig(window=1, temporal_window=1)):
-    for shape in ((3, 5, 6, 40), (1, 1, 1, 3), (2, 4, 1, 2), (2, 3, 27, 33)):
-        x = torch.randn(*shape)
-        h, g = maps_triton(x, cfg)
-        ref_h = maps.entropy_map(maps.normalize(x), cfg)
-        g2 = torch.zeros(shape[:3])
-        for ax in (1, 2):
-            if shape[ax] > 1:
-                g2 += torch.gradient(x, dim=ax)[0].square().sum(-1)
-        worst = max(worst, float((h - ref_h).abs().max()), float((g - g2.sqrt()).abs().max()))
-from selector import allocate
-from selector.triton_maps import budgets_triton
+from selector.method import allocate
+from selector.backends.triton import budgets_triton
 gen = torch.Generator().manual_seed(1)
 for i in range(68):  # the budget kernel against the torch budgets, integers exactly (8 long clips, ≤ 256 frames)
     t = int(torch.randint(1, 40, (1,), generator=gen)) if i < 60 else int(torch.randint(129, 257, (1,), generator=gen))
@@ -209,20 +199,20 @@ def test_fused_gpu_pipeline_in_interpreter_matches_torch_stages():
     pytest.importorskip("triton")
     code = """
 import math, torch
-from selector import SelectorConfig, maps, allocate
-from selector.core import num_kept, _flat_indices
-from selector import triton_maps as tm
+from selector import SelectorConfig
+from selector.method import allocate, maps
+from selector.method.pipeline import num_kept, _flat_indices
+from selector.backends import triton as tm
 torch.manual_seed(0)
 worst = 0.0
 for cfg in (SelectorConfig(), SelectorConfig(tau=0.05, window=3, temporal_window=4, past_window=3, grid=3, rho=0.7),
             SelectorConfig(window=1, temporal_window=1)):
-    for shape, qr, kern in (((3, 5, 6, 40), 1, "dout"), ((2, 4, 1, 2), 2, "parts"), ((2, 3, 27, 33), 2, "dout"),
-                            ((2, 7, 5, 20), 1, "parts"), ((3, 5, 6, 40), 1, "stencil"), ((2, 3, 27, 33), 1, "stencil"),
-                            ((3, 9, 13, 24), 1, "patch"), ((2, 1, 27, 16), 1, "patch")):
+    for shape, pqr, pqc in (((3, 5, 6, 40), 4, 4), ((2, 4, 1, 2), 4, 8), ((2, 3, 27, 33), 4, 4),
+                            ((2, 7, 5, 20), 2, 4), ((3, 9, 13, 24), 4, 8), ((2, 1, 27, 16), 4, 4)):
         x = torch.randn(*shape)
         t_, hh, ww, d_ = shape
         m = hh * ww
-        h, g, st = tm.maps_fused(x, cfg, "tf32x3", KERNEL=kern, QR=qr, STAGES=1, BQ=16, SBD=16, PQR=4, PQC=4)
+        h, g, st = tm.maps_fused(x, cfg, "tf32x3", STAGES=1, PQR=pqr, PQC=pqc)
         worst = max(worst, float((h - maps.entropy_map(maps.normalize(x), cfg)).abs().max()),
                     float((g - maps.gradient_magnitude(x)).abs().max()))
         assert torch.equal(st[:, 2], x.abs().amax(-1).reshape(-1, ww).amax(-1))
@@ -247,12 +237,11 @@ cfg = SelectorConfig()
 ph = torch.zeros_like(x)
 k = num_kept(0.35, 90)
 tab = torch.tensor([x.data_ptr()], dtype=torch.int64)
-for kern in ("dout", "stencil", "patch"):
-    want = tm.maps_fused(x, cfg, "tf32x3", KERNEL=kern, STAGES=1)
-    got = tm.maps_fused(ph, cfg, "tf32x3", tab=tab, KERNEL=kern, STAGES=1)
-    assert all(torch.equal(a, b) for a, b in zip(got, want)), kern
+want = tm.maps_fused(x, cfg, "tf32x3", STAGES=1)
+got = tm.maps_fused(ph, cfg, "tf32x3", tab=tab, STAGES=1)
+assert all(torch.equal(a, b) for a, b in zip(got, want))
 for rb in (2, 4):  # prep on blocks of rows (5 rows: a partial last block): the same numbers, bit for bit
-    got = tm.maps_fused(x, cfg, "tf32x3", KERNEL="patch", STAGES=1, PREP_RB=rb)
+    got = tm.maps_fused(x, cfg, "tf32x3", STAGES=1, PREP_RB=rb)
     assert all(torch.equal(a, b) for a, b in zip(got, want)), rb
 h, g, st = want
 gn, score, sal, amax = tm.scores_fused(h, g, st, cfg)

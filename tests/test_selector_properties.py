@@ -13,8 +13,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from selector import SelectorConfig, SelectorError, allocate, maps, select_tokens
-from selector.core import num_kept
+from selector import SelectorConfig, SelectorError, select_tokens
+from selector.method import allocate, maps
+from selector.method.pipeline import num_kept
 
 odd = st.sampled_from([1, 3, 5, 7])
 configs = st.builds(
@@ -66,7 +67,7 @@ def test_counts_ranges_and_consistency(shape, cfg, r, seed):
 @settings(max_examples=80, deadline=None)
 @given(shape=shapes, cfg=configs, seed=st.integers(0, 2**16))
 def test_banded_entropy_equals_reference(shape, cfg, seed):
-    from selector.fast import entropy_banded
+    from selector.backends.cpu import entropy_banded
 
     xn = maps.normalize(tensor(shape, seed))
     assert float((entropy_banded(xn, cfg) - maps.entropy_map(xn, cfg)).abs().max()) < 1e-5
@@ -78,7 +79,7 @@ def test_banded_entropy_equals_reference(shape, cfg, seed):
 def test_strips_give_the_reference_entropy(shape, cfg, cols, seed):
     """On a CPU wide grids are cut into strips of query columns with halo columns and zero rows between
     them; any strip width (1 column upwards, the last strip part empty) gives the reference map."""
-    from selector import fast
+    from selector.backends import cpu as fast
 
     x = tensor(shape, seed)
     ref = maps.entropy_map(maps.normalize(x), cfg)
@@ -99,7 +100,7 @@ def test_cpu_scratch_reuse_across_layouts_and_threads():
     layout, and calls from two threads at once, each get the reference map."""
     import threading
 
-    from selector import fast
+    from selector.backends import cpu as fast
 
     cases = [((3, 5, 24, 8), SelectorConfig()), ((2, 4, 24, 8), SelectorConfig(window=3, temporal_window=4)),
              ((3, 5, 24, 8), SelectorConfig(past_window=5, tau=0.2)), ((4, 3, 7, 5), SelectorConfig())]
@@ -132,7 +133,7 @@ def test_cpu_strip_width_is_timed_once_per_grid_and_gives_the_reference(monkeypa
     """Unpinned, the CPU entropy times every distinct strip layout of STRIP_CANDIDATES at a grid's first call
     (each twice, on the first TUNE_FRAMES frames), keeps one, and uses it from then on without timing again;
     whatever it keeps, the map is the reference's."""
-    from selector import fast
+    from selector.backends import cpu as fast
 
     monkeypatch.setattr(fast, "STRIP_COLS", None)
     monkeypatch.delenv("ENTROPY_SELECT_STRIP_COLS", raising=False)
@@ -170,7 +171,8 @@ def test_cpu_strip_width_is_timed_once_per_grid_and_gives_the_reference(monkeypa
 
 
 def test_cpu_strip_width_pinned_by_the_environment(monkeypatch):
-    from selector import SelectorError, fast
+    from selector import SelectorError
+    from selector.backends import cpu as fast
 
     monkeypatch.setattr(fast, "STRIP_COLS", None)
     monkeypatch.setattr(fast, "_tuned", {})
@@ -188,7 +190,7 @@ def test_cpu_strip_width_pinned_by_the_environment(monkeypatch):
 
 
 def test_strip_plan_of_the_benchmark_grids():
-    from selector.fast import strip_plan
+    from selector.backends.cpu import strip_plan
 
     assert strip_plan(27, 2, "cpu") == (3, 9, 2)  # SigLIP grid on a CPU: 3 strips of 9 (+ 2 + 2) columns
     assert strip_plan(14, 2, "cpu") == (1, 14, 0)  # LLaVA grid: too narrow to gain, plain grid rows
@@ -199,7 +201,7 @@ def test_strip_plan_of_the_benchmark_grids():
 def test_cpu_chunks_give_the_same_maps(monkeypatch, frames_per_chunk):
     """The CPU paths go through the frames in chunks (past frames carried over or re-normalized when a
     chunk is shorter than the temporal window); any chunk size gives the one-chunk maps."""
-    from selector import fast
+    from selector.backends import cpu as fast
 
     x = tensor((7, 5, 6, 16), 9)
     whole_g = maps.gradient_magnitude(x)
@@ -329,7 +331,7 @@ def test_reuse_of_the_maps_gives_a_fresh_runs_selection(shape, first, later, r, 
     what a run from scratch selects."""
     from dataclasses import asdict
 
-    from selector.core import MAP_FIELDS
+    from selector.method.pipeline import MAP_FIELDS
 
     x = tensor(shape, seed)
     later = SelectorConfig(**{**asdict(later), **{f: getattr(first, f) for f in MAP_FIELDS}})
@@ -369,8 +371,9 @@ def test_reuse_refuses_maps_that_do_not_hold():
 def test_app_service_computes_maps_on_the_fast_path_once_per_map_config(monkeypatch):
     """select_cached (app, API): the maps come from the fast path (never the one-op-per-offset reference), once
     per (video, τ, windows); moving r, α, ρ or g reuses them and selects what a fresh run selects."""
-    from selector import core, service
+    from selector.app import service
     from selector.features import Features
+    from selector.method import pipeline as core
 
     calls = []
     real = core.entropy_banded_raw
@@ -605,7 +608,7 @@ def test_cuda_graph_outputs_do_not_alias_and_nan_is_caught():
 @cuda_only
 @pytest.mark.parametrize("shape", [(16, 27, 27, 1152), (16, 14, 14, 896), (3, 5, 7, 16)])
 def test_cuda_banded_entropy_matches_reference_and_cpu(shape):
-    from selector.fast import entropy_banded
+    from selector.backends.cpu import entropy_banded
 
     x = tensor(shape, 5)
     for cfg in (SelectorConfig(), SelectorConfig(tau=0.02)):
@@ -623,14 +626,14 @@ def test_cuda_banded_entropy_matches_reference_and_cpu(shape):
 @cuda_only
 @pytest.mark.parametrize("shape", [(16, 27, 27, 1152), (16, 14, 14, 896), (5, 9, 31, 64), (2, 1, 1, 8)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_triton_maps_match_reference(shape, dtype):
-    from selector import triton_maps
+def test_cuda_fused_maps_match_reference(shape, dtype):
+    from selector.backends import triton as triton_maps
 
     if not triton_maps.available():
         pytest.skip("triton is not installed")
     x = tensor(shape, 9).to(dtype)
     for cfg in (SelectorConfig(), SelectorConfig(tau=0.02, window=3, temporal_window=4, past_window=3)):
-        h, raw = triton_maps.maps_triton(x.cuda(), cfg)
+        h, raw, _ = triton_maps.maps_fused(x.cuda(), cfg)
         ref = maps.entropy_map(maps.normalize(x.float().cuda()), cfg)
         assert float((h - ref).abs().max()) < 2e-5
         torch.testing.assert_close(maps.minmax(raw), maps.gradient_map(x.cuda()), atol=2e-5, rtol=0)
@@ -642,8 +645,22 @@ def test_cuda_triton_maps_match_reference(shape, dtype):
 
 @pytest.mark.cuda
 @cuda_only
+def test_cuda_grids_the_fused_path_does_not_take_use_the_banded_backend():
+    from selector import backends
+    from selector.backends.cpu import entropy_banded_raw
+
+    x = tensor((3, 6, 40, 32), 4).cuda()  # 40 tokens wide: more than the Triton kernels take
+    cfg = SelectorConfig()
+    assert backends.choose(x, cfg) == "banded"
+    ref = maps.entropy_map(maps.normalize(x), cfg)
+    assert float((entropy_banded_raw(x, cfg) - ref).abs().max()) < 2e-5
+    assert select_tokens(x, 0.3).num_tokens == int(0.3 * 3 * 6 * 40)
+
+
+@pytest.mark.cuda
+@cuda_only
 def test_cuda_budget_kernel_equals_torch_budgets():
-    from selector import triton_maps
+    from selector.backends import triton as triton_maps
 
     if not triton_maps.available():
         pytest.skip("triton is not installed")
@@ -693,8 +710,8 @@ def test_fuzz_extreme_token_values(shape, data, cfg, r):
 def test_cuda_fused_pipeline_stages_equal_torch_stages(shape, dtype):
     """Each kernel of the fused GPU path against the torch stage it replaces, on the same inputs: maps
     within float rounding, scores bit for bit, pick (keep, rank, quota) and gather exactly."""
-    from selector import triton_maps
-    from selector.core import _flat_indices
+    from selector.backends import triton as triton_maps
+    from selector.method.pipeline import _flat_indices
 
     if not triton_maps.available():
         pytest.skip("triton is not installed")
@@ -747,15 +764,13 @@ def test_cuda_graph_checks_values_through_the_fused_statistics():
 
 @pytest.mark.cuda
 @cuda_only
-@pytest.mark.parametrize("launch", [dict(KERNEL="dout"), dict(KERNEL="stencil", BQ=16, SBD=16, STAGES=1),
-                                    dict(KERNEL="dout", PREC="bf16x3"), dict(KERNEL="parts", QR=2, NKP=2),
-                                    dict(KERNEL="patch", PQR=4, PQC=8, PNK=64), dict(KERNEL="patch", PQR=8, PQC=4),
-                                    dict(KERNEL="patch", PQR=4, PQC=4, PNK=64, PQR16=4, PQC16=4, PNK16=64)])
+@pytest.mark.parametrize("launch", [dict(), dict(PREC="tf32x3"), dict(PQR=4, PQC=8, PNK=64), dict(PQR=8, PQC=4),
+                                    dict(PQR=4, PQC=4, PNK=64, PQR16=4, PQC16=4, PNK16=64)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_entropy_kernels_match_reference(launch, dtype):
-    """Every entropy kernel and precision choice the sweep tools may pick, on the GPU, several grids and
+    """The entropy kernel with every patch and precision choice the sweep tool may pick, on the GPU, several grids and
     neighbourhoods; the features read through the address table give the same maps."""
-    from selector import triton_maps
+    from selector.backends import triton as triton_maps
 
     if not triton_maps.available():
         pytest.skip("triton is not installed")
@@ -806,7 +821,7 @@ def test_graph_output_layout_round_trips_every_field():
     clone; the packing itself is device-independent, so it is checked here on the CPU."""
     from dataclasses import fields
 
-    from selector.graphs import _layout, _views
+    from selector.backends.graphs import _layout, _views
 
     sel = select_tokens(tensor((3, 5, 7, 12), 4), 0.3, SelectorConfig(grid_fusion=True))
     assert sel.rows is not None  # grid fusion computes its rows: they are packed, the input (source) is not
@@ -893,7 +908,7 @@ def test_bench_prints_every_column_and_agrees_with_the_reference():
 def test_bench_times_the_retentions_interleaved():
     """The bench takes one call of each retention per round, the order rotated every round, so a slow spell
     of the host is shared by all retentions (max/min compares retentions, not moments)."""
-    from selector.bench import _interleaved
+    from selector.bench.selector import _interleaved
 
     calls: list[int] = []
     times = _interleaved(torch.device("cpu"), [lambda j=j: calls.append(j) for j in range(3)], 4, warmup=2)

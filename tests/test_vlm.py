@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from selector import SelectorConfig
-from selector.tiny_vlm import build
+from selector.bench.models import build
 from selector.vlm import VLMError, load_vlm
 
 
@@ -179,8 +179,8 @@ def test_cuda_graph_prefill_answers_like_the_stock_forward(tmp_path, frames):
 def test_padded_prefill_refuses_models_it_would_answer_wrongly(tmp_path):
     """Eager attention ignores a missing mask (it would attend to later rows), and sliding-window layers need
     their own masks: no graphs for those, the stock forward answers."""
+    from selector.bench.models import make
     from selector.prefill import GraphPrefill
-    from selector.tiny_vlm import make
 
     model, _ = make()
     model.config.text_config._attn_implementation = "eager"

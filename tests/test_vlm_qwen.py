@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from selector import SelectorConfig
-from selector.tiny_vlm import build
+from selector.bench.models import build
 from selector.vlm import load_vlm
 
 

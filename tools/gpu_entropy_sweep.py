@@ -1,11 +1,12 @@
-"""Sweep the entropy kernels on the GPU: tensor-core "dout" in tf32x3 and bf16x3, the window-only "stencil".
+"""Sweep the entropy kernel's launch parameters on the GPU (query patch shape, key parts, warps, D chunk, precision).
 
-python3 tools/gpu_entropy_sweep.py [--all] [--bench]  — prep + entropy by median CUDA-graph replay time, with the
+python3 tools/gpu_entropy_sweep.py [--bench]  — prep + entropy by median CUDA-graph replay time, with the
 largest |Ĥ - reference|, on 16×27×27×1152 fp32; the best few on 256×27×27×1152, on 16×14×14×896 and in bf16;
 prints the chosen launch parameters; `--bench` then runs `python -m selector.bench` with them.
 python3 tools/gpu_entropy_sweep.py --bf16  — the patch kernel's settings on bf16 features (one native tensor-core
 pass, so other tile shapes than in fp32 may win), ranked on 256×27×27×1152, the best few on 16×27×27×1152.
 python3 tools/gpu_entropy_sweep.py --small  — 16-query patches (4×4, 2×8) against the default, fp32 and bf16.
+(The fused pipeline keeps one entropy kernel, the patch kernel; these flags only sweep its launch parameters.)
 """
 
 import itertools
@@ -13,28 +14,23 @@ import sys
 
 import torch
 
-from selector import SelectorConfig, maps, triton_maps
+from selector import SelectorConfig
+from selector.backends import triton as triton_maps
+from selector.method import maps
 
 sys.path.insert(0, "tools")
 from gpu_stages import graph_ms  # noqa: E402
 
 BASE = dict(triton_maps.FUSED)
-CANDIDATES = ([dict(BASE, KERNEL="dout", PREC="tf32x3")]
-              + ([dict(BASE, KERNEL="dout", PREC="bf16x3", QR=qr, BD=bd, num_warps=w, STAGES=st)
-                  for qr, bd, w, st in itertools.product((1, 2), (32, 64), (4, 8), (2, 3))]
-                 if "--all" in sys.argv else [dict(BASE, KERNEL="dout", PREC="bf16x3")])
-              + [dict(BASE, KERNEL="patch", PREC="bf16x3", PQR=pqr, PQC=pqc, PNK=nk, num_warps=w, BD=bd, BD16=bd,
+CANDIDATES = ([dict(BASE, PREC="tf32x3")]
+              + [dict(BASE, PREC="bf16x3", PQR=pqr, PQC=pqc, PNK=nk, num_warps=w, BD=bd, BD16=bd,
                       PQR16=pqr, PQC16=pqc, PNK16=nk)
-                 for (pqr, pqc), nk, w, bd in itertools.product(((4, 8), (2, 16), (4, 16), (8, 8), (8, 4)),
-                                                                (64, 128), (4, 8), (32, 64))]
-              + [dict(BASE, KERNEL="stencil", BQ=16, SBD=16, num_warps=4, STAGES=1)])
+                 for (pqr, pqc), nk, w, bd in itertools.product(((4, 4), (4, 8), (2, 16), (8, 8), (8, 4)),
+                                                                (64, 128), (4, 8), (32, 64))])
 
 
 def short(launch):
-    keys = {"stencil": ("KERNEL", "BQ", "SBD", "num_warps"),
-            "patch": ("KERNEL", "PREC", "PQR", "PQC", "PNK", "PQR16", "PQC16", "PNK16", "BD", "num_warps",
-                      "STAGES")}.get(
-        launch["KERNEL"], ("KERNEL", "PREC", "QR", "BD", "num_warps", "STAGES"))
+    keys = ("PREC", "PQR", "PQC", "PNK", "PQR16", "PQC16", "PNK16", "BD", "num_warps", "STAGES")
     return " ".join(f"{k}={launch[k]}" for k in keys)
 
 
@@ -55,12 +51,12 @@ def run(x, cfg, launches, label, reps=20):
     for ms, err, launch in rows[:8]:
         print(f"  {ms:.4f} ms  err {err:.1e}  {short(launch)}")
     for ms, err, launch in rows[8:]:
-        if launch["KERNEL"] == "stencil" or launch.get("PREC") == "tf32x3":
+        if launch.get("PREC") == "tf32x3":
             print(f"  {ms:.4f} ms  err {err:.1e}  {short(launch)}")
     return [r[2] for r in rows]
 
 
-PATCHES_BF16 = [dict(BASE, KERNEL="patch", PQR16=pqr, PQC16=pqc, PNK16=nk, num_warps=w, BD=bd, BD16=bd, STAGES=st)
+PATCHES_BF16 = [dict(BASE, PQR16=pqr, PQC16=pqc, PNK16=nk, num_warps=w, BD=bd, BD16=bd, STAGES=st)
                 for (pqr, pqc), nk, w, bd, st in itertools.product(
                     ((4, 8), (8, 8), (4, 16), (8, 4), (2, 16)), (64, 128), (4, 8), (32, 64, 128), (2, 3))
                 if not (pqr * pqc >= 128 and w == 4) and not (bd == 128 and st == 3)]
@@ -76,8 +72,8 @@ def main_bf16():
 
 
 #: 16-query patches: fewer tensor-core products per query (192 key slots, three parts of 64, against 256 for the
-#: 4×8 patch), on M = 16 tiles (tenth session)
-PATCHES_SMALL = [dict(BASE, KERNEL="patch", PQR=pqr, PQC=pqc, PNK=64, PQR16=pqr, PQC16=pqc, PNK16=64, num_warps=w,
+#: 4×8 patch), on M = 16 tiles
+PATCHES_SMALL = [dict(BASE, PQR=pqr, PQC=pqc, PNK=64, PQR16=pqr, PQC16=pqc, PNK16=64, num_warps=w,
                       BD=bd, BD16=bd)
                  for (pqr, pqc), w, bd in itertools.product(((4, 4), (2, 8)), (2, 4), (32, 64))]
 
@@ -101,7 +97,7 @@ def main():
     cfg = SelectorConfig()
     x = torch.randn(16, 27, 27, 1152, device="cuda")
     ranked = run(x, cfg, CANDIDATES, "16×27×27×1152 float32")
-    top = [c for c in ranked if c.get("PREC") == "bf16x3"][:4] + [CANDIDATES[0], CANDIDATES[-1], BASE]
+    top = [c for c in ranked if c.get("PREC") == "bf16x3"][:4] + [CANDIDATES[0], BASE]
     run(x, SelectorConfig(tau=0.01), top, "16×27×27×1152 float32 τ=0.01")
     z = torch.randn(256, 27, 27, 1152, device="cuda")
     run(z, cfg, top, "256×27×27×1152 float32", reps=5)
@@ -115,7 +111,7 @@ def main():
     if "--bench" not in sys.argv:
         return
     triton_maps.FUSED.update(chosen)
-    from selector.bench import main as bench
+    from selector.bench.selector import main as bench
 
     for args in (["--quick"], ["--quick", "--dtype", "bfloat16"],
                  ["--grid", "256x27x27x1152", "--grid", "64x27x27x1152", "--repeats", "10"],

@@ -2,7 +2,7 @@
 
 python tools/gpu_prefill.py [--llm 0.5b] [--lengths 3147 1108 324] [--repeats 10]
 
-Random weights with the real sizes (selector.tiny_vlm.make), bf16. For each prompt length it times the stock
+Random weights with the real sizes (selector.bench.models.make), bf16. For each prompt length it times the stock
 forward `model(inputs_embeds=..., use_cache=True, logits_to_keep=1)` (what selector.vlm does), the host's share
 of it (wall time until the call returns, before the synchronisation), and `selector.vlm.GraphPrefill`
 (the language model's prefill replayed from a CUDA graph captured per length bucket). It checks that the graph's
@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from selector.bench.models import make  # noqa: E402
 from selector.prefill import GraphPrefill, bucket  # noqa: E402
-from selector.tiny_vlm import make  # noqa: E402
 
 
 def _med(fn, repeats: int) -> tuple[float, float]:

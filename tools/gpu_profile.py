@@ -13,7 +13,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from selector import SelectorConfig, select_tokens
-from selector.bench import _timer
+from selector.bench.selector import _timer
 
 
 def wall(fn, n=50):
@@ -33,8 +33,8 @@ def host_parts(x, cfg):
     """Replay alone (synchronized), the table refresh, the output clones, the views + dataclass replace."""
     from dataclasses import replace
 
-    from selector import graphs
-    from selector.core import num_kept
+    from selector.backends import graphs
+    from selector.method.pipeline import num_kept
 
     select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True)
     k = num_kept(0.35, x.shape[0] * x.shape[1] * x.shape[2])

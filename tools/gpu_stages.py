@@ -7,9 +7,11 @@ import statistics
 
 import torch
 
-from selector import SelectorConfig, allocate, maps, triton_maps
-from selector.core import num_kept
-from selector.fast import entropy_banded
+from selector import SelectorConfig
+from selector.backends import triton as triton_maps
+from selector.backends.cpu import entropy_banded
+from selector.method import allocate, maps
+from selector.method.pipeline import num_kept
 
 
 def graph_ms(fn, reps=50):
@@ -44,9 +46,8 @@ def main():
         budgets, _, _ = allocate.frame_budgets(score, k, cfg)
         keep, rank, quota = allocate.pick(score, budgets, (h_, w_), cfg)
         rows = {
-            "triton maps (tf32x3)": lambda x=x: triton_maps.maps_triton(x, cfg),
-            "triton maps (tf32)": lambda x=x: triton_maps.maps_triton(x, cfg, "tf32"),
-            "triton maps (ieee)": lambda x=x: triton_maps.maps_triton(x, cfg, "ieee"),
+            "triton maps (bf16x3)": lambda x=x: triton_maps.maps_fused(x, cfg),
+            "triton maps (tf32x3)": lambda x=x: triton_maps.maps_fused(x, cfg, "tf32x3"),
             "normalize": lambda x=x: maps.normalize(x),
             "entropy banded": lambda xn=xn: entropy_banded(xn, cfg),
             "entropy reference": lambda xn=xn: maps.entropy_map(xn, cfg),

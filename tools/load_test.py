@@ -101,7 +101,7 @@ def run(url: str, clients: int, requests: int, videos: list[str], encoder: str, 
     # equal requests, equal bytes; another retention on the same clip and τ, another overlay
     unstable = [k for k, v in seen.items() if len(v) != 1]
     overlays: dict[tuple, set] = {}
-    for (video, r, tau), v in seen.items():
+    for (video, _r, tau), v in seen.items():
         overlays.setdefault((video, tau), set()).update(dict(h)["overlay"] for h in v)
     distinct = all(len(v) == sum(1 for k in seen if (k[0], k[2]) == key) for key, v in overlays.items())
     lat = sorted(x[1] for x in results)

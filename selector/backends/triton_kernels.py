@@ -1,6 +1,6 @@
 """Triton kernels of the selector (imported only when a CUDA device and Triton are present).
 
-See `triton_maps` for what they compute and how they are launched.
+See `backends.triton` for what they compute and how they are launched.
 """
 
 import triton
@@ -16,83 +16,6 @@ def _central(q, r, W, H):
     ru = tl.maximum(r - 1, 0)
     rd = tl.minimum(r + 1, H - 1)
     return cl, cr, ru, rd, 1.0 / tl.maximum(cr - cl, 1).to(tl.float32), 1.0 / tl.maximum(rd - ru, 1).to(tl.float32)
-
-
-@triton.jit
-def maps_kernel(x_ptr, stats_ptr, g_ptr, T, H, W, D, N, inv_tau,
-                RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, NCUR: tl.constexpr,
-                BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
-                STAGES: tl.constexpr):
-    # program (row, part): queries = row (t, r); keys = key rows [part·NKP, (part+1)·NKP) of the
-    # neighbourhood's row list (NCUR rows of frame t, then 2·PRAD+1 rows per past frame)
-    pid = tl.program_id(0)
-    part = tl.program_id(1)
-    t = pid // H
-    r = pid % H
-    q = tl.arange(0, BW)
-    kk = tl.arange(0, NKP * BW)
-    j = part * NKP + kk // BW
-    kc = kk % BW
-    prows = 2 * PRAD + 1
-    is_cur = j < NCUR
-    pj = j - NCUR
-    dt = tl.where(is_cur, 0, -(pj // prows) - 1)
-    dr = tl.where(is_cur, j - RAD, pj % prows - PRAD)
-    krow = r + dr
-    kframe = t + dt
-    krow_ok = (j < NCUR + (KT - 1) * prows) & (krow >= 0) & (krow < H) & (kframe >= 0)
-    kvalid_tok = krow_ok & (kc < W)
-    q_ok = q < W
-    row_base = (t * H + r) * W
-    k_base = (kframe * H + krow) * W + kc
-    do_grad = part == 0
-    cl, cr, ru, rd, fx, fy = _central(q, r, W, H)
-    s = tl.zeros((BW, NKP * BW), dtype=tl.float32)
-    nq = tl.zeros((BW,), dtype=tl.float32)
-    nk = tl.zeros((NKP * BW,), dtype=tl.float32)
-    g2 = tl.zeros((BW,), dtype=tl.float32)
-    mg = q_ok & do_grad
-    for d0 in tl.range(0, D, BD, num_stages=STAGES):
-        d = d0 + tl.arange(0, BD)
-        d_ok = d < D
-        qv = tl.load(x_ptr + (row_base + q)[:, None] * D + d[None, :], mask=q_ok[:, None] & d_ok[None, :],
-                     other=0.0).to(tl.float32)
-        kv = tl.load(x_ptr + k_base[:, None] * D + d[None, :], mask=kvalid_tok[:, None] & d_ok[None, :],
-                     other=0.0).to(tl.float32)
-        s = tl.dot(qv, tl.trans(kv), s, input_precision=PREC)
-        nq += tl.sum(qv * qv, axis=1)
-        nk += tl.sum(kv * kv, axis=1)
-        m2 = mg[:, None] & d_ok[None, :]
-        xl = tl.load(x_ptr + (row_base + cl)[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
-        xr = tl.load(x_ptr + (row_base + cr)[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
-        xu = tl.load(x_ptr + ((t * H + ru) * W + q)[:, None] * D + d[None, :], mask=m2,
-                     other=0.0).to(tl.float32)
-        xd = tl.load(x_ptr + ((t * H + rd) * W + q)[:, None] * D + d[None, :], mask=m2,
-                     other=0.0).to(tl.float32)
-        gx = (xr - xl) * fx[:, None]
-        gy = (xd - xu) * fy
-        g2 += tl.sum(gx * gx + gy * gy, axis=1)
-    rad_j = tl.where(is_cur, RAD, PRAD)
-    dc = kc[None, :] - q[:, None]
-    valid = kvalid_tok[None, :] & q_ok[:, None] & (dc <= rad_j[None, :]) & (dc >= -rad_j[None, :])
-    valid = valid & ~(is_cur[None, :] & (dr[None, :] == 0) & (dc == 0))
-    inv_q = 1.0 / tl.maximum(tl.sqrt(nq), 1e-12)
-    inv_k = 1.0 / tl.maximum(tl.sqrt(nk), 1e-12)
-    logits = s * inv_q[:, None] * inv_k[None, :] * inv_tau
-    logits = tl.where(valid, logits, float("-inf"))
-    n = tl.sum(valid.to(tl.float32), axis=1)
-    mx = tl.max(logits, axis=1)
-    mx = tl.where(n > 0, mx, 0.0)
-    p = tl.where(valid, tl.exp(logits - mx[:, None]), 0.0)
-    s0 = tl.sum(p, axis=1)
-    s1 = tl.sum(p * tl.where(valid, logits, 0.0), axis=1)
-    # partial softmax statistics of this part: (max, Σe, Σe·l, count), merged afterwards
-    out = stats_ptr + part * 4 * N + row_base + q
-    tl.store(out, mx, mask=q_ok)
-    tl.store(out + N, s0, mask=q_ok)
-    tl.store(out + 2 * N, s1, mask=q_ok)
-    tl.store(out + 3 * N, n, mask=q_ok)
-    tl.store(g_ptr + row_base + q, tl.sqrt(g2), mask=mg)
 
 
 @triton.jit(do_not_specialize=["M", "ITERS"])
@@ -233,19 +156,6 @@ def _dot(qv, kv, acc, PREC: tl.constexpr, NATIVE: tl.constexpr):
 
 
 @triton.jit
-def _band(pid, H, W, QR: tl.constexpr, BW: tl.constexpr):
-    # the program's queries: rows r0 .. r0+QR-1 of frame t, BW columns each (padding masked)
-    nrb = (H + QR - 1) // QR
-    t = pid // nrb
-    r0 = (pid % nrb) * QR
-    q = tl.arange(0, QR * BW)
-    qr = r0 + q // BW
-    qc = q % BW
-    q_ok = (qc < W) & (qr < H)
-    return t, r0, qr, qc, q_ok, (t * H + qr) * W + qc
-
-
-@triton.jit
 def _entropy(m_run, z, zl, cnt):
     # H = m + log Σe - Σe·l / Σe, normalized by log(n valid neighbours); 0 when n <= 1
     zz = tl.maximum(z, 1e-30)
@@ -347,23 +257,6 @@ def index_kernel(keep_ptr, budget_ptr, idx_ptr, T, M, BM: tl.constexpr, BT: tl.c
 
 
 @triton.jit
-def _part_keys(part, t, r0, H, W, RAD: tl.constexpr, PRAD: tl.constexpr, QR: tl.constexpr,
-               NKP: tl.constexpr, BW: tl.constexpr, NCUR: tl.constexpr, PROWS: tl.constexpr,
-               NKEY: tl.constexpr):
-    kk = tl.arange(0, NKP * BW)
-    j = part * NKP + kk // BW
-    kc = kk % BW
-    is_cur = j < NCUR
-    pj = j - NCUR
-    dt = tl.where(is_cur, 0, -(pj // PROWS) - 1)
-    krow = tl.where(is_cur, r0 - RAD + j, r0 - PRAD + pj % PROWS)
-    kframe = t + dt
-    k_ok = (j < NKEY) & (krow >= 0) & (krow < H) & (kframe >= 0) & (kc < W)
-    ktok = (kframe * H + krow) * W + kc
-    return ktok, k_ok, krow, kc, is_cur
-
-
-@triton.jit
 def _part_stats(s, inv_ptr, ktok, k_ok, krow, kc, is_cur, qr, qc, q_ok, inv_q, inv_tau, m_run, z, zl, cnt,
                 RAD: tl.constexpr, PRAD: tl.constexpr):
     inv_k = tl.load(inv_ptr + ktok, mask=k_ok, other=0.0)
@@ -428,108 +321,6 @@ def _parts_entropy(x_ptr, inv_ptr, qtok, q_ok, qr, qc, D, inv_tau, k0, ok0, kr0,
         m_run, z, zl, cnt = _part_stats(s3, inv_ptr, k3, ok3, kr3, kc3, cur3, qr, qc, q_ok, inv_q, inv_tau,
                                         m_run, z, zl, cnt, RAD, PRAD)
     return _entropy(m_run, z, zl, cnt)
-
-
-@triton.jit
-def entropy_rows_kernel(x_ptr, tab_ptr, inv_ptr, h_ptr, H, W, D, inv_tau,
-                        RAD: tl.constexpr, PRAD: tl.constexpr, KT: tl.constexpr, QR: tl.constexpr,
-                        BW: tl.constexpr, NKP: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
-                        STAGES: tl.constexpr, NATIVE: tl.constexpr, IND: tl.constexpr, DOUT: tl.constexpr):
-    # one program per band of QR rows of one frame; key rows: 2·RAD+QR of frame t, then 2·PRAD+QR of each
-    # past frame, NKP at a time; per part a (QR·BW × NKP·BW) block of raw dot products on tensor cores,
-    # cosines from the precomputed inverse norms, and an online merge of the softmax statistics.
-    # DOUT: the feature dimension is the outer loop (the query chunk is read once per D chunk and up to four
-    # key-row parts accumulate side by side: fewer bytes through L2, more registers); else the parts are
-    # the outer loop, any number of them
-    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
-    t, r0, qr, qc, q_ok, qtok = _band(tl.program_id(0), H, W, QR, BW)
-    BQ: tl.constexpr = QR * BW
-    NCUR: tl.constexpr = 2 * RAD + QR
-    PROWS: tl.constexpr = 2 * PRAD + QR
-    NKEY: tl.constexpr = NCUR + (KT - 1) * PROWS
-    NPARTS: tl.constexpr = (NKEY + NKP - 1) // NKP
-    if DOUT:
-        tl.static_assert(NPARTS <= 4)
-        k0, ok0, kr0, kc0, cur0 = _part_keys(0, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-        k1, ok1, kr1, kc1, cur1 = _part_keys(1, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-        k2, ok2, kr2, kc2, cur2 = _part_keys(2, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-        k3, ok3, kr3, kc3, cur3 = _part_keys(3, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS, NKEY)
-        h = _parts_entropy(x_ptr, inv_ptr, qtok, q_ok, qr, qc, D, inv_tau, k0, ok0, kr0, kc0, cur0, k1, ok1, kr1,
-                           kc1, cur1, k2, ok2, kr2, kc2, cur2, k3, ok3, kr3, kc3, cur3, RAD, PRAD, BQ, NKP * BW,
-                           NPARTS, BD, PREC, STAGES, NATIVE)
-    else:
-        inv_q = tl.load(inv_ptr + qtok, mask=q_ok, other=0.0)
-        m_run = tl.full((BQ,), -1e30, dtype=tl.float32)
-        z = tl.zeros((BQ,), dtype=tl.float32)
-        zl = tl.zeros((BQ,), dtype=tl.float32)
-        cnt = tl.zeros((BQ,), dtype=tl.float32)
-        for part in tl.static_range(NPARTS):
-            ktok, k_ok, krow, kc, is_cur = _part_keys(part, t, r0, H, W, RAD, PRAD, QR, NKP, BW, NCUR, PROWS,
-                                                      NKEY)
-            s = tl.zeros((BQ, NKP * BW), dtype=tl.float32)
-            for d0 in tl.range(0, D, BD, num_stages=STAGES):
-                d = d0 + tl.arange(0, BD)
-                dm = d < D
-                qv = tl.load(x_ptr + qtok[:, None] * D + d[None, :], mask=q_ok[:, None] & dm[None, :], other=0.0)
-                kv = tl.load(x_ptr + ktok[:, None] * D + d[None, :], mask=k_ok[:, None] & dm[None, :], other=0.0)
-                s = _dot(qv, kv, s, PREC, NATIVE)
-            m_run, z, zl, cnt = _part_stats(s, inv_ptr, ktok, k_ok, krow, kc, is_cur, qr, qc, q_ok, inv_q,
-                                            inv_tau, m_run, z, zl, cnt, RAD, PRAD)
-        h = _entropy(m_run, z, zl, cnt)
-    tl.store(h_ptr + qtok, h, mask=q_ok)
-
-
-@triton.jit
-def stencil_kernel(x_ptr, tab_ptr, inv_ptr, off_ptr, h_ptr, H, W, D, M, inv_tau,
-                   NOFF: tl.constexpr, BQ: tl.constexpr, BD: tl.constexpr, STAGES: tl.constexpr,
-                   EVEN_D: tl.constexpr, IND: tl.constexpr):
-    # one program per BQ consecutive tokens of one frame; only the window's dot products are computed
-    # (CUDA cores, fp32 FMAs): for every feature chunk a (BQ × NOFF × BD) tile of neighbour values is read
-    # (mostly from L1: neighbouring queries share keys) and reduced against the queries' chunk
-    x_ptr = _addr(x_ptr, tab_ptr, 0, IND)
-    nblk = (M + BQ - 1) // BQ
-    f = tl.program_id(0) // nblk
-    i = (tl.program_id(0) % nblk) * BQ + tl.arange(0, BQ)
-    q_ok = i < M
-    qr = i // W
-    qc = i % W
-    j = tl.arange(0, NOFF)
-    odt = tl.load(off_ptr + j)
-    odr = tl.load(off_ptr + NOFF + j)
-    odc = tl.load(off_ptr + 2 * NOFF + j)
-    real = tl.load(off_ptr + 3 * NOFF + j) != 0
-    kr = qr[:, None] + odr[None, :]
-    kc = qc[:, None] + odc[None, :]
-    kf = f + odt
-    valid = (q_ok[:, None] & real[None, :] & (kf >= 0)[None, :] & (kr >= 0) & (kr < H) & (kc >= 0)
-             & (kc < W))
-    ktok = (kf[None, :] * H + kr) * W + kc
-    ktok = tl.where(valid, ktok, 0)
-    qtok = f * M + tl.where(q_ok, i, 0)
-    qbase = x_ptr + qtok.to(tl.int64) * D
-    kbase = x_ptr + ktok.to(tl.int64) * D
-    acc = tl.zeros((BQ, NOFF), dtype=tl.float32)
-    for d0 in tl.range(0, D, BD, num_stages=STAGES):
-        d = d0 + tl.arange(0, BD)
-        if EVEN_D:
-            qv = tl.load(qbase[:, None] + d[None, :])
-            kv = tl.load(kbase[:, :, None] + d[None, None, :], mask=valid[:, :, None], other=0.0)
-        else:
-            dm = d < D
-            qv = tl.load(qbase[:, None] + d[None, :], mask=dm[None, :], other=0.0)
-            kv = tl.load(kbase[:, :, None] + d[None, None, :], mask=valid[:, :, None] & dm[None, None, :],
-                         other=0.0)
-        acc += tl.sum(qv.to(tl.float32)[:, None, :] * kv.to(tl.float32), axis=2)
-    inv_q = tl.load(inv_ptr + qtok)
-    inv_k = tl.load(inv_ptr + ktok)
-    logits = acc * inv_q[:, None] * inv_k * inv_tau
-    lg = tl.where(valid, logits, -1e30)
-    mx = tl.max(lg, axis=1)
-    p = tl.where(valid, tl.exp(lg - mx[:, None]), 0.0)
-    z = tl.sum(p, axis=1)
-    zl = tl.sum(p * tl.where(valid, logits, 0.0), axis=1)
-    cnt = tl.sum(valid.to(tl.float32), axis=1)
-    tl.store(h_ptr + qtok, _entropy(mx, z, zl, cnt), mask=q_ok)
 
 
 @triton.jit

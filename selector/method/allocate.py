@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from . import triton_maps
-from .config import SelectorConfig, SelectorError
+from ..backends import triton as triton_maps
+from ..config import SelectorConfig, SelectorError
 
 __all__ = ["frame_budgets", "cell_ids", "pick", "fuse"]
 

@@ -1,7 +1,7 @@
 """Per-token maps of ENTROPY-SELECT: local window entropy (Sec. 3.2) and gradient magnitude (Eq. 3).
 
 Portable implementation: one tensor operation per window offset. It is the reference the fast paths
-(`selector.fast`) are checked against.
+(`selector.backends`) are checked against.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import functools
 
 import torch
 
-from .config import SelectorConfig
+from ..config import SelectorConfig
 
 __all__ = ["stencil", "normalize", "entropy_map", "gradient_map", "gradient_magnitude", "minmax", "entropy_from_logits"]
 
@@ -92,7 +92,7 @@ def gradient_map(x: torch.Tensor) -> torch.Tensor:
     return minmax(gradient_magnitude(x))
 
 
-#: bytes of fp32 features per chunk of frames on a CPU (`gradient_magnitude`, `fast.entropy_banded`)
+#: bytes of fp32 features per chunk of frames on a CPU (`gradient_magnitude`, `backends.cpu.entropy_banded`)
 CHUNK_BYTES = 16 << 20
 
 

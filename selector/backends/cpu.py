@@ -1,4 +1,4 @@
-"""Fast paths: banded-matmul window entropy (CPU and GPU) and CUDA-graph replay of the whole selector.
+"""Banded backend: banded-matmul window entropy (Eq. 2) on a CPU, and on a GPU for grids the Triton path does not take.
 
 The reference (`maps.entropy_map`) does one tensor op per window offset, reading the features ~42 times.
 Here a run of query tokens is multiplied once against the band of tokens its windows can reach, as one
@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from .config import SelectorConfig, SelectorError
-from .maps import entropy_from_logits, frames_per_chunk
+from ..config import SelectorConfig, SelectorError
+from ..method.maps import entropy_from_logits, frames_per_chunk
 
 __all__ = ["entropy_banded", "entropy_banded_raw", "band_layout", "strip_plan", "strip_choice", "pinned_strip_cols",
            "release_scratch"]

@@ -22,8 +22,9 @@ from collections.abc import Callable
 
 import torch
 
-from . import SelectorConfig, maps, select_tokens
-from .core import num_kept
+from .. import SelectorConfig, select_tokens
+from ..method import maps
+from ..method.pipeline import num_kept
 
 SHAPES = [(16, 27, 27, 1152), (16, 14, 14, 896), (64, 27, 27, 1152), (256, 27, 27, 1152)]
 RETENTIONS = [0.05, 0.1, 0.35, 0.5, 0.9]
@@ -75,7 +76,8 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
                    repeats: int, ref_max_tokens: int, use_graph: bool = True) -> None:
     cfg = SelectorConfig()
     graph = device.type == "cuda" and use_graph
-    from . import cpu_tuning, triton_maps
+    from .. import cpu_tuning
+    from ..backends import triton as triton_maps
 
     probe = torch.zeros(1, 1, 1, 1, device=device)
     path = ("fused Triton kernels" if triton_maps.fused_usable(probe, cfg) else
@@ -136,7 +138,7 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
         if differ:
             print("  kept tokens that differ from the reference's, by retention: " + ", ".join(differ))
         if device.type == "cpu":
-            from . import fast
+            from ..backends import cpu as fast
 
             cols = fast.strip_choice(shape[1], shape[2], shape[3], cfg)
             rmax = max(cfg.window, cfg.past_window) // 2
@@ -145,7 +147,7 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
             print(f"  CPU entropy layout: {plan[0]} strip(s) of {plan[1]} query columns ({how})")
         del x
         if graph:
-            from .graphs import clear_graphs
+            from ..backends.graphs import clear_graphs
 
             clear_graphs()
             torch.cuda.empty_cache()
@@ -154,7 +156,7 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
 def bench_encoders(device: torch.device, frames: int) -> None:
     import numpy as np
 
-    from .encoders import OFFLINE, load_encoder
+    from ..encoders import OFFLINE, load_encoder
 
     print(f"encoders on {device} · {frames} frames of 720×1280 · torch threads {torch.get_num_threads()}")
     print(f"{'encoder':<22}{'grid':>14}{'load s':>9}{'ms/frame':>10}")
@@ -191,11 +193,11 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     if a.malloc_tuning:
-        from .cpu_tuning import tune_malloc
+        from ..cpu_tuning import tune_malloc
 
         tune_malloc()
     if a.fp32_dots:
-        from . import triton_maps
+        from ..backends import triton as triton_maps
 
         triton_maps.FUSED["PREC"] = a.fp32_dots
     if a.encoders:

@@ -5,7 +5,7 @@ kernels read the features at an address held in a small device table, refreshed 
 caller's tensor is read in place (no copy in). Elsewhere inputs are copied into a static buffer. The kept
 rows are gathered from the caller's tensor when asked for (`Selection.tokens`), outside the graph. The
 other outputs are packed by the graph into one byte buffer, cloned out after the replay (one copy instead
-of one per field), so Selections never alias each other. Imports torch (and, through `triton_maps`,
+of one per field), so Selections never alias each other. Imports torch (and, through `backends.triton`,
 Triton when present) only.
 """
 
@@ -17,9 +17,9 @@ from dataclasses import fields, replace
 
 import torch
 
-from . import triton_maps
-from .config import SelectorConfig
-from .core import Clock, Selection, num_kept, rescale_for, run_selector
+from ..config import SelectorConfig
+from ..method.pipeline import Clock, Selection, num_kept, rescale_for, run_selector
+from . import triton as triton_maps
 
 __all__ = ["graph_select", "clear_graphs"]
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from . import SelectorConfig, SelectorError, select_tokens
-from .core import MAP_FIELDS, Selection
-from .encoders import DEFAULT_ENCODER
-from .features import Features, extract
+from .. import SelectorConfig, SelectorError, select_tokens
+from ..encoders import DEFAULT_ENCODER
+from ..features import Features, extract
+from ..method.pipeline import MAP_FIELDS, Selection
 
 __all__ = ["Params", "Analysis", "analyze", "latency_rows", "MAX_FRAMES", "RETENTIONS"]
 

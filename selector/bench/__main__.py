@@ -1,0 +1,5 @@
+import sys
+
+from .selector import main
+
+sys.exit(main())
