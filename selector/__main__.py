@@ -1,7 +1,8 @@
-"""Command line: python -m selector VIDEO [--encoder NAME] [--frames N] [--retention R ...] [knobs] [--out FILE].
+"""Command line: python -m selector VIDEO [--encoder NAME] [--frames N] [--retention R ...] [knobs] [--out F].
 
-Every SelectorConfig knob has a flag (defaults: SelectorConfig's). Several retentions in one run compute the
-maps once and reuse them (`select_tokens(..., reuse=...)`); with --out each gets its own file (FILE-r0.35.npz).
+Every SelectorConfig knob has a flag, generated from the knob table (`config.knobs`). Several retentions in
+one run compute the maps once and reuse them (`select_tokens(..., reuse=...)`); with --out each gets its own file
+(FILE-r0.35.npz).
 """
 
 from __future__ import annotations
@@ -10,23 +11,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import SelectorConfig
+from .config import SelectorConfig, knobs
 from .export import to_json, to_npz
 
-#: (flag, SelectorConfig field, type, help); defaults are read from SelectorConfig
-KNOB_FLAGS = [
-    ("--alpha", "alpha", float, "α, weight of the entropy in S = α·Ĥ + (1-α)·Ĝ"),
-    ("--tau", "tau", float, "τ, temperature of the neighbour softmax (small τ, e.g. 0.05: informative Ĥ)"),
-    ("--window", "window", int, "k, side of the spatial window in the current frame (odd)"),
-    ("--temporal-window", "temporal_window", int, "K_t, frames in the neighbourhood (current + K_t-1 past)"),
-    ("--past-window", "past_window", int, "k_past, side of the window in each past frame (odd)"),
-    ("--grid", "grid", int, "g, each frame cut into g×g regions for coverage quotas"),
-    ("--rho", "rho", float, "ρ, share of a frame's budget spread over the grid cells"),
-    ("--q", "q", float, "share of a frame's best tokens whose mean is its saliency"),
-    ("--tau-alloc", "tau_alloc", float, "temperature of the frame-budget softmax"),
-    ("--min-tokens", "min_tokens", int, "B_min, floor of every frame budget"),
-    ("--max-tokens", "max_tokens", int, "B_max, ceiling of every frame budget (default: the whole frame)"),
-]
+
+def add_knob_flags(ap: argparse.ArgumentParser, config_cls: type = SelectorConfig) -> None:
+    """One flag per knob of config_cls (--tau, --temporal-window, --grid-fusion ...), generated from its table."""
+    for k in knobs(config_cls):
+        flag = "--" + k.name.replace("_", "-")
+        if k.kind == "bool":
+            ap.add_argument(flag, action="store_true", default=k.default, help=k.help)
+            continue
+        default = "none (0)" if k.default is None else k.default
+        ap.add_argument(flag, dest=k.name, type=int if k.kind == "int" else float, default=k.default,
+                        help=f"{k.help} (default {default})")
+
+
+def knob_values(a: argparse.Namespace, config_cls: type = SelectorConfig) -> dict:
+    """The knobs' values from parsed flags; 0 for an optional knob means none (as in the app)."""
+    return {k.name: None if k.optional and getattr(a, k.name) == 0 else getattr(a, k.name)
+            for k in knobs(config_cls)}
 
 
 def _out_path(out: str, retention: float, several: bool) -> Path:
@@ -44,18 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retention", type=float, nargs="+", default=[0.35], metavar="R",
                     help="fraction(s) of tokens kept, in (0, 1]; several values reuse one computation of the maps "
                          "(default 0.35)")
-    defaults = SelectorConfig()
-    for flag, field, typ, text in KNOB_FLAGS:
-        value = getattr(defaults, field)
-        ap.add_argument(flag, type=typ, default=value, help=text if value is None else f"{text} (default {value})")
-    ap.add_argument("--grid-fusion", action="store_true", help="merge each cell's dropped tokens into one")
+    add_knob_flags(ap)
     ap.add_argument("--out", default=None,
                     help="write the result to .npz or .json (several retentions: one file each, FILE-rR.npz)")
     a = ap.parse_args(argv)
 
     from . import SelectorError, select_tokens
     from .cpu_tuning import tune_malloc
-    from .encoders import EncoderError
+    from .encoders import DEFAULT_ENCODER, EncoderError
     from .features import extract
     from .video import VideoError, describe
 
@@ -80,9 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"retention must be in (0, 1], got {bad[0]:g}")
     several = len(a.retention) > 1
     try:
-        knobs = {field: getattr(a, field) for _, field, _, _ in KNOB_FLAGS}
-        cfg = SelectorConfig(**knobs, grid_fusion=a.grid_fusion)
-        progress(0.0, f"loading encoder {a.encoder or 'default'}")
+        cfg = SelectorConfig(**knob_values(a))
+        progress(0.0, f"loading encoder {a.encoder or DEFAULT_ENCODER}")
         feats = extract(a.video, a.encoder, a.frames, progress=progress)
         progress(1.0, f"{describe(feats.clip)}; tokens {tuple(feats.tokens.shape)} in {feats.encode_ms:.0f} ms")
         first = None

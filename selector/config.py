@@ -30,7 +30,9 @@ class Knob:
 
     kind: "float", "int" or "bool"; low/high: accepted range (low excluded when low_open); odd: odd ints only;
     optional: None is accepted and means "no limit" (shown as 0 in the app and the CLI). ui: "slider",
-    "number" or "checkbox"; ui_low/ui_high/step: the slider's range; log: the slider moves log10 of the value."""
+    "number" or "checkbox"; ui_low/ui_high/step: the slider's range; log: the slider moves log10 of the value;
+    section: where the app shows it ("main": always visible, "more": the windows accordion; number fields go to the
+    frame-budgets accordion)."""
 
     name: str
     default: Any
@@ -47,6 +49,7 @@ class Knob:
     ui_high: float | None = None
     step: float | None = None
     log: bool = False
+    section: str = "more"
 
     def check(self, value: object) -> None:
         """Raise SelectorError naming this knob when `value` is not one it accepts."""
@@ -100,10 +103,10 @@ class SelectorConfig:
 
     alpha: float = knob(0.5, "float", "α: weight of entropy vs gradient",
                         "α, weight of the normalized entropy in S = α·Ĥ + (1-α)·Ĝ (paper: 0.5)",
-                        low=0.0, high=1.0, step=0.05)
+                        low=0.0, high=1.0, step=0.05, section="main")
     tau: float = knob(1.0, "float", "log₁₀ τ (τ from 0.01 to 5; 0 → τ = 1)",
                       "τ, temperature of the neighbour softmax, Eq. 2 (paper: 1.0)",
-                      low=MIN_TEMPERATURE, ui_low=0.01, ui_high=5.0, step=0.05, log=True)
+                      low=MIN_TEMPERATURE, ui_low=0.01, ui_high=5.0, step=0.05, log=True, section="main")
     window: int = knob(5, "int", "Spatial window k (odd)", "k, side of the spatial window in the current frame",
                        low=1, odd=True, ui_low=3, ui_high=9, step=2)
     temporal_window: int = knob(3, "int", "Temporal window K_t (past frames + 1)",

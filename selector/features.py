@@ -6,8 +6,6 @@ import dataclasses
 import functools
 import hashlib
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,9 +13,10 @@ import torch
 
 from .encoders import load_encoder
 from .limits import check
+from .lru import LRU
 from .video import Clip, read_clip
 
-__all__ = ["file_digest", "FeatureCache", "Features", "extract", "CACHE"]
+__all__ = ["file_digest", "FeatureCache", "Features", "extract"]
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -50,51 +49,23 @@ class Features:
         return self.tokens.numel() * self.tokens.element_size() + self.clip.frames.nbytes
 
 
-class FeatureCache:
-    """Least-recently-used map bounded by bytes; safe to share between threads."""
+class FeatureCache(LRU):
+    """Features by (content, encoder, frames, resolution), least recently used dropped beyond max_bytes."""
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._d: OrderedDict[tuple, Features] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key: tuple) -> Features | None:
-        with self._lock:
-            f = self._d.get(key)
-            if f is not None:
-                self._d.move_to_end(key)
-                self.hits += 1
-            else:
-                self.misses += 1
-            return f
-
-    def put(self, key: tuple, value: Features) -> None:
-        with self._lock:
-            self._d[key] = value
-            self._d.move_to_end(key)
-            while len(self._d) > 1 and self.nbytes > self.max_bytes:
-                self._d.popitem(last=False)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(f.nbytes for f in self._d.values())
-
-    def __len__(self) -> int:
-        return len(self._d)
+        super().__init__(max_bytes=max_bytes, size=lambda f: f.nbytes)
 
 
-CACHE = FeatureCache(int(float(os.environ.get("ENTROPY_SELECT_CACHE_MB", "1024")) * 2**20))
 
 
 def extract(
     path: str | os.PathLike[str],
     encoder: str | None = None,
     num_frames: int = 16,
-    cache: FeatureCache | None = CACHE,
+    cache: FeatureCache | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> Features:
-    """Frames and token grid of a video, from the cache when this content was seen before."""
+    """Frames and token grid of a video; from `cache` (e.g. a Service's) when this content was seen before."""
     import time
 
     enc = load_encoder(encoder)

@@ -166,11 +166,10 @@ def test_frames_above_the_cap_are_refused_by_the_api(client):
         _analyze(client, num_frames=40)
 
 
-def test_service_caps_frames_and_says_so(monkeypatch):
+def test_service_caps_frames_and_says_so():
     from selector.app import service
 
-    monkeypatch.setattr(service, "MAX_FRAMES", 6)
-    a = service.analyze(SAMPLE, service.Params(num_frames=500, encoder=ENC))
+    a = service.Service(max_frames=6).analyze(SAMPLE, service.Params(num_frames=500, encoder=ENC))
     assert a.features.clip.frames.shape[0] == 6 and a.params.num_frames == 6
     assert any("capped at 6" in n for n in a.notes) and any("downscaled" in n for n in a.notes)
 
@@ -181,37 +180,42 @@ def test_handler_turns_errors_into_gr_error(tmp_path):
 
     import app
 
+    E = app.demo.explorer
     with pytest.raises(gr.Error, match="Upload a video"):
-        app.analyze_endpoint(None)
+        E.analyze_endpoint(None)
     with pytest.raises(gr.Error, match="window must be odd"):
-        app.analyze_endpoint(str(SAMPLE), window=6, encoder=ENC)
+        E.analyze_endpoint(str(SAMPLE), window=6, encoder=ENC)
     with pytest.raises(gr.Error, match="grid must be a whole number"):
-        app.analyze_endpoint(str(SAMPLE), grid=float("nan"), encoder=ENC)
+        E.analyze_endpoint(str(SAMPLE), grid=float("nan"), encoder=ENC)
     upload = Path(gradio.utils.get_upload_folder()) / f"test-{os.getpid()}"
     upload.mkdir(parents=True, exist_ok=True)
     empty = upload / "empty.mp4"
     empty.write_bytes(b"")
     with pytest.raises(gr.Error, match="empty"):
-        app.analyze_endpoint(str(empty), encoder=ENC)
+        E.analyze_endpoint(str(empty), encoder=ENC)
     with pytest.raises(gr.Error, match="Only uploaded files"):
-        app.analyze_endpoint(str(tmp_path / "elsewhere.mp4"), encoder=ENC)
+        E.analyze_endpoint(str(tmp_path / "elsewhere.mp4"), encoder=ENC)
     with pytest.raises(gr.Error, match="Only uploaded files"):
-        app.analyze_endpoint(str(upload / ".." / ".." / "etc" / "passwd"), encoder=ENC)
+        E.analyze_endpoint(str(upload / ".." / ".." / "etc" / "passwd"), encoder=ENC)
 
 
 @pytest.mark.filterwarnings("ignore:frames downscaled")  # gr.Warning outside an event is a UserWarning
 def test_slider_path_redraws_only_the_images_that_change():
     """The UI's slider handler sends an image only when it changes: moving r redraws the overlay alone; moving α
-    redraws the score map too (S = αĤ + (1-α)Ĝ); entropy and gradient stay (gr.skip) for both. Settings the
-    selector refuses keep the views on the page and say why; the other handlers take the same inputs by name."""
+    redraws the score map too (S = αĤ + (1-α)Ĝ); entropy and gradient stay (left out of the answer) for both.
+    Settings the selector refuses keep the views on the page and say why; the other handlers take the same inputs
+    by name."""
     import shutil
 
+    import gradio as gr
     import gradio.utils
     import numpy as np
     from PIL import Image
 
     import app
 
+    E = app.demo.explorer
+    c = E.c
     upload = Path(gradio.utils.get_upload_folder()) / f"test-slider-{os.getpid()}"
     upload.mkdir(parents=True, exist_ok=True)
     video = str(upload / "clip.mp4")
@@ -221,17 +225,22 @@ def test_slider_path_redraws_only_the_images_that_change():
               tau_alloc=0.1, min_tokens=4, max_tokens=0)
     import inspect
 
-    assert ("video", *ui) == app.UI_FIELDS  # the page's inputs, in the order every UI handler takes them
-    assert tuple(inspect.signature(app._ui_run).parameters) == (*app.UI_FIELDS, "shown", "progress")
+    assert set(E.ui_fields) == {"video", *ui}  # the page's inputs, by name
+    assert tuple(inspect.signature(E.ui_run).parameters) == (*E.ui_fields, "shown", "progress")
+
+    def args(**kw):
+        return [video if n == "video" else {**ui, **kw}[n] for n in E.ui_fields]
+
+    maps = ("overlay", "entropy", "gradient", "score")
 
     def run(shown, **kw):
-        out = app._ui_run(video, *{**ui, **kw}.values(), shown)
-        assert len(out) == 8 and "Kept" in out[0] and isinstance(out[6], dict)  # markdown … chart, summary, keys
-        drawn = [isinstance(img, str) and Image.open(img).size[0] > 0 for img in out[1:5]]  # overlay, entropy, gradient, score
-        assert out[5].data, "the budget chart follows every move"
-        return out[1], drawn, out[7]
+        out = E.ui_run(*args(**kw), shown)
+        assert "Kept" in out[c["summary_md"]] and isinstance(out[c["summary"]], dict)
+        drawn = [c[n] in out and Image.open(out[c[n]]).size[0] > 0 for n in maps]
+        assert out[c["budgets"]].data, "the budget chart follows every move"
+        return out.get(c["overlay"]), drawn, out[c["shown"]]
 
-    first_out = app._ui_run(video, *ui.values(), {})
+    first_out = E.ui_run(*args(), {})
     first, drawn, shown = run({})
     assert drawn == [True, True, True, True]
     moved, drawn, shown = run(shown, retention=0.1)
@@ -243,52 +252,54 @@ def test_slider_path_redraws_only_the_images_that_change():
     _, drawn, _ = run(shown, retention=0.1, alpha=0.3, stretch=True)  # other colours: every map again
     assert drawn == [True, True, True, True]
     # the frame-budget fields: the budgets move, the maps stay. B_max = cap with K = 4·cap: every frame keeps cap
-    import gradio as gr
-
-    n = first_out[6]["tokens_total"]
+    n = first_out[c["summary"]]["tokens_total"]
     cap = n // 16
-    capped = {**ui, "retention": 4 * cap / n, "max_tokens": cap}
-    out = app._ui_run(video, *capped.values(), {})
-    assert out[6]["budgets"] == [cap] * 4 and out[6]["tokens_kept"] == 4 * cap
-    assert out[6]["config"]["max_tokens"] == cap
-    out = app._ui_run(video, *{**capped, "max_tokens": 0, "tau_alloc": 0.02, "q": 0.5, "min_tokens": 10}.values(),
-                      out[7])
-    assert [isinstance(img, str) for img in out[1:5]] == [True, False, False, False]
-    assert out[6]["budgets"] != [cap] * 4 and min(out[6]["budgets"]) >= 10
-    assert (out[6]["config"]["q"], out[6]["config"]["tau_alloc"], out[6]["config"]["max_tokens"]) == (0.5, 0.02, None)
-    assert Image.open(app._frame_view(video, *capped.values())).size[0] > 0
+    capped = {"retention": 4 * cap / n, "max_tokens": cap}
+    out = E.ui_run(*args(**capped), {})
+    s = out[c["summary"]]
+    assert s["budgets"] == [cap] * 4 and s["tokens_kept"] == 4 * cap and s["config"]["max_tokens"] == cap
+    out = E.ui_run(*args(**{**capped, "max_tokens": 0, "tau_alloc": 0.02, "q": 0.5, "min_tokens": 10}),
+                   out[c["shown"]])
+    assert [c[m] in out for m in maps] == [True, False, False, False]
+    s = out[c["summary"]]
+    assert s["budgets"] != [cap] * 4 and min(s["budgets"]) >= 10
+    assert (s["config"]["q"], s["config"]["tau_alloc"], s["config"]["max_tokens"]) == (0.5, 0.02, None)
+    assert Image.open(E.frame_view(*args(**capped))[c["frame_img"]]).size[0] > 0
     with pytest.raises(gr.Error, match=r"max_tokens \(2\) must be >= min_tokens \(4\)"):  # nothing on the page yet
-        app._ui_run(video, *{**ui, "max_tokens": 2}.values(), {})
+        E.ui_run(*args(max_tokens=2), {})
     with pytest.raises(gr.Error, match=f"allows at most {4 * cap} tokens"):
-        app._ui_run(video, *{**capped, "retention": 0.5}.values(), {})
-    # with this video's views on the page, refused settings keep them: every view skipped, the summary says why
-    on_page = out[7]
+        E.ui_run(*args(**{**capped, "retention": 0.5}), {})
+    # with this video's views on the page, refused settings keep them: only the summary changes, saying why
+    on_page = out[c["shown"]]
     assert on_page["video"] == os.path.realpath(video)
     for bad, why in (({"retention": 0.5}, f"allows at most {4 * cap} tokens"),
                      ({"max_tokens": 2}, r"max_tokens \(2\) must be >= min_tokens \(4\)")):
         with pytest.warns(UserWarning, match="Not applied"):
-            kept = app._ui_run(video, *{**capped, **bad}.values(), on_page)
-        assert re.search(why, kept[0]) and "Not applied" in kept[0] and "still show" in kept[0]
-        assert kept[1:7] == [gr.skip()] * 6 and kept[7] is on_page
-        assert app._frame_view(video, *{**capped, **bad}.values()) == gr.skip()
+            kept = E.ui_run(*args(**{**capped, **bad}), on_page)
+        text = kept[c["summary_md"]]
+        assert re.search(why, text) and "Not applied" in text and "still show" in text
+        assert set(kept) == {c["summary_md"], c["shown"]} and kept[c["shown"]] is on_page
+        assert E.frame_view(*args(**{**capped, **bad})) == {}
     with pytest.raises(gr.Error, match=f"allows at most {4 * cap} tokens"):  # another video's views: no keeping
-        app._ui_run(video, *{**capped, "retention": 0.5}.values(), {**on_page, "video": "/elsewhere.mp4"})
-    back = app._ui_run(video, *capped.values(), on_page)  # good settings again: drawn as usual
-    assert Image.open(back[1]).size[0] > 0 and back[6]["budgets"] == [cap] * 4
+        E.ui_run(*args(**{**capped, "retention": 0.5}), {**on_page, "video": "/elsewhere.mp4"})
+    back = E.ui_run(*args(**capped), on_page)  # good settings again: drawn as usual
+    assert Image.open(back[c["overlay"]]).size[0] > 0 and back[c["summary"]]["budgets"] == [cap] * 4
     # the other handlers read the same inputs by name: the download files and the latency chart follow B_max too
-    json_path, npz_path = app._downloads_ui(video, *capped.values())
+    files = E.downloads(*args(**capped))
+    json_path, npz_path = files[c["json_file"]], files[c["npz_file"]]
     assert json.loads(Path(json_path).read_text())["budgets"] == [cap] * 4 and npz_path.endswith(".npz")
-    chart = app._latency(video, *capped.values())  # retentions above 4·cap/n cannot be held by B_max: left out
+    chart = E.latency(*args(**capped))[c["lat_plot"]]  # retentions above 4·cap/n cannot be held by B_max
     timed = list(chart.data[0].x)
     assert timed and max(timed) <= 4 * cap / n and "left out" in chart.layout.title.text
     assert all(k <= 4 * cap for k in chart.data[0].customdata)
     tight = {**capped, "retention": 0.01, "max_tokens": 4}  # the page's selection fits, none of the chart's
-    assert app._cached_analysis(app._ui_values((video, *tight.values()))).selection.num_tokens <= 16
+    assert E.analysis(E.page_values(tuple(args(**tight)))).selection.num_tokens <= 16
     with pytest.raises(gr.Error, match="no retention of .* can be timed"):
-        app._latency(video, *tight.values())
-    with pytest.raises(TypeError, match="expected the 18 page inputs"):
-        app._frame_view(video, *list(capped.values())[:-1])
-    assert app._downloads_ui(None, *capped.values()) == (None, None)
+        E.latency(*args(**tight))
+    with pytest.raises(gr.Error, match="Internal error"):  # a wiring bug is logged, the page gets a short sentence
+        E.frame_view(*args(**capped)[:-1])
+    assert E.downloads(*[None if n == "video" else v for n, v in zip(E.ui_fields, args(**capped), strict=True)]) \
+        == {c["json_file"]: None, c["npz_file"]: None}
 
 
 def test_default_encoder_end_to_end(client):
@@ -459,7 +470,7 @@ def test_concurrent_clients_get_their_own_answers(server):
 
 
 def test_no_remote_code_anywhere():
-    for f in list((ROOT / "selector").glob("*.py")) + [ROOT / "app.py"]:
+    for f in list((ROOT / "selector").rglob("*.py")) + [ROOT / "app.py"]:
         text = f.read_text()
         assert "trust_remote_code=True" not in text, f
         assert "pickle" not in text.replace("allow_pickle=False", "").replace("pickles", ""), f

@@ -38,8 +38,8 @@ def host_parts(x, cfg):
 
     select_tokens(x, 0.35, cfg, timed=False, cuda_graph=True)
     k = num_kept(0.35, x.shape[0] * x.shape[1] * x.shape[2])
-    graph, _, out, _, packed, layout, tab, host, in_graph = graphs._GRAPHS[
-        (tuple(x.shape), x.dtype, str(x.device), k, cfg)]
+    graph, _, out, _, packed, layout, tab, host, in_graph = graphs._GRAPHS.get(
+        (tuple(x.shape), x.dtype, str(x.device), k, cfg))
     rows = torch.empty((k, x.shape[-1]), dtype=x.dtype, device=x.device)
 
     def refresh():

@@ -1,66 +1,61 @@
-"""The app's pipeline without any UI: video → cached features → selection, with memoized maps.
+"""The app's pipeline without any UI: video → cached features → selection, with memoized maps. No gradio.
 
-Used by app.py (gradio) and usable from Python: ``analyze("clip.mp4", Params(retention=0.2))``.
+Used by the web app and usable from Python: ``analyze("clip.mp4", Params(retention=0.2))``. A `Service` owns
+every cache of the pipeline (features, maps, gradients, thumbnails), each an `LRU`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from .. import SelectorConfig, SelectorError, select_tokens
+from ..config import knobs
 from ..encoders import DEFAULT_ENCODER
-from ..features import Features, extract
+from ..features import FeatureCache, Features, extract
+from ..lru import LRU
 from ..method.pipeline import MAP_FIELDS, Selection
 
-__all__ = ["Params", "Analysis", "analyze", "latency_rows", "MAX_FRAMES", "RETENTIONS"]
+__all__ = ["Params", "params_class", "Analysis", "Service", "analyze", "latency_rows", "MAX_FRAMES", "RETENTIONS"]
 
 MAX_FRAMES = int(os.environ.get("ENTROPY_SELECT_MAX_FRAMES", "64"))
+CACHE_MB = float(os.environ.get("ENTROPY_SELECT_CACHE_MB", "1024"))
 RETENTIONS = (0.05, 0.1, 0.35, 0.5, 0.9)
 
 
-_DEFAULT = SelectorConfig()
-#: the selector knobs (all of SelectorConfig's; the app's sliders and check box set the first eight, its
-#: "Frame budgets" fields the budget knobs q, tau_alloc, min_tokens and max_tokens)
-KNOBS = ("alpha", "tau", "window", "temporal_window", "past_window", "grid", "rho", "grid_fusion", "q", "tau_alloc",
-         "min_tokens", "max_tokens")
+def params_class(config_cls: type = SelectorConfig) -> type:
+    """The dataclass of everything a user sets: `retention`, every knob of config_cls (from its knob table, with
+    its defaults), `num_frames` and `encoder`; its `config()` is the config_cls those knobs make."""
+    ks = knobs(config_cls)
+    fields = ([("retention", float, field(default=0.35))]
+              + [(k.name, Any, field(default=k.default)) for k in ks]
+              + [("num_frames", int, field(default=16)), ("encoder", str, field(default=DEFAULT_ENCODER))])
+
+    def config(self: Any) -> SelectorConfig:
+        return config_cls(**{k.name: getattr(self, k.name) for k in ks})
+
+    cls = dataclasses.make_dataclass("Params", fields, frozen=True, namespace={"config": config})
+    cls.__doc__ = ("Everything a user can set: retention, the selector knobs (SelectorConfig's defaults), frames and "
+                   "encoder.")
+    cls.__module__ = __name__
+    return cls
 
 
-@dataclass(frozen=True)
-class Params:
-    """Everything a user can set: selector knobs (defaults: SelectorConfig's) plus frames and encoder."""
-
-    retention: float = 0.35
-    alpha: float = _DEFAULT.alpha
-    tau: float = _DEFAULT.tau
-    window: int = _DEFAULT.window
-    temporal_window: int = _DEFAULT.temporal_window
-    past_window: int = _DEFAULT.past_window
-    grid: int = _DEFAULT.grid
-    rho: float = _DEFAULT.rho
-    grid_fusion: bool = _DEFAULT.grid_fusion
-    q: float = _DEFAULT.q
-    tau_alloc: float = _DEFAULT.tau_alloc
-    min_tokens: int = _DEFAULT.min_tokens
-    max_tokens: int | None = _DEFAULT.max_tokens
-    num_frames: int = 16
-    encoder: str = DEFAULT_ENCODER
-
-    def config(self) -> SelectorConfig:
-        return SelectorConfig(**{name: getattr(self, name) for name in KNOBS})
+Params = params_class()
 
 
 @dataclass(frozen=True)
 class Analysis:
     features: Features
     selection: Selection
-    params: Params
+    params: Any  # a Params
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -74,83 +69,77 @@ class Analysis:
         return s
 
 
-class _LRU:
-    def __init__(self, n: int) -> None:
-        self.n, self.d, self.lock = n, OrderedDict[tuple, Any](), threading.Lock()
-
-    def get(self, key: tuple) -> Any:
-        with self.lock:
-            if key not in self.d:
-                return None
-            self.d.move_to_end(key)
-            return self.d[key]
-
-    def put(self, key: tuple, value: Any) -> None:
-        with self.lock:
-            self.d[key] = value
-            while len(self.d) > self.n:
-                self.d.popitem(last=False)
-
-
-#: per (video, encoder, grid, τ, k, K_t, k_past): the Selection whose maps later calls reuse (its timings say
-#: how long the entropy map took)
-_MAPS = _LRU(16)
-#: per (video, encoder, grid): Ĝ alone, which depends on the features and nothing else. A new τ or window on a
-#: CPU computes the entropy map only; on a GPU one fused kernel computes both maps (the gradient is free there)
-_GRADIENTS = _LRU(16)
-
-
 def _check_frames(n: object) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n) or not 1 <= n:
         raise SelectorError(f"num_frames must be a whole number >= 1, got {n!r}")
     return int(n)
 
 
-def analyze(path: str | os.PathLike[str], params: Params = Params(),
-            progress: Callable[[float, str], None] | None = None) -> Analysis:
-    """Decode + encode (cached by file content) and select. Frames above MAX_FRAMES are capped, with a note."""
-    notes = []
-    n = _check_frames(params.num_frames)
-    if n > MAX_FRAMES:
-        notes.append(f"frames capped at {MAX_FRAMES} (asked for {n}); set ENTROPY_SELECT_MAX_FRAMES to change it")
-        n = MAX_FRAMES
-    cfg = params.config()  # validates before the expensive part
-    feats = extract(path, params.encoder, n, progress=progress)
-    if feats.clip.downscaled:
-        sh, sw = feats.clip.source_size
-        h, w = feats.clip.frames.shape[1:3]
-        notes.append(f"frames downscaled on read from {sw}×{sh} to {w}×{h} to bound memory")
-    notes += [n for n in feats.clip.notes]
-    sel = select_cached(feats, params.retention, cfg)
-    return Analysis(feats, sel, Params(**{**asdict(params), "num_frames": n}), notes)
+class Service:
+    """The pipeline and its caches: features per (content, encoder, frames), the first Selection per (video, τ,
+    windows) whose maps later calls reuse, Ĝ per video (CPU features), thumbnails per video."""
 
+    def __init__(self, max_frames: int = MAX_FRAMES, cache_mb: float = CACHE_MB) -> None:
+        self.max_frames = max_frames
+        self.features = FeatureCache(int(cache_mb * 2**20))
+        self.maps = LRU(16)
+        self.gradients = LRU(16)
+        self.thumbs = LRU(8)
 
-def select_cached(feats: Features, retention: float, cfg: SelectorConfig, timed: bool = True) -> Selection:
-    """select_tokens with the maps memoized per (video, τ, k, K_t, k_past): the first call for a key runs the
-    fast path (both maps, on the device of the features; on a CPU Ĝ is taken from an earlier call on the same
-    video when there is one, since it does not depend on τ or the windows), later ones reuse its Ĥ and Ĝ
-    (`reuse`), so moving α, ρ, g or the retention recomputes neither. The time the entropy map took when it
-    was computed is reported as `entropy_computed_ms`."""
-    key = (feats.digest, feats.encoder, tuple(feats.tokens.shape)) + tuple(getattr(cfg, f) for f in MAP_FIELDS)
-    first = _MAPS.get(key)
-    if first is None:
-        cpu = feats.tokens.device.type == "cpu"
-        grad = _GRADIENTS.get(key[:3]) if cpu else None
-        sel = select_tokens(feats.tokens, retention, cfg, timed=True,
-                            gradient_fn=None if grad is None else (lambda _x: grad))
-        if cpu and grad is None:  # kept for CPU features only: the GPU path never reads it
-            _GRADIENTS.put(key[:3], sel.gradient)
-        # without the features (source, rows): the feature cache's byte bound decides how long they live
-        first = replace(sel, source=None, rows=None, timings_ms=dict(sel.timings_ms))
-        _MAPS.put(key, first)
-        if not timed:
-            sel.timings_ms.clear()
-    else:
-        sel = select_tokens(feats.tokens, retention, cfg, timed=timed, reuse=first)
-    ms = first.timings_ms.get("entropy", 0.0)
-    if timed:
-        sel.timings_ms["entropy_computed_ms"] = ms
-    return sel
+    def analyze(self, path: str | os.PathLike[str], params: Any = None,
+                progress: Callable[[float, str], None] | None = None) -> Analysis:
+        """Decode + encode (cached by file content) and select. Frames above max_frames are capped, with a note."""
+        params = Params() if params is None else params
+        notes = []
+        n = _check_frames(params.num_frames)
+        if n > self.max_frames:
+            notes.append(f"frames capped at {self.max_frames} (asked for {n}); set ENTROPY_SELECT_MAX_FRAMES to "
+                         "change it")
+            n = self.max_frames
+        cfg = params.config()  # validates before the expensive part
+        feats = extract(path, params.encoder, n, cache=self.features, progress=progress)
+        if feats.clip.downscaled:
+            sh, sw = feats.clip.source_size
+            h, w = feats.clip.frames.shape[1:3]
+            notes.append(f"frames downscaled on read from {sw}×{sh} to {w}×{h} to bound memory")
+        notes += list(feats.clip.notes)
+        sel = self.select_cached(feats, params.retention, cfg)
+        return Analysis(feats, sel, replace(params, num_frames=n), notes)
+
+    def select_cached(self, feats: Features, retention: float, cfg: SelectorConfig, timed: bool = True) -> Selection:
+        """select_tokens with the maps memoized per (video, τ, k, K_t, k_past): the first call for a key runs the
+        fast path (both maps, on the device of the features; on a CPU Ĝ is taken from an earlier call on the same
+        video when there is one, since it does not depend on τ or the windows), later ones reuse its Ĥ and Ĝ
+        (`reuse`), so moving α, ρ, g or the retention recomputes neither. The time the entropy map took when it
+        was computed is reported as `entropy_computed_ms`."""
+        key = (feats.digest, feats.encoder, tuple(feats.tokens.shape)) + tuple(getattr(cfg, f) for f in MAP_FIELDS)
+        first = self.maps.get(key)
+        if first is None:
+            cpu = feats.tokens.device.type == "cpu"
+            grad = self.gradients.get(key[:3]) if cpu else None
+            sel = select_tokens(feats.tokens, retention, cfg, timed=True,
+                                gradient_fn=None if grad is None else (lambda _x: grad))
+            if cpu and grad is None:  # kept for CPU features only: the GPU path never reads it
+                self.gradients.put(key[:3], sel.gradient)
+            # without the features (source, rows): the feature cache's byte bound decides how long they live
+            first = replace(sel, source=None, rows=None, timings_ms=dict(sel.timings_ms))
+            self.maps.put(key, first)
+            timings = dict(sel.timings_ms) if timed else {}
+        else:
+            sel = select_tokens(feats.tokens, retention, cfg, timed=timed, reuse=first)
+            timings = dict(sel.timings_ms)
+        if timed:
+            timings["entropy_computed_ms"] = first.timings_ms.get("entropy", 0.0)
+        return replace(sel, timings_ms=timings)
+
+    def thumbnails(self, feats: Features, make: Callable[[np.ndarray], Any]) -> Any:
+        """make(frames) for this video, computed once per video and frame count."""
+        key = (feats.digest, feats.clip.frames.shape)
+        hit = self.thumbs.get(key)
+        if hit is None:
+            hit = make(feats.clip.frames)
+            self.thumbs.put(key, hit)
+        return hit
 
 
 def latency_rows(feats: Features, cfg: SelectorConfig, retentions: tuple[float, ...] = RETENTIONS,
@@ -177,3 +166,8 @@ def latency_rows(feats: Features, cfg: SelectorConfig, retentions: tuple[float, 
     if not rows:
         raise SelectorError(f"no retention of {list(retentions)} can be timed with these frame budgets: {refused}")
     return rows
+
+
+#: the Service of this process (the app's, and the Python API's `analyze`)
+DEFAULT = Service()
+analyze = DEFAULT.analyze

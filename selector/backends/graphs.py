@@ -12,20 +12,20 @@ Triton when present) only.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import fields, replace
 
 import torch
 
 from ..config import SelectorConfig
+from ..lru import LRU
 from ..method.pipeline import Clock, Selection, num_kept, rescale_for, run_selector
 from . import triton as triton_maps
 
 __all__ = ["graph_select", "clear_graphs"]
 
-_GRAPHS: OrderedDict[tuple, tuple] = OrderedDict()
-_LOCK = threading.Lock()
 MAX_GRAPHS = 8
+_GRAPHS = LRU(MAX_GRAPHS)
+_LOCK = threading.Lock()  # capture and replay of one graph at a time
 
 
 def clear_graphs() -> None:
@@ -111,11 +111,7 @@ def graph_select(tokens: torch.Tensor, retention: float, cfg: SelectorConfig) ->
         entry = _GRAPHS.get(key)
         if entry is None:
             entry = _capture(triton_maps.aligned(tokens), k, retention, cfg)
-            _GRAPHS[key] = entry
-            while len(_GRAPHS) > MAX_GRAPHS:
-                _GRAPHS.popitem(last=False)
-        else:
-            _GRAPHS.move_to_end(key)
+            _GRAPHS.put(key, entry)
         graph, static, out, amax, packed, layout, tab, host, table_in_graph = entry
         if tab is not None:
             src = triton_maps.aligned(tokens)  # the fused kernels assume 16-byte aligned rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from . import allocate, maps
 __all__ = ["Selection", "run_selector", "num_kept", "check_finite", "rescale_for", "Clock", "MAP_FIELDS", "EntropyFn"]
 
 
+@dataclass(frozen=True)
 class Selection:
     """What the selector kept and why. Tensors live on the device of the input tokens.
 

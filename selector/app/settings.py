@@ -1,0 +1,33 @@
+"""The web app's settings, read once from the environment into one object. No gradio."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["Settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """ENTROPY_SELECT_MAX_UPLOAD (e.g. "200mb"), _QUEUE (requests waiting), _CONCURRENCY (compute requests at
+    once), _TIME_LIMIT (seconds per compute request, enforced between steps), _MODEL_ALLOWLIST (comma-separated
+    extra encoder/model ids or folders a public server may load), _ALLOW_ANY_MODEL=1 (no allowlist)."""
+
+    max_upload: str = "200mb"
+    queue: int = 32
+    concurrency: int = 2
+    time_limit: float = 300.0
+    allow_any_model: bool = False
+    extra_models: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        return cls(max_upload=e.get("ENTROPY_SELECT_MAX_UPLOAD", "200mb"),
+                   queue=int(e.get("ENTROPY_SELECT_QUEUE", "32")),
+                   concurrency=int(e.get("ENTROPY_SELECT_CONCURRENCY", "2")),
+                   time_limit=float(e.get("ENTROPY_SELECT_TIME_LIMIT", "300")),
+                   allow_any_model=e.get("ENTROPY_SELECT_ALLOW_ANY_MODEL", "") == "1",
+                   extra_models=frozenset(m.strip() for m in e.get("ENTROPY_SELECT_MODEL_ALLOWLIST", "").split(",")
+                                          if m.strip()))

@@ -1,0 +1,544 @@
+"""The web app: `create_demo()` builds the page from the knob table and wires its events.
+
+Handlers return dicts keyed by component (a component left out keeps what the page shows); `Explorer.guard`
+turns the pipeline's user errors into the page's own sentences and enforces the request time limit; every file
+handed out is written by `OutputFiles`. The pipeline is `service.Service`, the pictures `viz`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import gradio.utils
+import torch
+
+from .. import SelectorConfig, SelectorError
+from ..config import Knob, knobs
+from ..encoders import DEFAULT_ENCODER, EncoderError, available_encoders
+from ..export import finite, to_json, to_npz
+from ..limits import TimeLimitError, time_limit
+from ..method.pipeline import MAP_FIELDS
+from ..video import VideoError, describe, read_clip
+from ..vlm import DEFAULT_VLM, KNOWN_VLMS, VLMError, load_vlm
+from .files import OutputFiles
+from .service import DEFAULT, RETENTIONS, Analysis, Service, latency_rows, params_class
+from .settings import Settings
+
+log = logging.getLogger("entropy_select.app")
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "assets" / "bigbuckbunny.mp4"
+USER_ERRORS = (SelectorError, VideoError, EncoderError, VLMError, TimeLimitError)
+
+try:  # on a Hugging Face ZeroGPU Space the compute runs inside spaces.GPU; elsewhere it is a no-op
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    def gpu(fn):  # type: ignore[no-redef]
+        return fn
+
+INTRO = """# ENTROPY-SELECT Explorer
+Training-free video-token compression: every token is scored by the **entropy of its similarity to its
+spatio-temporal neighbours** (Ĥ) fused with the **feature gradient** (Ĝ), frames get budgets by saliency,
+and grid quotas keep coverage. Upload a video or pick the example, then move the sliders: only the
+selector re-runs, on features computed once."""
+
+#: positional order of the endpoints' inputs after `video`, kept for clients that call them by position; a knob
+#: missing here (a new one) is appended after these in the knob table's order
+ANALYZE_ORDER = ("retention", "alpha", "tau", "window", "temporal_window", "grid", "num_frames", "encoder",
+                 "past_window", "rho", "grid_fusion", "stretch", "q", "tau_alloc", "min_tokens", "max_tokens")
+ASK_ORDER = ("question", "retention", "model", "num_frames", "max_new_tokens", "alpha", "tau", "window",
+             "temporal_window", "grid", "past_window", "rho", "grid_fusion", "q", "tau_alloc", "min_tokens",
+             "max_tokens")
+#: the /analyze outputs, in the order clients receive them (`out[6]` is the summary)
+VIEWS = ("summary_md", "overlay", "entropy", "gradient", "score", "budgets", "summary", "json_file", "npz_file")
+
+
+def _ordered(names: list[str], legacy: tuple[str, ...]) -> list[str]:
+    return [n for n in legacy if n in names] + [n for n in names if n not in legacy]
+
+
+def _coerce(k: Knob, v: Any) -> Any:
+    """A knob's value as sent by a page or a client: whole numbers for ints, numbers for floats, bools for
+    bools; 0 or None for an optional knob means none. SelectorError names a refused value."""
+    if k.optional and v in (None, 0):
+        return None
+    if k.kind == "bool":
+        if not isinstance(v, (bool, int)) or isinstance(v, float):
+            raise SelectorError(f"{k.name} must be true or false, got {v!r}")
+        return bool(v)
+    if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise SelectorError(f"{k.name} must be a {'whole ' if k.kind == 'int' else ''}number, got {v!r}")
+    if k.kind == "int":
+        if not math.isfinite(v) or v != int(v):
+            raise SelectorError(f"{k.name} must be a whole number, got {v!r}")
+        return int(v)
+    return float(v)
+
+
+def _signature(names: list[str], defaults: dict[str, Any]) -> inspect.Signature:
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                default=defaults.get(n, inspect.Parameter.empty)) for n in names]
+    params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
+    return inspect.Signature(params)
+
+
+def _with_signature(fn: Callable[[dict, Any], Any], sig: inspect.Signature, name: str, doc: str) -> Callable:
+    """A function with the given parameters (gradio reads them for the API page) that calls fn(values, progress)."""
+    def wrapper(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        return fn(values, values.pop("progress"))
+    wrapper.__signature__ = sig  # type: ignore[attr-defined]
+    wrapper.__name__ = wrapper.__qualname__ = name
+    wrapper.__doc__ = doc
+    return wrapper
+
+
+class _Blocks(gr.Blocks):
+    """gr.Blocks whose refusals of a request's raw inputs (wrong count, a path not uploaded, malformed file data)
+    reach the user as the app's own sentences, never as gradio's internals (reprs, server paths, pydantic)."""
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except Exception as e:
+            log.info("request inputs refused: %s: %s", type(e).__name__, e)
+            raise gr.Error(_input_error(e, len(block_fn.inputs), len(inputs))) from None
+
+
+def _input_error(e: Exception, wanted: int, got: int) -> str:
+    if wanted != got:
+        return (f"This endpoint takes {wanted} inputs and the request had {got}; gradio_client fills in the "
+                "defaults, or see the API page for the full list.")
+    if type(e).__name__ == "InvalidPathError":
+        return "Only uploaded files (or the bundled example) can be analyzed."
+    return "The request's inputs could not be read: give each the type the API page lists (a video as an upload)."
+
+
+def _show_log_value(name: str) -> Callable[[float], tuple[str, float]]:
+    def show(x: float) -> tuple[str, float]:
+        return f"{name} = {10 ** x:.3g}", 10 ** x
+    return show
+
+
+def _answer_md(title: str, a) -> str:
+    return (f"### {title}\n\n{a.text or '*(empty answer)*'}\n\n"
+            f"visual tokens **{a.visual_tokens:,}** of {a.full_visual_tokens:,} · time to first token "
+            f"**{a.prefill_ms:.0f} ms** · total {a.total_ms:.0f} ms for {a.new_tokens} tokens"
+            + (f" · (+ {a.setup_ms:.0f} ms once: CUDA graph for this prompt length, not counted)"
+               if a.setup_ms > 0 else ""))
+
+
+def _answer_dict(a) -> dict:
+    return {"text": a.text, "visual_tokens": a.visual_tokens, "full_visual_tokens": a.full_visual_tokens,
+            "prefill_ms": round(a.prefill_ms, 2), "total_ms": round(a.total_ms, 2), "new_tokens": a.new_tokens,
+            "setup_ms": round(a.setup_ms, 2)}
+
+
+class Explorer:
+    """The app's state and handlers: the service, the settings, the output files, the page's components (`c`)."""
+
+    def __init__(self, service: Service | None = None, settings: Settings | None = None,
+                 config_cls: type = SelectorConfig) -> None:
+        self.service = DEFAULT if service is None else service
+        self.settings = Settings.from_env() if settings is None else settings
+        self.config_cls = config_cls
+        self.knobs = {k.name: k for k in knobs(config_cls)}
+        self.Params = params_class(config_cls)
+        self.out = OutputFiles()  # every file handed out: written once, complete, private, under fresh names
+        self.c: dict[str, Any] = {}  # the page's components by name
+        #: the page's inputs every UI handler takes, by name (the knobs with their page names)
+        self.ui_fields = ("video", "retention", *[("log_" + n) if k.log else n for n, k in self.knobs.items()],
+                          "num_frames", "encoder", "stretch", "frame_index")
+        d = self.config_cls()
+        self.analyze_endpoint = gpu(self.guard(_with_signature(
+            self._analyze, _signature(["video", *_ordered([*self.knobs, "retention", "num_frames", "encoder",
+                                                           "stretch"], ANALYZE_ORDER)],
+                                      {"retention": 0.35, "num_frames": 16, "encoder": DEFAULT_ENCODER,
+                                       "stretch": False, **self._api_defaults(d)}),
+            "analyze", "Decode + encode the video (cached by file content) and run ENTROPY-SELECT; returns the views "
+            "and a JSON summary. Knobs take SelectorConfig's names and defaults; max_tokens 0 means no cap.")))
+        self.ask_endpoint = gpu(self.guard(_with_signature(
+            self._ask, _signature(["video", *_ordered([*self.knobs, "question", "retention", "model", "num_frames",
+                                                       "max_new_tokens"], ASK_ORDER)],
+                                  {"retention": 0.35, "model": "", "num_frames": 16, "max_new_tokens": 64,
+                                   **self._api_defaults(d)}),
+            "ask", "Answer a question about the video twice: with all video tokens and with the ENTROPY-SELECT "
+            "ones, selected on the VLM's own video features with these knobs.")))
+        # the page's handlers, guarded. The slider path's parameters are the page's inputs by name (gradio finds
+        # `progress` only among named parameters); the others take them positionally
+        self.ui_run = self.guard(_with_signature(self._ui_run, _signature([*self.ui_fields, "shown"], {}), "ui_run",
+                                                 self._ui_run.__doc__ or ""))
+        self.frame_view = self.guard(self._frame_view)
+        self.downloads = self.guard(self._downloads)
+        self.latency = self.guard(self._latency)
+
+    def _api_defaults(self, d: SelectorConfig) -> dict[str, Any]:
+        return {n: 0 if k.optional and getattr(d, n) is None else getattr(d, n) for n, k in self.knobs.items()}
+
+    # ---- errors, limits, inputs -------------------------------------------------------------------------------
+
+    def guard(self, fn: Callable) -> Callable:
+        """fn under the time limit, with the pipeline's user errors as gr.Error in their own words and anything
+        else as a short internal-error sentence (the log keeps the traceback)."""
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                with time_limit(self.settings.time_limit):
+                    return fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except USER_ERRORS as e:
+                raise gr.Error(str(e)) from None
+            except (MemoryError, torch.cuda.OutOfMemoryError):
+                raise gr.Error("Out of memory for this request: try fewer frames or a smaller model.") from None
+            except Exception as e:
+                log.exception("request failed")
+                raise gr.Error(f"Internal error ({type(e).__name__}); the server log has the details.") from None
+        return wrapper
+
+    def allowed(self, kind: str, name: str, known: set[str]) -> str:
+        """Public servers load only known encoders/models (or those the operator lists); never remote code."""
+        if self.settings.allow_any_model or name in known or name in self.settings.extra_models:
+            return name
+        raise SelectorError(f"{kind} '{name}' is not on this server's allowlist ({', '.join(sorted(known))}); the "
+                            "operator can add it with ENTROPY_SELECT_MODEL_ALLOWLIST or open the list with "
+                            "ENTROPY_SELECT_ALLOW_ANY_MODEL=1")
+
+    def params(self, v: dict[str, Any]) -> Any:
+        """Params from named values (knobs, retention, num_frames, encoder); SelectorError names a refused one."""
+        enc = v.get("encoder")
+        if enc is not None and not isinstance(enc, str):
+            raise SelectorError(f"encoder must be the name of an encoder, got {type(enc).__name__} {enc!r}")
+        retention = _coerce(Knob("retention", 0.35, "float", "", ""), v["retention"])
+        frames = _coerce(Knob("num_frames", 16, "int", "", ""), v["num_frames"])
+        encoder = self.allowed("encoder", (enc or DEFAULT_ENCODER).strip(),
+                               set(available_encoders()) | {DEFAULT_ENCODER}) if "encoder" in v else DEFAULT_ENCODER
+        return self.Params(retention=retention, num_frames=frames, encoder=encoder,
+                           **{n: _coerce(k, v[n]) for n, k in self.knobs.items()})
+
+    def page_values(self, ui: tuple) -> dict[str, Any]:
+        """The UI handlers' positional inputs by name, log-scale knobs turned into their values."""
+        if len(ui) != len(self.ui_fields):
+            raise TypeError(f"expected the {len(self.ui_fields)} page inputs {self.ui_fields}, got {len(ui)} values")
+        u = dict(zip(self.ui_fields, ui, strict=True))
+        for n, k in self.knobs.items():
+            if k.log:
+                u[n] = 10.0 ** float(u.pop("log_" + n))
+        return u
+
+    def uploaded(self, video: Any) -> str:
+        """The handlers read uploads (gradio's upload folder) and the bundled examples, nothing else: a client
+        that names a server path gets a refusal that does not reveal whether the path exists."""
+        if not video:
+            raise gr.Error("Upload a video or pick the example first.")
+        refused = gr.Error("Only uploaded files (or the bundled example) can be analyzed.")
+        if not isinstance(video, str) or "\0" in video:
+            raise refused
+        real = os.path.realpath(video)
+        roots = [os.path.realpath(gradio.utils.get_upload_folder()), os.path.realpath(ROOT / "assets")]
+        if not any(real.startswith(r + os.sep) for r in roots):
+            raise refused
+        return real
+
+    # ---- the analysis and its views ---------------------------------------------------------------------------
+
+    def _map_keys(self, a: Analysis, stretch: bool) -> dict[str, tuple]:
+        """What the map images depend on: the entropy and gradient stay the same when only r, α, ρ or g move, the
+        score S = αĤ + (1-α)Ĝ when only r, ρ, g or grid fusion move."""
+        base = (a.features.digest, a.features.encoder, a.params.num_frames, stretch)
+        entropy = (*base, *(getattr(a.params, f) for f in MAP_FIELDS))
+        return {"entropy": entropy, "gradient": base, "score": (*entropy, a.params.alpha)}
+
+    def views(self, video: str, p: Any, stretch: bool, progress: Any = None, files: bool = True,
+              shown: dict | None = None) -> dict:
+        """Analysis + views, keyed by component. `shown` (UI only) holds the keys of the maps the page already
+        shows (and the video they are of): those are neither redrawn nor re-sent. With `shown`, settings the
+        selector refuses for the video on the page keep its views (see `refused`)."""
+        from viz import render_views, summary_markdown, thumbnails
+
+        video = self.uploaded(video)
+        report = None if progress is None else (lambda f, msg: progress(f, desc=msg))
+        try:
+            a = self.service.analyze(video, p, progress=report)
+        except SelectorError as e:
+            if shown is not None:
+                return self.refused(e, video, shown)
+            raise
+        if not a.features.from_cache or any("capped" in n for n in a.notes):
+            for note in a.notes:
+                gr.Warning(note)
+        keys = self._map_keys(a, stretch)
+        skip = frozenset(k for k, v in keys.items() if shown is not None and shown.get(k) == v)
+        v = render_views(self.service.thumbnails(a.features, thumbnails), a.selection, stretch,
+                         a.features.clip.timestamps, skip)
+        summary = a.summary()
+        summary["render_ms"] = round(v.render_ms, 1)
+        summary["video"] = describe(a.features.clip)
+        folder = self.out.folder()
+        c = self.c
+        out = {c["summary_md"]: summary_markdown(summary, v.notes), c["budgets"]: v.budgets,
+               c["summary"]: finite(summary), c["overlay"]: self.out.image(folder, "overlay", v.overlay)}
+        for name in ("entropy", "gradient", "score"):
+            img = getattr(v, name)
+            if img is not None:
+                out[c[name]] = self.out.image(folder, name, img)
+        if files:
+            out[c["json_file"]], out[c["npz_file"]] = self.downloads_of(a)
+        if shown is not None:
+            out[c["shown"]] = {**keys, "video": video}
+        return out
+
+    def refused(self, e: Exception, video: str, shown: dict) -> dict:
+        """The slider path's answer to settings the selector refuses (B_max too small for r, B_max < B_min …):
+        when the page already shows this video's views, they stay and the summary says that the new settings were
+        not applied and why; with nothing (or another video) on the page, the error alone."""
+        if not shown or shown.get("video") != video:
+            raise gr.Error(str(e))
+        gr.Warning(f"Not applied: {e}")
+        return {self.c["summary_md"]: f"⚠️ **Not applied:** {e}. The views below still show the last settings that "
+                                      "worked; change the settings named here to go on.",
+                self.c["shown"]: shown}
+
+    def downloads_of(self, a: Analysis) -> tuple[str, str]:
+        folder = self.out.folder()
+        stem = f"selection-{a.features.digest[:10]}"
+        extra = {"encoder": a.features.encoder, "video_digest": a.features.digest}
+        return (self.out.write(folder, f"{stem}.json", lambda p: to_json(a.selection, p, extra)),
+                self.out.write(folder, f"{stem}.npz", lambda p: to_npz(a.selection, p, extra)))
+
+    def _analyze(self, v: dict, progress: Any) -> dict:
+        p = self.params(v)
+        return self.views(v["video"], p, bool(v["stretch"]), progress)
+
+    def _ui_run(self, v: dict, progress: Any) -> dict:
+        """Slider path: views first; the frame view and the download files follow in a chained event."""
+        shown = v.pop("shown") or {}
+        u = self.page_values(tuple(v.values()))
+        try:
+            p = self.params(u)
+        except SelectorError as e:
+            return self.refused(e, self.uploaded(u["video"]) if shown else "", shown)
+        return self.views(u["video"], p, bool(u["stretch"]), progress, files=False, shown=shown)
+
+    def analysis(self, u: dict) -> Analysis | None:
+        """The (cached) analysis for the page's values, None without a video."""
+        return self.service.analyze(self.uploaded(u["video"]), self.params(u)) if u["video"] else None
+
+    def _frame_view(self, *ui: Any) -> dict:
+        from viz import render_frame
+
+        u = self.page_values(ui)
+        try:
+            a = self.analysis(u)
+        except SelectorError:  # settings refused: the slider path's summary says so, and the frame shown stays
+            return {}
+        if a is None:
+            return {self.c["frame_img"]: None}
+        frames = a.features.clip.frames
+        i = min(int(u["frame_index"]), len(frames) - 1)
+        img = render_frame(frames[i], a.selection, i, bool(u["stretch"]))
+        return {self.c["frame_img"]: self.out.image(self.out.folder(), f"frame-{i}", img)}
+
+    def _downloads(self, *ui: Any) -> dict:
+        """Download files for the selection now shown, written when the Downloads tab is opened (not on every
+        slider move: they cost ~0.2 s of CPU that the views need more)."""
+        a = self.analysis(self.page_values(ui))
+        if a is None:
+            return {self.c["json_file"]: None, self.c["npz_file"]: None}
+        j, n = self.downloads_of(a)
+        return {self.c["json_file"]: j, self.c["npz_file"]: n}
+
+    def _latency(self, *ui: Any) -> dict:
+        from viz import latency_chart
+
+        a = self.analysis(self.page_values(ui))
+        if a is None:
+            raise gr.Error("Upload a video or pick the example first.")
+        rows = latency_rows(a.features, a.params.config())
+        left_out = [r for r in RETENTIONS if r not in {row["retention"] for row in rows}]
+        note = (f"retention {', '.join(map(str, left_out))} left out: more tokens than B_max = "
+                f"{a.params.max_tokens} a frame allows" if left_out else "")
+        return {self.c["lat_plot"]: latency_chart(rows, note)}
+
+    def _ask(self, v: dict, progress: Any) -> dict:
+        video = self.uploaded(v["video"])
+        p = self.params({**v, "encoder": None})
+        cfg = p.config()  # bad knobs are named before a model is loaded
+        n_new = _coerce(Knob("max_new_tokens", 64, "int", "", ""), v["max_new_tokens"])
+        if not 1 <= n_new <= 512:
+            raise SelectorError(f"max_new_tokens must be in [1, 512], got {v['max_new_tokens']}")
+        model = v["model"]
+        if model is not None and not isinstance(model, str):
+            raise SelectorError(f"model must be a hub id or a folder, got {type(model).__name__}")
+        name = self.allowed("model", (model or DEFAULT_VLM).strip(), {DEFAULT_VLM, *KNOWN_VLMS})
+        progress(0.0, desc=f"loading {name}")
+        vlm = load_vlm(name)
+        frames = read_clip(video, min(p.num_frames, self.service.max_frames)).frames
+        progress(0.3, desc=f"answering with all video tokens, then with {p.retention:.0%} of them")
+        full, comp = vlm.compare(frames, v["question"], p.retention, cfg, max_new_tokens=n_new)
+        summary = {"model": vlm.name, "device": str(vlm.device),
+                   "llm_prefill": "CUDA graphs" if vlm.prefill is not None else "stock forward",
+                   "full": _answer_dict(full), "compressed": _answer_dict(comp), "retention": p.retention}
+        if comp.selection is not None:  # what the compressed answer was given: the selector's config and budgets
+            summary["config"] = dataclasses.asdict(comp.selection.config)
+            summary["frame_budgets"] = [int(b) for b in comp.selection.budgets.tolist()]
+        return {self.c["full_md"]: _answer_md("All video tokens", full),
+                self.c["comp_md"]: _answer_md(f"ENTROPY-SELECT, r = {p.retention:g}", comp),
+                self.c["ask_json"]: finite(summary)}
+
+    def example(self, video: str) -> dict:
+        return self.analyze_endpoint(video, encoder=DEFAULT_ENCODER)
+
+    # ---- the page ---------------------------------------------------------------------------------------------
+
+    def _knob_input(self, k: Knob, d: SelectorConfig) -> Any:
+        value = getattr(d, k.name)
+        if k.ui == "checkbox":
+            return gr.Checkbox(value, label=k.label, info=k.help)
+        if k.ui == "number":
+            return gr.Number(0 if value is None else value, label=k.label, info=k.help,
+                             precision=0 if k.kind == "int" else None)
+        if k.log:
+            return gr.Slider(math.log10(k.ui_low), math.log10(k.ui_high), math.log10(value), step=k.step,
+                             label=k.label, info=k.help)
+        lo = k.low if k.ui_low is None else k.ui_low
+        hi = k.high if k.ui_high is None else k.ui_high
+        return gr.Slider(lo, hi, value, step=k.step, label=k.label, info=k.help)
+
+    def build(self) -> gr.Blocks:
+        c = self.c
+        d = self.config_cls()
+        ks = list(self.knobs.values())
+        with _Blocks(title="ENTROPY-SELECT Explorer", delete_cache=(1800, 3600)) as demo:
+            gr.Markdown(INTRO)
+            with gr.Row():
+                with gr.Column(scale=1, min_width=320) as left:
+                    c["video"] = gr.Video(label="Video", sources=["upload"], height=260)
+                    c["retention"] = gr.Slider(0.01, 1.0, 0.35, step=0.01,
+                                               label="Retention r (fraction of tokens kept)")
+                    for k in ks:
+                        if k.section == "main" and k.ui != "number":
+                            c[k.name] = self._knob_input(k, d)
+                            if k.log:
+                                c[k.name + "_text"] = gr.Markdown(f"{k.name} = {getattr(d, k.name):g}")
+                    with gr.Accordion("Windows, grid, frames, encoder", open=True):
+                        for k in ks:
+                            if k.section != "main" and k.ui != "number":
+                                c[k.name] = self._knob_input(k, d)
+                        c["num_frames"] = gr.Slider(4, self.service.max_frames, 16, step=1, label="Frames sampled")
+                        c["encoder"] = gr.Dropdown(list(available_encoders()), value=DEFAULT_ENCODER,
+                                                   allow_custom_value=True,
+                                                   label="Encoder (offline: dinov2-s, efficientnet-lite0; others "
+                                                         "need the hub)")
+                    with gr.Accordion("Frame budgets (Enter or leave a field to apply)", open=False):
+                        for k in ks:
+                            if k.ui == "number":
+                                c[k.name] = self._knob_input(k, d)
+                    c["stretch"] = gr.Checkbox(False, label="Stretch colours to each map's own range (read flat maps)")
+                    run = gr.Button("Analyze", variant="primary")
+                with gr.Column(scale=2):
+                    c["summary_md"] = gr.Markdown("Upload a video or pick the example to start.",
+                                                  label="Summary (text)")
+                    with gr.Tabs():
+                        with gr.Tab("Kept tokens"):
+                            c["overlay"] = gr.Image(label="Kept-token overlay", type="filepath", elem_id="overlay")
+                        with gr.Tab("Entropy Ĥ"):
+                            c["entropy"] = gr.Image(label="Entropy heatmaps", type="filepath")
+                        with gr.Tab("Gradient Ĝ"):
+                            c["gradient"] = gr.Image(label="Gradient heatmaps", type="filepath")
+                        with gr.Tab("Score S"):
+                            c["score"] = gr.Image(label="Fused score heatmaps", type="filepath")
+                        with gr.Tab("Frame"):
+                            c["frame_index"] = gr.Slider(0, self.service.max_frames - 1, 0, step=1, label="Frame")
+                            c["frame_img"] = gr.Image(label="One frame: maps and kept tokens", type="filepath")
+                        with gr.Tab("Latency"):
+                            lat_btn = gr.Button("Measure selection latency vs retention")
+                            c["lat_plot"] = gr.Plot(label="Latency")
+                        with gr.Tab("Ask the video"):
+                            gr.Markdown("A LLaVA-OneVision or Qwen2.5-VL model answers twice: with every video token "
+                                        "and with the ones ENTROPY-SELECT keeps at the retention and settings on the "
+                                        "left (selected on the model's own video features). Needs the model's "
+                                        "weights: a hub id on a machine with network access, or a local folder.")
+                            c["question"] = gr.Textbox(label="Question", value="What happens in this video?")
+                            c["model"] = gr.Textbox(label="Model (hub id or local folder)", value=DEFAULT_VLM)
+                            ask_btn = gr.Button("Ask", variant="primary")
+                            with gr.Row():
+                                c["full_md"] = gr.Markdown(label="Answer with all video tokens")
+                                c["comp_md"] = gr.Markdown(label="Answer with the kept tokens")
+                            c["ask_json"] = gr.JSON(label="Answers and timings")
+                        with gr.Tab("Downloads") as downloads_tab:
+                            c["json_file"] = gr.File(label="Selection (JSON)")
+                            c["npz_file"] = gr.File(label="Selection (NPZ)")
+                            c["summary"] = gr.JSON(label="Summary")
+                    c["budgets"] = gr.Plot(label="Frame budgets")
+            views = [c[n] for n in VIEWS]
+            with left:
+                gr.Examples(examples=[[str(SAMPLE)]], inputs=[c["video"]], outputs=views, fn=self.example,
+                            label="Example (Big Buck Bunny, CC-BY 3.0)", cache_examples=True, cache_mode="lazy")
+            c["shown"] = gr.State({})  # keys of the maps on the page (a few short tuples per session)
+            # the endpoints take explicit values of log-scale knobs: hidden numbers follow their sliders
+            api = {n: c[n] for n in ("video", "retention", "num_frames", "encoder", "stretch", "question", "model")}
+            for n, k in self.knobs.items():
+                if k.log:
+                    api[n] = gr.Number(getattr(d, n), visible=False)
+                    c[n].change(_show_log_value(n), c[n], [c[n + "_text"], api[n]], api_visibility="private",
+                                queue=False)
+                else:
+                    api[n] = c[n]
+            api["max_new_tokens"] = gr.Number(64, visible=False, precision=0)
+            s = self.settings
+            run.click(self.analyze_endpoint, [api[n] for n in inspect.signature(self.analyze_endpoint).parameters
+                                              if n != "progress"], views, api_name="analyze",
+                      concurrency_limit=s.concurrency, concurrency_id="compute", time_limit=s.time_limit)
+            ui_inputs = [c[n[4:]] if n.startswith("log_") else c[n] for n in self.ui_fields]
+            triggers = [c["video"].change, c["retention"].release, c["num_frames"].release, c["encoder"].change,
+                        c["stretch"].change]
+            for k in ks:
+                comp = c[k.name]
+                triggers += [comp.change] if k.ui == "checkbox" else [comp.submit, comp.blur] if k.ui == "number" \
+                    else [comp.release]
+            gr.on(triggers, self.ui_run, [*ui_inputs, c["shown"]], [*views[:7], c["shown"]],
+                  api_visibility="private", concurrency_limit=s.concurrency, concurrency_id="compute",
+                  trigger_mode="always_last", time_limit=s.time_limit,
+                  # the runtime in a corner and gr.Progress's bar and text while they come, but no overlay on each
+                  # view: moves of τ reach the page sooner (docs/benchmarks.md)
+                  show_progress="minimal").then(
+                self.frame_view, ui_inputs, c["frame_img"], api_visibility="private",
+                show_progress="hidden")
+            downloads_tab.select(self.downloads, ui_inputs, [c["json_file"], c["npz_file"]],
+                                 api_visibility="private", concurrency_id="compute")
+            c["frame_index"].release(self.frame_view, ui_inputs, c["frame_img"], api_visibility="private",
+                                     concurrency_id="compute")
+            lat_btn.click(self.latency, ui_inputs, c["lat_plot"], api_visibility="private",
+                          concurrency_id="compute")
+            ask_btn.click(self.ask_endpoint, [api[n] for n in inspect.signature(self.ask_endpoint).parameters
+                                              if n != "progress"], [c["full_md"], c["comp_md"], c["ask_json"]],
+                          api_name="ask", concurrency_limit=1, concurrency_id="vlm", time_limit=s.time_limit)
+        demo.explorer = self  # type: ignore[attr-defined]  # tests and scripts reach the handlers through it
+        return demo
+
+
+def create_demo(service: Service | None = None, settings: Settings | None = None,
+                config_cls: type = SelectorConfig) -> gr.Blocks:
+    """The app's gr.Blocks (its handlers on `demo.explorer`); launch it with `launch(demo)`."""
+    return Explorer(service, settings, config_cls).build()
+
+
+def launch(demo: gr.Blocks, **kwargs: Any) -> None:
+    s: Settings = demo.explorer.settings  # type: ignore[attr-defined]
+    demo.queue(max_size=s.queue, default_concurrency_limit=s.concurrency).launch(
+        max_file_size=s.max_upload, show_error=False, **kwargs)  # users see the app's own sentences, no internals
