@@ -155,14 +155,14 @@ def _read_decord(p: Path, num_frames: int, max_side: int, info: dict) -> Clip:
     except ImportError:
         raise _Fallback("not installed") from None
     try:
-        h, w = int(info["height"]), int(info["width"])
-        if h < 1 or w < 1:
-            raise _Fallback("frame size unknown")
-        th, tw = _target_size(h, w, max_side)
-        vr = decord.VideoReader(str(p), ctx=decord.cpu(0), width=tw, height=th, num_threads=2)
+        vr = decord.VideoReader(str(p), ctx=decord.cpu(0), num_threads=2)
         n = len(vr)
         if n < 1:
             raise _Fallback("no frames")
+        h, w = vr[0].shape[:2]  # as decord shows it (rotation applied); at most MAX_PIXELS (checked by the probe)
+        th, tw = _target_size(h, w, max_side)
+        if (th, tw) != (h, w):
+            vr = decord.VideoReader(str(p), ctx=decord.cpu(0), width=tw, height=th, num_threads=2)
         idx = sample_indices(n, num_frames)
         parts = []
         for i in range(0, len(idx), 4):  # a few frames at a time: the time limit is checked in between
@@ -207,8 +207,8 @@ def _read_pyav(p: Path, num_frames: int, max_side: int, info: dict) -> Clip:
             s.thread_type = "AUTO"
             h, w = int(s.codec_context.height), int(s.codec_context.width)
             if not duration or total <= max(num_frames * 4, 300):
-                # short or unknown length: one pass, keeping only a bounded, evenly spaced set of frames
-                frames, stamps, read, capped = _one_pass(c, s, num_frames, max_side)
+                # short or unknown length: count, then decode once keeping only the sampled frames
+                frames, stamps, read, capped = _counted_pass(p, num_frames, max_side)
                 if capped:
                     notes.append(f"only the first {MAX_DECODED_FRAMES} frames were read (the server's cap)")
                 if not duration and read:
@@ -240,29 +240,43 @@ def _read_pyav(p: Path, num_frames: int, max_side: int, info: dict) -> Clip:
     return Clip(np.stack(frames), np.asarray(stamps), fps, duration or len(frames) / fps, src, "pyav", tuple(notes))
 
 
-def _one_pass(c, s, num_frames: int, max_side: int) -> tuple[list, list, int, bool]:
-    """Decode a stream once and return num_frames frames spread evenly over it, holding at most 2·num_frames
-    (downscaled) frames at any time whatever its length: every `stride`-th frame is kept, and when the kept
-    set reaches 2·num_frames every other one is dropped and the stride doubles. At most MAX_DECODED_FRAMES are
-    read. Returns (frames, timestamps, frames read, whether the cap stopped the pass)."""
-    kept: list[tuple[int, np.ndarray, float]] = []
-    stride, read, capped = 1, 0, False
-    for fr in _frames(c, s):
-        if read >= MAX_DECODED_FRAMES:
-            capped = True
-            break
-        if read % 64 == 0:
-            check(f"decoding frame {read + 1}")
-        if read % stride == 0:
-            kept.append((read, _frame_rgb(fr, max_side), float(fr.time or 0.0)))
-            if len(kept) >= 2 * num_frames:
-                kept = kept[::2]
-                stride *= 2
-        read += 1
-    if not kept:
-        return [], [], read, capped
-    picks = sample_indices(len(kept), num_frames)  # the kept frames are evenly spaced over the stream
-    return [kept[i][1] for i in picks], [kept[i][2] for i in picks], read, capped
+def _counted_pass(p: Path, num_frames: int, max_side: int) -> tuple[list, list, int, bool]:
+    """Frames sampled uniformly from a stream whose length is unknown or short, holding at most num_frames frames:
+    a first pass counts the video packets (demuxing only, no decoding; at most MAX_DECODED_FRAMES), a second
+    decodes up to the last sampled index and keeps only the sampled frames. Returns (frames, timestamps, frames
+    in the stream, whether the cap cut the count)."""
+    import av
+
+    count, capped = 0, False
+    with av.open(str(p), metadata_errors="ignore") as c:
+        try:
+            for packet in c.demux(c.streams.video[0]):
+                if packet.size:
+                    count += 1
+                    if count % 256 == 0:
+                        check(f"counting frames ({count} so far)")
+                    if count >= MAX_DECODED_FRAMES:
+                        capped = True
+                        break
+        except av.error.FFmpegError:
+            pass  # a damaged tail: sample what came before it
+    if count == 0:
+        return [], [], 0, capped
+    targets = sample_indices(count, num_frames).tolist()
+    wanted, last = set(targets), targets[-1]
+    frames, stamps = [], []
+    with av.open(str(p), metadata_errors="ignore") as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for i, fr in enumerate(_frames(c, s)):
+            if i % 64 == 0:
+                check(f"decoding frame {i + 1} of {count}")
+            if i in wanted:
+                frames.append(_frame_rgb(fr, max_side))
+                stamps.append(float(fr.time or 0.0))
+            if i >= last:
+                break
+    return frames, stamps, count, capped
 
 
 def _frames(c, s):

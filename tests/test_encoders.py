@@ -179,12 +179,13 @@ def test_cli_has_a_flag_for_every_knob_and_sweeps_retentions_on_one_computation_
     from dataclasses import fields
 
     from selector import SelectorConfig, select_tokens
-    from selector.__main__ import KNOB_FLAGS
+    from selector.config import knobs as table
 
-    assert {f for _, f, _, _ in KNOB_FLAGS} | {"grid_fusion"} == {f.name for f in fields(SelectorConfig)}
+    flags = {"--" + k.name.replace("_", "-"): k.name for k in table() if k.kind != "bool"}
+    assert set(flags.values()) | {"grid_fusion"} == {f.name for f in fields(SelectorConfig)}
     knobs = {"--alpha": 0.7, "--tau": 0.05, "--window": 3, "--temporal-window": 2, "--past-window": 5, "--grid": 3,
              "--rho": 0.8, "--q": 0.5, "--tau-alloc": 0.2, "--min-tokens": 2, "--max-tokens": 100}
-    assert set(knobs) == {flag for flag, _, _, _ in KNOB_FLAGS}
+    assert set(knobs) == set(flags)
     out = tmp_path / "sweep.npz"
     args = [a for kv in knobs.items() for a in map(str, kv)]
     r = subprocess.run([sys.executable, "-m", "selector", str(SAMPLE), "--encoder", "efficientnet-lite0", "--frames",
@@ -192,7 +193,7 @@ def test_cli_has_a_flag_for_every_knob_and_sweeps_retentions_on_one_computation_
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("(maps reused)") == 1 and "r=0.35: kept 201 of 576" in r.stdout, r.stdout
-    cfg = SelectorConfig(**{f: knobs[flag] for flag, f, _, _ in KNOB_FLAGS})
+    cfg = SelectorConfig(**{f: knobs[flag] for flag, f in flags.items()})
     feats = extract(SAMPLE, "efficientnet-lite0", 4, cache=None)
     saved = {}
     for ret in (0.1, 0.35):

@@ -55,15 +55,16 @@ def ffmpeg():
     return require_tool("ffmpeg")
 
 
-def test_raw_h264_stream_is_sampled_in_one_bounded_pass(ffmpeg, tmp_path):
-    """A raw H.264 elementary stream (no duration, no index, refused by decord): 2000 frames of 1024×1024 are read
-    once, 16 kept, memory within the stated bound, the length reported from the frames read."""
+def test_raw_h264_stream_is_sampled_with_bounded_memory(ffmpeg, tmp_path):
+    """A raw H.264 elementary stream (no duration, no index, refused by decord): its 2000 frames of 1024×1024 are
+    counted, then decoded once keeping 16, memory within the stated bound, the length reported from the count."""
     bomb = tmp_path / "bomb.h264"
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "color=c=gray:size=1024x1024:rate=25", "-frames:v",
                     "2000", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", "-f", "h264",
                     str(bomb)], check=True, timeout=240)
     assert bomb.stat().st_size < 200_000
     r = _measure(bomb)
+    print("raw H.264 stream:", r)
     assert "error" not in r, r
     assert r["frames"] == 16 and r["backend"] == "pyav"
     assert 70 <= r["duration"] <= 90, r  # 2000 frames at 25 fps = 80 s, not the 0.6 s of the sampled frames
@@ -80,14 +81,15 @@ def test_frames_above_the_pixel_cap_are_refused_before_decoding(ffmpeg, tmp_path
                     "1", "-c:v", "libx264", "-preset", "ultrafast", str(huge)], check=True, timeout=240)
     assert 8192 * 4352 > MAX_PIXELS
     r = _measure(huge)
+    print("over-cap resolution:", r)
     assert "8192×4352" in r["error"] and "megapixels" in r["error"], r
-    assert r["peak_mb"] < 100, r  # refused from the header: no frame was decoded
+    assert r["peak_mb"] < 150, r  # refused after the probe (which may decode one frame), before any sampling
     assert r["recovered_frames"] == 4
 
 
 def test_one_pass_sampling_spreads_frames_over_the_stream(tmp_path):
-    """The bounded pass keeps frames spread over the whole stream (not the first ones): frame i of a 300-frame
-    stream has brightness i, and the sampled frames cover it from start to end, in order."""
+    """A stream without index gives frames spread over its whole length (not the first ones): frame i of a
+    300-frame stream has brightness i, and the sampled frames are the uniform sample's, in order."""
     import numpy as np
     from media import write
 
@@ -120,24 +122,27 @@ def test_time_limit_stops_decoding_and_encoding(tmp_path):
     assert feats.tokens.shape[0] == 4 and np.isfinite(feats.tokens.numpy()).all()
 
 
-def test_app_tells_the_user_when_the_time_limit_stops_a_request(tmp_path, monkeypatch):
+def test_app_tells_the_user_when_the_time_limit_stops_a_request(tmp_path):
     import shutil
 
     import gradio as gr
     import gradio.utils
 
-    import app
+    from selector.app.service import Service
+    from selector.app.settings import Settings
+    from selector.app.ui import create_demo
 
     upload = Path(gradio.utils.get_upload_folder()) / f"test-limit-{os.getpid()}"
     upload.mkdir(parents=True, exist_ok=True)
     video = upload / "clip.mp4"
     shutil.copy(SAMPLE, video)
-    monkeypatch.setattr(app, "TIME_LIMIT", 0.01)
+    service = Service()
+    strict = create_demo(service, Settings(time_limit=0.01)).explorer
     with pytest.raises(gr.Error, match=r"stopped while .* at most 0.01 s"):
-        app.analyze_endpoint(str(video), num_frames=48, encoder="dinov2-s")
-    monkeypatch.setattr(app, "TIME_LIMIT", 300.0)
-    out = app.analyze_endpoint(str(video), num_frames=4, encoder=ENC)
-    assert out[6]["frames"] == 4
+        strict.analyze_endpoint(str(video), num_frames=48, encoder="dinov2-s")
+    relaxed = create_demo(service, Settings(time_limit=300)).explorer  # the same service recovers at once
+    out = relaxed.analyze_endpoint(str(video), num_frames=4, encoder=ENC)
+    assert out[relaxed.c["summary"]]["frames"] == 4
 
 
 def test_tiny_temperatures_are_refused_by_name_and_json_is_strict(tmp_path):

@@ -395,8 +395,7 @@ def test_app_service_computes_maps_on_the_fast_path_once_per_map_config(monkeypa
     monkeypatch.setattr(core, "entropy_banded_raw", counted)
     monkeypatch.setattr(maps, "entropy_map", reference)
     monkeypatch.setattr(maps, "gradient_map", counted_grad)
-    monkeypatch.setattr(service, "_MAPS", service._LRU(16))
-    monkeypatch.setattr(service, "_GRADIENTS", service._LRU(16))
+    svc = service.Service()
     x = tensor((4, 9, 11, 24), 3)
     feats = Features(clip=None, tokens=x, encoder="test", digest="d0", encode_ms=0.0)
     runs = []
@@ -404,9 +403,9 @@ def test_app_service_computes_maps_on_the_fast_path_once_per_map_config(monkeypa
                    (0.6, SelectorConfig(grid=3, grid_fusion=True)), (0.3, SelectorConfig(tau=0.5)),
                    (0.3, SelectorConfig(alpha=0.2))):
         n = len(calls)
-        got = service.select_cached(feats, r, cfg)
+        got = svc.select_cached(feats, r, cfg)
         runs.append(calls[n:])
-        want = core.select_tokens(x, r, cfg)
+        want = select_tokens(x, r, cfg)
         assert torch.equal(got.indices, want.indices) and torch.equal(got.score, want.score), (r, cfg)
         assert torch.equal(got.gradient, want.gradient) and torch.equal(got.entropy, want.entropy), (r, cfg)
         assert got.timings_ms["entropy_computed_ms"] > 0
@@ -417,7 +416,7 @@ def test_app_service_computes_maps_on_the_fast_path_once_per_map_config(monkeypa
     import weakref
 
     alive = weakref.ref(x)
-    service.select_cached(Features(clip=None, tokens=x, encoder="test", digest="d1", encode_ms=0.0), 0.3,
+    svc.select_cached(Features(clip=None, tokens=x, encoder="test", digest="d1", encode_ms=0.0), 0.3,
                           SelectorConfig(grid_fusion=True))
     assert len(grads) == 7  # another video: its own Ĝ
     del x, feats, got, want

@@ -3,7 +3,7 @@ request reuses, in a folder only this server's user can read. No gradio.
 
 Why: gradio serves a returned file from its own cache, copying it there atomically under a name derived from its
 bytes; images returned as PIL objects are instead encoded and written in place, so two requests drawing the same
-picture rewrote one file while it was being streamed. Handing gradio finished files avoids that.
+picture would rewrite one file while it is streamed. Handing gradio finished files avoids that.
 """
 
 from __future__ import annotations

@@ -487,8 +487,9 @@ class Explorer:
                     c["budgets"] = gr.Plot(label="Frame budgets")
             views = [c[n] for n in VIEWS]
             with left:
-                gr.Examples(examples=[[str(SAMPLE)]], inputs=[c["video"]], outputs=views, fn=self.example,
-                            label="Example (Big Buck Bunny, CC-BY 3.0)", cache_examples=True, cache_mode="lazy")
+                if SAMPLE.exists():  # the repository's clip (not part of an installed package)
+                    gr.Examples(examples=[[str(SAMPLE)]], inputs=[c["video"]], outputs=views, fn=self.example,
+                                    label="Example (Big Buck Bunny, CC-BY 3.0)", cache_examples=True, cache_mode="lazy")
             c["shown"] = gr.State({})  # keys of the maps on the page (a few short tuples per session)
             # the endpoints take explicit values of log-scale knobs: hidden numbers follow their sliders
             api = {n: c[n] for n in ("video", "retention", "num_frames", "encoder", "stretch", "question", "model")}

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from .. import SelectorConfig, select_tokens
+from .. import SelectorConfig, backends, select_tokens
 from ..method import maps
 from ..method.pipeline import num_kept
 
@@ -77,11 +77,9 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
     cfg = SelectorConfig()
     graph = device.type == "cuda" and use_graph
     from .. import cpu_tuning
-    from ..backends import triton as triton_maps
 
     probe = torch.zeros(1, 1, 1, 1, device=device)
-    path = ("fused Triton kernels" if triton_maps.fused_usable(probe, cfg) else
-            "Triton maps kernel" if triton_maps.usable(probe, cfg) else "banded GEMM entropy")
+    path = "fused Triton kernels" if backends.choose(probe, cfg) == "triton" else "banded GEMM entropy"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name} · torch {torch.__version__} · "
           f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: {path} · malloc "
