@@ -653,7 +653,7 @@ def test_cuda_grids_the_fused_path_does_not_take_use_the_banded_backend():
     assert backends.choose(x, cfg) == "banded"
     ref = maps.entropy_map(maps.normalize(x), cfg)
     assert float((entropy_banded_raw(x, cfg) - ref).abs().max()) < 2e-5
-    assert select_tokens(x, 0.3).num_tokens == int(0.3 * 3 * 6 * 40)
+    assert select_tokens(x, 0.3).num_tokens == num_kept(0.3, 3 * 6 * 40)
 
 
 @pytest.mark.cuda

@@ -444,7 +444,8 @@ class Explorer:
                                                    allow_custom_value=True,
                                                    label="Encoder (offline: dinov2-s, efficientnet-lite0; others "
                                                          "need the hub)")
-                    with gr.Accordion("Frame budgets (Enter or leave a field to apply)", open=False):
+                    with gr.Accordion("Frame budgets: q, τ_alloc, B_min, B_max (Enter or leave a field to apply)",
+                                      open=False):
                         for k in ks:
                             if k.ui == "number":
                                 c[k.name] = self._knob_input(k, d)
