@@ -166,14 +166,6 @@ def test_frames_above_the_cap_are_refused_by_the_api(client):
         _analyze(client, num_frames=40)
 
 
-def test_service_caps_frames_and_says_so():
-    from selector.app import service
-
-    a = service.Service(max_frames=6).analyze(SAMPLE, service.Params(num_frames=500, encoder=ENC))
-    assert a.features.clip.frames.shape[0] == 6 and a.params.num_frames == 6
-    assert any("capped at 6" in n for n in a.notes) and any("downscaled" in n for n in a.notes)
-
-
 def test_handler_turns_errors_into_gr_error(tmp_path):
     import gradio as gr
     import gradio.utils

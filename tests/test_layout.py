@@ -93,3 +93,20 @@ print('ok')
         r = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True, cwd="/",
                            timeout=120)
         assert r.returncode == 0 and "usage: python -m " + mod in r.stdout, (mod, r.stderr[-2000:])
+
+
+def test_readme_python_snippets_run_as_written(tmp_path):
+    """The README's Python snippets that need neither a server nor a hub model run from another folder."""
+    import re
+    import shutil
+
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    runnable = [b for b in blocks if "gradio_client" not in b and "load_vlm" not in b]
+    assert len(runnable) >= 2, "the README lost its Python snippets"
+    shutil.copytree(ROOT / "assets", tmp_path / "assets")  # the snippets name the bundled clip by a relative path
+    for code in runnable:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                           env={**__import__("os").environ, "PYTHONPATH": ""})
+        assert r.returncode == 0, f"{code}\n{r.stderr[-2000:]}"
+        assert r.stdout.strip(), f"the snippet prints nothing:\n{code}"
