@@ -132,6 +132,9 @@ class SelectorConfig:
     max_tokens: int | None = knob(None, "int", "B_max: most tokens a frame keeps (0: no cap)",
                                   "B_max, ceiling of every frame budget; None (0 in the app and CLI): the whole "
                                   "frame", low=1, optional=True, ui="number")
+    invert_entropy: bool = knob(False, "bool", "Invert Ĥ in the score (S = α·(1-Ĥ) + (1-α)·Ĝ)",
+                                "score low local entropy high instead of high (not the paper: a variant to compare; "
+                                "at small τ low Ĥ marks object boundaries, high Ĥ flat regions)", ui="checkbox")
     grid_fusion: bool = knob(False, "bool", "Grid fusion (merge each cell's dropped tokens)",
                              "merge each grid cell's dropped tokens into one token (score-weighted mean at the "
                              "cell's best dropped position), in place of the lowest-priority picks", ui="checkbox")

@@ -214,7 +214,7 @@ def test_slider_path_redraws_only_the_images_that_change():
     shutil.copy(SAMPLE, video)
     ui = dict(retention=0.35, alpha=0.5, log_tau=0.0, window=5, temporal_window=3, grid=4, num_frames=4,
               encoder=ENC, past_window=3, rho=0.5, grid_fusion=False, stretch=False, frame_index=0, q=0.3,
-              tau_alloc=0.1, min_tokens=4, max_tokens=0)
+              tau_alloc=0.1, min_tokens=4, max_tokens=0, invert_entropy=False)
     import inspect
 
     assert set(E.ui_fields) == {"video", *ui}  # the page's inputs, by name
@@ -441,7 +441,7 @@ def test_server_paths_are_refused(server, client, path):
     import httpx
 
     data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, 0.35, 0.5, 1.0, 5, 3, 4, 4, ENC, 3, 0.5, False, False,
-            0.3, 0.1, 4, 0]  # raw HTTP sends every input (gradio_client fills in the defaults)
+            0.3, 0.1, 4, 0, False]  # raw HTTP sends every input (gradio_client fills in the defaults)
     url = server[0] + "gradio_api/call/analyze"
     event = httpx.post(url, json={"data": data}, timeout=30).json()["event_id"]
     with httpx.stream("GET", f"{url}/{event}", timeout=60) as r:

@@ -182,7 +182,7 @@ def test_cli_has_a_flag_for_every_knob_and_sweeps_retentions_on_one_computation_
     from selector.config import knobs as table
 
     flags = {"--" + k.name.replace("_", "-"): k.name for k in table() if k.kind != "bool"}
-    assert set(flags.values()) | {"grid_fusion"} == {f.name for f in fields(SelectorConfig)}
+    assert set(flags.values()) | {"grid_fusion", "invert_entropy"} == {f.name for f in fields(SelectorConfig)}
     knobs = {"--alpha": 0.7, "--tau": 0.05, "--window": 3, "--temporal-window": 2, "--past-window": 5, "--grid": 3,
              "--rho": 0.8, "--q": 0.5, "--tau-alloc": 0.2, "--min-tokens": 2, "--max-tokens": 100}
     assert set(knobs) == set(flags)

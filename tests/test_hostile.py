@@ -206,10 +206,10 @@ LEAKS = ("0x", "object at", "Traceback", "pydantic", "validation error", "Wanted
 
 
 @pytest.mark.parametrize("data,expect", [
-    ([None], "takes 17 inputs and the request had 1"),
-    ([{"path": "x.mp4", "meta": {"_type": "gradio.FileData"}}, *[None] * 16], "Only uploaded files"),
-    ([{"path": "/tmp/a\u0000b.mp4", "meta": {"_type": "gradio.FileData"}}, *[None] * 16], "could not be read"),
-    ([{"path": 5, "meta": {"_type": "gradio.FileData"}}, *[None] * 16], "could not be read"),
+    ([None], "takes 18 inputs and the request had 1"),
+    ([{"path": "x.mp4", "meta": {"_type": "gradio.FileData"}}, *[None] * 17], "Only uploaded files"),
+    ([{"path": "/tmp/a\u0000b.mp4", "meta": {"_type": "gradio.FileData"}}, *[None] * 17], "could not be read"),
+    ([{"path": 5, "meta": {"_type": "gradio.FileData"}}, *[None] * 17], "could not be read"),
 ])
 def test_raw_requests_get_the_apps_own_sentences(server, data, expect):
     text = _raw(server[0], data)

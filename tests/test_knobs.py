@@ -50,7 +50,8 @@ def test_adding_a_knob_is_one_declaration(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     got = __import__("json").loads(r.stdout.strip().splitlines()[-1])
     before = ["video", "retention", "alpha", "tau", "window", "temporal_window", "grid", "num_frames", "encoder",
-              "past_window", "rho", "grid_fusion", "stretch", "q", "tau_alloc", "min_tokens", "max_tokens"]
+              "past_window", "rho", "grid_fusion", "stretch", "q", "tau_alloc", "min_tokens", "max_tokens",
+              "invert_entropy"]
     assert got["api"]["/analyze"] == [*before, "extra_knob"]
     assert got["api"]["/ask"][-1] == "extra_knob" and got["api"]["/ask"][:3] == ["video", "question", "retention"]
     assert got["label"] == "Extra knob (test)" and got["kind"] == "Slider" and got["maximum"] == 1.0

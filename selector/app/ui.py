@@ -261,7 +261,8 @@ class Explorer:
         score S = αĤ + (1-α)Ĝ when only r, ρ, g or grid fusion move."""
         base = (a.features.digest, a.features.encoder, a.params.num_frames, stretch)
         entropy = (*base, *(getattr(a.params, f) for f in MAP_FIELDS))
-        return {"entropy": entropy, "gradient": base, "score": (*entropy, a.params.alpha)}
+        return {"entropy": entropy, "gradient": base,
+                "score": (*entropy, a.params.alpha, getattr(a.params, "invert_entropy", False))}
 
     def views(self, video: str, p: Any, stretch: bool, progress: Any = None, files: bool = True,
               shown: dict | None = None) -> dict:

@@ -194,7 +194,8 @@ def run_selector(
     elif fused_gpu:  # six kernels from features to rows (triton_maps.select_fused's stages)
         entropy, raw, stats = triton_maps.maps_fused(tokens, cfg, tab=tab)
         clock.lap("entropy")
-        gradient, score, saliency, amax = triton_maps.scores_fused(entropy, raw, stats, cfg)
+        ranked = 1.0 - entropy if cfg.invert_entropy else entropy  # the score's Ĥ term (Selection keeps Ĥ)
+        gradient, score, saliency, amax = triton_maps.scores_fused(ranked, raw, stats, cfg)
         if stats_out is not None:
             stats_out.append(amax)
         clock.lap("gradient")
@@ -209,7 +210,8 @@ def run_selector(
         gradient = (gradient_fn or maps.gradient_map)(tokens)
         clock.lap("gradient")
     if saliency is None:
-        score = (cfg.alpha * entropy + (1.0 - cfg.alpha) * gradient).clamp_(0.0, 1.0)
+        ranked = 1.0 - entropy if cfg.invert_entropy else entropy
+        score = (cfg.alpha * ranked + (1.0 - cfg.alpha) * gradient).clamp_(0.0, 1.0)
     flat = score.reshape(t_, m)
     budgets, saliency, weights = allocate.frame_budgets(flat, k, cfg, saliency)
     clock.lap("budgets")
