@@ -76,9 +76,13 @@ def _analyze(client, video=SAMPLE, **kw):
     return client.predict(video=handle_file(str(video)), api_name="/analyze", **kw)
 
 
-def test_api_lists_only_analyze_and_ask(client):
+def test_api_lists_only_analyze_ask_and_compare(client):
     api = client.view_api(print_info=False, return_format="dict")
-    assert sorted(api["named_endpoints"]) == ["/analyze", "/ask"]
+    assert sorted(api["named_endpoints"]) == ["/analyze", "/ask", "/compare"]
+    compare = [p["parameter_name"] for p in api["named_endpoints"]["/compare"]["parameters"]]
+    assert compare == ["video", "retention", "methods", "num_frames", "encoder"]
+    labels = [r["label"] for e in api["named_endpoints"].values() for r in e["returns"]]
+    assert all(labels) and not any(label.startswith("value_") for label in labels)
     names = [p["parameter_name"] for p in api["named_endpoints"]["/analyze"]["parameters"]]
     assert names[:9] == ["video", "retention", "alpha", "tau", "window", "temporal_window", "grid", "num_frames",
                          "encoder"]
@@ -101,6 +105,22 @@ def test_analyze_returns_views_and_summary(client):
     import numpy as np
     z = np.load(npz_path, allow_pickle=False)
     assert z["keep"].shape == (8, 12, 12) and int(z["keep"].sum()) == 230
+
+
+def test_compare_endpoint_runs_each_method_at_the_same_budget(client):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    gallery, table = client.predict(video=handle_file(str(SAMPLE)), retention=0.2, methods="entropy_select,random,tome",
+                                    num_frames=8, encoder=ENC, api_name="/compare")
+    assert [row["method"] for row in table] == ["entropy_select", "random", "tome"]
+    assert all(row["tokens_kept"] == 230 for row in table) and table[1]["merged"] == 0 and table[2]["merged"] > 0
+    assert all(0 < row["coverage"] <= 1 and 0 < row["cells_covered"] <= 1 for row in table)
+    assert len(gallery) == 3 and all(Image.open(item["image"]).size[0] > 100 for item in gallery)
+    with pytest.raises(AppError, match="unknown method"):
+        client.predict(video=handle_file(str(SAMPLE)), methods="nope", num_frames=8, encoder=ENC,
+                       api_name="/compare")
 
 
 def test_repeated_call_reuses_cached_features(client, tmp_path):

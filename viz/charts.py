@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-__all__ = ["budget_chart", "budget_spec", "latency_chart"]
+__all__ = ["budget_chart", "budget_spec", "latency_chart", "sweep_chart"]
 
 
 def budget_chart(budgets: np.ndarray, saliency: np.ndarray, weights: np.ndarray, mean_entropy: np.ndarray,
@@ -82,4 +82,26 @@ def latency_chart(rows: Sequence[dict], note: str = "") -> go.Figure:
     fig.update_layout(title=title + (f"<br><sup>{note}</sup>" if note else ""),
                       xaxis_title="retention r", yaxis_title="ms", height=300, yaxis_rangemode="tozero",
                       margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+def sweep_chart(rows: Sequence[dict]) -> go.Figure:
+    """rows: {'method', 'retention', 'coverage', 'ms'} (selector.compare.__main__.rows_for): coverage (solid, left
+    axis) and time (dotted, right axis, log) against retention, one colour per method."""
+    fig = go.Figure()
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    colours = pio.templates["plotly"].layout.colorway
+    for i, name in enumerate(methods):
+        mine = [row for row in rows if row["method"] == name]
+        c = colours[i % len(colours)]
+        fig.add_scatter(x=[row["retention"] for row in mine], y=[row["coverage"] for row in mine], name=name,
+                        mode="lines+markers", line=dict(color=c), legendgroup=name)
+        fig.add_scatter(x=[row["retention"] for row in mine], y=[row["ms"] for row in mine], name=f"{name} ms",
+                        mode="lines+markers", line=dict(color=c, dash="dot"), yaxis="y2", legendgroup=name,
+                        showlegend=False)
+    fig.update_layout(title="Coverage (solid) and time (dotted) against retention<br><sup>coverage: mean over all "
+                            "tokens of the best cosine similarity to a kept row — a proxy, not accuracy</sup>",
+                      xaxis_title="retention r", yaxis=dict(title="coverage"),
+                      yaxis2=dict(title="ms", overlaying="y", side="right", type="log"), height=380,
+                      margin=dict(l=50, r=50, t=60, b=40))
     return fig

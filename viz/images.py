@@ -214,3 +214,20 @@ def frame_detail(frame: np.ndarray, entropy: np.ndarray, gradient: np.ndarray, s
     tiles.append(_overlay_tiles(thumb, keep[None].astype(bool), anchors[None].astype(bool))[0])
     labels.append(f"kept {int(keep.sum())} of {keep.size}")
     return _mosaic(tiles, labels, cols=2)
+
+
+def compression_overlay(thumbs: np.ndarray, grid: tuple[int, int, int], positions: np.ndarray, merged: np.ndarray,
+                        title: str) -> Image.Image:
+    """The kept-token overlay of any compression (rows at flat positions t·H·W + h·W + w; merged rows marked as
+    anchors), titled with the method's name."""
+    t_, h_, w_ = grid
+    keep = np.zeros(t_ * h_ * w_, bool)
+    keep[positions] = True
+    anchors = np.zeros_like(keep)
+    anchors[positions[merged.astype(bool)]] = True
+    budgets = np.bincount(positions // (h_ * w_), minlength=t_)
+    body = overlay_mosaic(thumbs, keep.reshape(t_, h_, w_), anchors.reshape(t_, h_, w_), budgets)
+    head, tw, th = _label(title, 16)
+    canvas = np.full((th + 8, body.width, 3), 255, np.uint8)
+    _paste(canvas, head, 8, 4)
+    return _stack(Image.fromarray(canvas), body)

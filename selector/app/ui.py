@@ -22,6 +22,8 @@ import gradio.utils
 import torch
 
 from .. import SelectorConfig, SelectorError
+from ..compare import DEFAULT_METHODS, METHODS, compress, coverage_report
+from ..compare.__main__ import parse_methods
 from ..config import Knob, knobs
 from ..encoders import DEFAULT_ENCODER, EncoderError, available_encoders
 from ..export import finite, to_json, to_npz
@@ -60,6 +62,8 @@ ASK_ORDER = ("question", "retention", "model", "num_frames", "max_new_tokens", "
              "temporal_window", "grid", "past_window", "rho", "grid_fusion", "q", "tau_alloc", "min_tokens",
              "max_tokens")
 #: the /analyze outputs, in the order clients receive them (`out[6]` is the summary)
+#: retentions of the Compare tab's sweep
+SWEEP = (0.05, 0.1, 0.25, 0.5, 0.9)
 VIEWS = ("summary_md", "overlay", "entropy", "gradient", "score", "budgets", "summary", "json_file", "npz_file")
 
 
@@ -178,6 +182,15 @@ class Explorer:
                                    **self._api_defaults(d)}),
             "ask", "Answer a question about the video twice: with all video tokens and with the ENTROPY-SELECT "
             "ones, selected on the VLM's own video features with these knobs.")))
+        self.compare_endpoint = gpu(self.guard(_with_signature(
+            self._compare, _signature(["video", "retention", "methods", "num_frames", "encoder"],
+                                      {"retention": 0.35, "methods": ",".join(DEFAULT_METHODS), "num_frames": 16,
+                                       "encoder": DEFAULT_ENCODER}),
+            "compare", "Run several token-compression methods at the same retention on the video's (cached) features: "
+            "methods is a comma-separated list of selector.compare.METHODS names. Returns one kept-token overlay per "
+            "method and a JSON list (method, tokens_kept, merged, coverage, frames_covered, cells_covered, ms). "
+            "Coverage is a proxy for what the kept rows represent, not accuracy.")))
+        self.sweep = self.guard(self._sweep)
         # the page's handlers, guarded. The slider path's parameters are the page's inputs by name (gradio finds
         # `progress` only among named parameters); the others take them positionally
         self.ui_run = self.guard(_with_signature(self._ui_run, _signature([*self.ui_fields, "shown"], {}), "ui_run",
@@ -401,6 +414,53 @@ class Explorer:
                 self.c["comp_md"]: _answer_md(f"ENTROPY-SELECT, r = {p.retention:g}", comp),
                 self.c["ask_json"]: finite(summary)}
 
+    def _compare_rows(self, v: dict, progress: Any = None) -> tuple[Analysis, list[str]]:
+        if not isinstance(v.get("methods"), (str, list, tuple)):
+            raise SelectorError("methods must be a comma-separated list of method names")
+        text = v["methods"] if isinstance(v["methods"], str) else ",".join(map(str, v["methods"]))
+        try:
+            names = parse_methods(text)
+        except ValueError as e:
+            raise SelectorError(str(e)) from None
+        p = self.params({**{n: k.default for n, k in self.knobs.items()}, **v})
+        a = self.service.analyze(self.uploaded(v["video"]), p,
+                                 progress=None if progress is None else (lambda f, msg: progress(f, desc=msg)))
+        return a, names
+
+    def _compare(self, v: dict, progress: Any) -> dict:
+        from viz import compression_overlay, thumbnails
+
+        a, names = self._compare_rows(v, progress)
+        tokens = a.features.tokens
+        thumbs = self.service.thumbnails(a.features, thumbnails)
+        folder = self.out.folder()
+        gallery, table = [], []
+        for i, name in enumerate(names):
+            progress(i / len(names), desc=f"{name} at r = {a.params.retention:g}")
+            c = compress(name, tokens, a.params.retention)
+            rep = coverage_report(tokens, c)
+            img = compression_overlay(thumbs, c.grid, c.positions.cpu().numpy(), c.merged.cpu().numpy(),
+                                      f"{name}: {c.num_tokens:,} rows, coverage {rep['coverage']:.3f}")
+            gallery.append((self.out.image(folder, f"compare-{i}-{name}", img), name))
+            table.append({"method": name, "tokens_kept": c.num_tokens, "merged": int(c.merged.sum()),
+                          "coverage": round(rep["coverage"], 5), "frames_covered": round(rep["frames_covered"], 4),
+                          "cells_covered": round(rep["cells_covered"], 4), "ms": round(c.timings_ms["total"], 2)})
+        return {self.c["compare_gallery"]: gallery, self.c["compare_json"]: finite(table)}
+
+    def compare_if_shown(self, on: bool, *inputs: Any) -> dict:
+        """The Compare tab's methods again at a new retention, once the tab has shown results (features cached)."""
+        return self.compare_endpoint(*inputs) if on else {}
+
+    def _sweep(self, video: Any, methods: Any, num_frames: Any, encoder: Any, progress: Any = None) -> dict:
+        from viz import sweep_chart
+
+        from ..compare.__main__ import rows_for
+
+        a, names = self._compare_rows({"video": video, "methods": methods, "retention": 0.35,
+                                       "num_frames": num_frames, "encoder": encoder})
+        rows = rows_for(a.features.tokens, names, list(SWEEP))
+        return {self.c["sweep_plot"]: sweep_chart(rows)}
+
     def example(self, video: str) -> dict:
         return self.analyze_endpoint(video, encoder=DEFAULT_ENCODER)
 
@@ -482,6 +542,19 @@ class Explorer:
                                 c["full_md"] = gr.Markdown(label="Answer with all video tokens")
                                 c["comp_md"] = gr.Markdown(label="Answer with the kept tokens")
                             c["ask_json"] = gr.JSON(label="Answers and timings")
+                        with gr.Tab("Compare"):
+                            gr.Markdown("Other methods at the retention on the left, on the same features. "
+                                        "**Coverage** = mean over all tokens of the best cosine similarity to a "
+                                        "kept row: a proxy for what the rows still represent, not accuracy.")
+                            c["methods"] = gr.CheckboxGroup(list(METHODS), value=list(DEFAULT_METHODS),
+                                                            label="Methods")
+                            with gr.Row():
+                                compare_btn = gr.Button("Compare", variant="primary")
+                                sweep_btn = gr.Button("Sweep retention 0.05–0.9")
+                            c["compare_json"] = gr.JSON(label="Methods at this retention")
+                            c["compare_gallery"] = gr.Gallery(label="Kept tokens per method", columns=1,
+                                                              height="auto")
+                            c["sweep_plot"] = gr.Plot(label="Coverage and time against retention")
                         with gr.Tab("Downloads") as downloads_tab:
                             c["json_file"] = gr.File(label="Selection (JSON)")
                             c["npz_file"] = gr.File(label="Selection (NPZ)")
@@ -528,6 +601,19 @@ class Explorer:
                                      concurrency_id="compute")
             lat_btn.click(self.latency, ui_inputs, c["lat_plot"], api_visibility="private",
                           concurrency_id="compute")
+            api["methods"] = gr.Textbox(",".join(DEFAULT_METHODS), visible=False)
+            c["methods"].change(lambda m: ",".join(m), c["methods"], api["methods"], api_visibility="private",
+                                queue=False)
+            compare_inputs = [api[n] for n in inspect.signature(self.compare_endpoint).parameters if n != "progress"]
+            compare_outputs = [c["compare_gallery"], c["compare_json"]]
+            compare_on = gr.State(False)  # the Compare tab shows results: a retention move re-runs the methods
+            compare_btn.click(self.compare_endpoint, compare_inputs, compare_outputs, api_name="compare",
+                              concurrency_limit=s.concurrency, concurrency_id="compute", time_limit=s.time_limit
+                              ).then(lambda: True, None, compare_on, api_visibility="private", queue=False)
+            c["retention"].release(self.compare_if_shown, [compare_on, *compare_inputs], compare_outputs,
+                                   api_visibility="private", concurrency_id="compute", show_progress="hidden")
+            sweep_btn.click(self.sweep, [c["video"], api["methods"], c["num_frames"], c["encoder"]], c["sweep_plot"],
+                            api_visibility="private", concurrency_id="compute")
             ask_btn.click(self.ask_endpoint, [api[n] for n in inspect.signature(self.ask_endpoint).parameters
                                               if n != "progress"], [c["full_md"], c["comp_md"], c["ask_json"]],
                           api_name="ask", concurrency_limit=1, concurrency_id="vlm", time_limit=s.time_limit)

@@ -243,16 +243,18 @@ def _dyseg(frame_feats: torch.Tensor, c: int, tau: float) -> list[int]:
 
 
 def _density_scores(x: torch.Tensor, knn: int) -> torch.Tensor:
-    """DPC-kNN score per token of each frame (T', M, D): local density (mean −d² to its knn nearest) times the
-    distance to the nearest denser token; ties of density broken by index instead of FastVID's random noise."""
+    """DPC-kNN score per token of each frame (T', M, D): local density ρ = exp(−mean d² to its knn nearest), as in
+    DPC-kNN and FastVID's Eq. for ρ, times δ, the distance to the nearest denser token (the largest distance for
+    the densest); ties of density are broken by index instead of FastVID's random noise."""
     t_, m, d_ = x.shape
     dist = torch.cdist(x.float(), x.float()) / math.sqrt(d_)
     kk = min(knn, m)
     near = torch.topk(dist, kk, dim=-1, largest=False).values
-    dens = -(near**2).mean(-1)
-    idx = torch.arange(m, device=x.device, dtype=dens.dtype)
-    dens = dens - idx * 1e-9 * dens.abs().clamp_min(1e-12)  # deterministic tie-break (earlier index denser)
-    denser = dens[:, None, :] > dens[:, :, None]
+    dens = torch.exp(-(near**2).mean(-1))
+    idx = torch.arange(m, device=x.device)
+    # denser: higher ρ, or equal ρ and an earlier index (deterministic)
+    denser = (dens[:, None, :] > dens[:, :, None]) | ((dens[:, None, :] == dens[:, :, None])
+                                                      & (idx[None, None, :] < idx[None, :, None]))
     far = dist.reshape(t_, -1).amax(-1).view(-1, 1, 1)
     delta = torch.where(denser, dist, far).amin(-1)
     return delta * dens
@@ -308,7 +310,8 @@ def _fastvid(tokens: torch.Tensor, k: int, c: int = 8, tau: float = 0.9, p: int 
             sums = torch.zeros_like(anchor).index_add_(0, owner, members)
             mean = sums / counts.clamp_min(1)[:, None]
             a = torch.clamp(1.0 / (counts + 1), min=float(alpha))[:, None]
-            rows.append((a * anchor + (1 - a) * mean).to(tokens.dtype))
+            row = torch.where((counts > 1)[:, None], a * anchor + (1 - a) * mean, anchor)  # alone: the token itself
+            rows.append(row.to(tokens.dtype))
             pos.append(torch.cat(a_pos))
             merged.append(counts > 1)
         start += length

@@ -1,0 +1,173 @@
+"""The methods registry (selector.compare): exactly K rows for every method, each method's stated behaviour,
+coverage against a naive loop, the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, SAMPLE
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import tensor
+
+from selector import SelectorConfig, SelectorError, select_tokens
+from selector.compare import METHODS, compress, coverage, coverage_report
+from selector.method.pipeline import num_kept
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 7), st.integers(1, 6)),
+       r=st.floats(1e-3, 1.0), seed=st.integers(0, 999))
+def test_every_method_returns_exactly_k_rows_at_ascending_positions(shape, r, seed):
+    x = tensor(shape, seed)
+    n = shape[0] * shape[1] * shape[2]
+    k = num_kept(r, n)
+    for name in METHODS:
+        c = compress(name, x, r)
+        assert c.num_tokens == k and c.tokens.shape == (k, shape[3]) and c.merged.shape == (k,), name
+        assert c.positions.dtype == torch.int64 and int(c.positions.min()) >= 0 and int(c.positions.max()) < n
+        assert k == 1 or bool((c.positions[1:] > c.positions[:-1]).all()), name
+        real = ~c.merged
+        assert torch.equal(c.tokens[real], x.reshape(-1, shape[3])[c.positions[real]]), name  # kept rows are inputs
+        assert c.timings_ms["total"] >= 0 and c.method == name and c.grid == shape[:3]
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_methods_are_deterministic_and_whole_at_retention_one(name):
+    x = tensor((5, 6, 7, 12), 3)
+    a, b = compress(name, x, 0.3), compress(name, x, 0.3)
+    assert torch.equal(a.positions, b.positions) and torch.equal(a.tokens, b.tokens)
+    full = compress(name, x, 1.0)
+    assert torch.equal(full.positions, torch.arange(5 * 6 * 7)) and coverage(x, full) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_entropy_select_is_select_tokens_and_its_variants_differ():
+    x = tensor((6, 9, 9, 16), 1)
+    cfg = SelectorConfig(tau=0.3, rho=0.7)
+    c = compress("entropy_select", x, 0.2, config=cfg)
+    want = select_tokens(x, 0.2, cfg)
+    assert torch.equal(c.positions, want.indices) and torch.equal(c.tokens, want.tokens)
+    assert torch.equal(compress("entropy_select_paper", x, 0.2).positions, select_tokens(x, 0.2).indices)
+    inv = select_tokens(x, 0.2, SelectorConfig(tau=0.05, invert_entropy=True))
+    plain = select_tokens(x, 0.2, SelectorConfig(tau=0.05))
+    assert torch.equal(inv.entropy, plain.entropy)  # the map is Ĥ either way; only the score turns it over
+    torch.testing.assert_close(inv.score, (0.5 * (1 - plain.entropy) + 0.5 * plain.gradient).clamp(0, 1))
+    assert not torch.equal(inv.indices, plain.indices)
+    assert torch.equal(compress("entropy_select_inverted", x, 0.2).positions, inv.indices)
+
+
+def test_random_is_seeded_and_frame_sample_keeps_whole_frames():
+    x = tensor((8, 4, 5, 6), 2)
+    a, b, c = (compress("random", x, 0.3, seed=s) for s in (1, 1, 2))
+    assert torch.equal(a.positions, b.positions) and not torch.equal(a.positions, c.positions)
+    f = compress("frame_sample", x, 2.5 / 8)  # two whole frames and half of another
+    frames = torch.bincount(f.positions // 20, minlength=8)
+    assert sorted(frames.tolist()) == [0] * 5 + [10, 20, 20]
+    assert frames[2] == 20 and frames[6] == 20  # the centres of two equal halves of 8 frames: 2 and 6
+
+
+def test_uniform_pool_of_a_constant_grid_is_the_constant_at_window_centres():
+    x = torch.full((3, 6, 8, 5), 2.5)
+    c = compress("uniform_pool", x, 12 / (3 * 6 * 8))  # 4 rows a frame: a 2×2 pooling of 6×8
+    torch.testing.assert_close(c.tokens, torch.full((12, 5), 2.5))
+    assert bool(c.merged.all())
+    rc = (c.positions % 48).tolist()[:4]
+    assert [divmod(p, 8) for p in rc] == [(1, 2), (1, 6), (4, 2), (4, 6)]  # window centres of 3×4 windows
+    y = tensor((2, 4, 4, 3), 0)
+    pooled = compress("uniform_pool", y, 2 / 32)  # one row a frame: the frame's mean
+    torch.testing.assert_close(pooled.tokens, y.mean(dim=(1, 2)))
+
+
+def test_dycoke_drops_tokens_equal_to_their_place_in_the_key_frame():
+    x = tensor((4, 4, 4, 8), 5)
+    x[1] = x[0]
+    x[1, 2, 3] = tensor((8,), 9)  # frame 1 differs from frame 0 at (2, 3) only
+    x[2] = tensor((4, 4, 8), 12)
+    x[3] = x[2]
+    x[3, 0, 1] = tensor((8,), 11)
+    # the last window's frame 2 stays whole (DyCoke compares it only when a window follows); K = 2 frames + 2
+    c = compress("dycoke", x, (2 * 16 + 2) / 64)
+    kept = set(c.positions.tolist())
+    assert set(range(0, 16)) <= kept and set(range(32, 48)) <= kept  # frames 0 and 2 whole
+    assert {16 + 2 * 4 + 3, 48 + 0 * 4 + 1} <= kept  # the changed tokens of frames 1 and 3
+    with pytest.raises(SelectorError, match="window must be 4"):
+        compress("dycoke", x, 0.5, window=3)
+
+
+def test_vidcom2_keeps_the_distinctive_token_and_tome_merges_identical_pairs():
+    x = tensor((3, 5, 5, 16), 7) * 0.01 + 1.0  # nearly identical tokens
+    x[1, 2, 2] = -5.0  # one outlier
+    c = compress("vidcom2", x, 0.1)
+    assert 25 + 12 in c.positions.tolist()
+    y = tensor((1, 2, 4, 6), 1)
+    y[0, 0, 1] = y[0, 0, 0]  # tokens 0 (set A) and 1 (set B) identical: merged first
+    t = compress("tome", y, 7 / 8)
+    assert 0 not in t.positions.tolist() and 1 in t.positions.tolist()
+    row = t.tokens[t.positions.tolist().index(1)]
+    torch.testing.assert_close(row, y[0, 0, 0])
+
+
+def test_llava_scissor_and_fastvid_merge_what_is_similar():
+    x = torch.zeros(2, 4, 4, 6)
+    x[..., 0] = 1.0
+    x[:, 2:, :, 1] = 3.0  # two regions per frame, the same in both frames
+    s = compress("llava_scissor", x, 2 / 32)
+    assert s.num_tokens == 2 and bool(s.merged.all())
+    best = torch.nn.functional.normalize(x.reshape(-1, 6), dim=-1) @ torch.nn.functional.normalize(s.tokens, dim=-1).T
+    assert float(best.amax(1).min()) > 0.999  # the two rows stand for the two regions
+    f = compress("fastvid", x, 4 / 32)
+    assert f.num_tokens == 4 and coverage(x, f) > 0.99
+    with pytest.raises(SelectorError, match="tau must be in"):
+        compress("fastvid", x, 0.5, tau=2.0)
+
+
+def test_bad_inputs_are_named():
+    x = tensor((2, 3, 3, 4), 0)
+    for args, kw, msg in ((("nope", x, 0.5), {}, "unknown method 'nope'"), (("random", x, 0), {}, "retention"),
+                          (("random", x, 0.5), {"seed": "a"}, "seed must be an int"),
+                          (("random", x, 0.5), {"colour": 1}, "random takes no option colour"),
+                          (("tome", x[..., 0], 0.5), {}, r"\(T, H, W, D\)"),
+                          (("tome", x * float("nan"), 0.5), {}, "NaN")):
+        with pytest.raises(SelectorError, match=msg):
+            compress(*args, **kw)
+
+
+def test_coverage_against_a_naive_loop():
+    x = tensor((3, 3, 4, 5), 4)
+    c = compress("random", x, 0.25, seed=3)
+    flat = x.reshape(-1, 5)
+    want = sum(max(float(torch.nn.functional.cosine_similarity(t, r, dim=0)) for r in c.tokens) for t in flat)
+    assert coverage(x, c) == pytest.approx(want / flat.shape[0], abs=1e-5)
+    rep = coverage_report(x, c, grid=2)
+    frames = {int(p) // 12 for p in c.positions}
+    assert rep["frames_covered"] == pytest.approx(len(frames) / 3)
+    cells = [{(int(p) % 12 // 4 * 2 // 3) * 2 + (int(p) % 4 * 2 // 4) for p in c.positions if int(p) // 12 == f}
+             for f in range(3)]
+    assert rep["cells_covered"] == pytest.approx(sum(len(s) for s in cells) / 12)
+    assert len(rep["coverage_per_frame"]) == 3
+
+
+def test_cli_writes_one_row_per_method_and_retention(tmp_path):
+    out = tmp_path / "r.csv"
+    r = subprocess.run([sys.executable, "-m", "selector.compare", str(SAMPLE), "--encoder", "efficientnet-lite0",
+                        "--frames", "4", "--methods", "entropy_select,random,tome", "--retention", "0.1", "0.35",
+                        "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    assert [(row["method"], row["retention"]) for row in rows] == [
+        (m, rr) for rr in ("0.1", "0.35") for m in ("entropy_select", "random", "tome")]
+    assert all(int(row["tokens_kept"]) == num_kept(float(row["retention"]), 576) for row in rows)
+    assert "[" in r.stderr and "%]" in r.stderr  # progress on stderr
+    js = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "selector.compare", str(SAMPLE), "--encoder", "efficientnet-lite0",
+                        "--frames", "4", "--methods", "uniform_pool", "--retention", "0.2", "--out", str(js)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0 and json.loads(js.read_text())[0]["tokens_kept"] == num_kept(0.2, 576)
+    bad = subprocess.run([sys.executable, "-m", "selector.compare", str(SAMPLE), "--methods", "nope"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "unknown method(s) nope" in bad.stderr and "Traceback" not in bad.stderr
