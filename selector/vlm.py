@@ -84,20 +84,22 @@ class VLM:
         return self.processor(text=prompt, videos=[np.ascontiguousarray(frames)], return_tensors="pt")
 
     def answer(self, frames: np.ndarray, question: str, retention: float = 1.0, config: SelectorConfig | None = None,
-               max_new_tokens: int = 64) -> Answer:
+               max_new_tokens: int = 64, method: str = "entropy_select") -> Answer:
+        """The answer with the video tokens `method` (any name of selector.compare.METHODS) keeps at `retention`
+        from the model's own video features: its K rows, at their positions (a merged row at its anchor's)."""
         inputs = self.prepare(frames, question)
         with self.lock, torch.inference_mode():
-            return self._answer(inputs, frames.shape[0], retention, config, max_new_tokens)
+            return self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, method=method)
 
     def compare(self, frames: np.ndarray, question: str, retention: float, config: SelectorConfig | None = None,
-                max_new_tokens: int = 64) -> tuple[Answer, Answer]:
+                max_new_tokens: int = 64, method: str = "entropy_select") -> tuple[Answer, Answer]:
         """(stock answer with all video tokens, ENTROPY-SELECT answer at `retention`), with the vision tower run
         once: both times to first token count the same measured tower time (the app's side-by-side view)."""
         inputs = self.prepare(frames, question)
         with self.lock, torch.inference_mode():
             video = self._vision(inputs, frames.shape[0])
             full = self._answer(inputs, frames.shape[0], 1.0, None, max_new_tokens, video)
-            comp = self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, video)
+            comp = self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, video, method=method)
         return full, comp
 
     def _sync(self) -> None:
@@ -113,7 +115,8 @@ class VLM:
         return grid, tail, (time.perf_counter() - t0) * 1e3
 
     def _answer(self, inputs: dict, t_: int, retention: float, config: SelectorConfig | None,
-                max_new_tokens: int, video: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> Answer:
+                max_new_tokens: int, video: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+                method: str = "entropy_select") -> Answer:
         """One answer; `video` = (grid, tail, vision ms) from `_vision` when the tower already ran on this clip."""
         dev = self.device
         check("answering")
@@ -121,7 +124,17 @@ class VLM:
         grid, tail, vision_ms = video if video is not None else self._vision(inputs, t_)
         sync = self._sync
         t1 = time.perf_counter()
-        sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False, cuda_graph=grid.is_cuda)
+        if method == "entropy_select":
+            sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False, cuda_graph=grid.is_cuda)
+            kept, rows = sel.keep.reshape(-1), None
+        else:  # another method of the registry: its rows, at their positions
+            from .compare import compress
+
+            comp = compress(method, grid, retention)
+            sel = None
+            kept = torch.zeros(grid.shape[0] * grid.shape[1] * grid.shape[2], dtype=torch.bool, device=grid.device)
+            kept[comp.positions] = True
+            rows = comp.tokens
         sync()
         t2 = time.perf_counter()
         mask = ids[0] == self.video_token_id
@@ -133,17 +146,21 @@ class VLM:
             raise VLMError(f"the prompt has {full} video placeholders for {n_grid}{plus} video features")
         start = int(where[0])
         keep = torch.ones(ids.shape[1], dtype=torch.bool, device=dev)
-        keep[start : start + n_grid] = sel.keep.reshape(-1)
+        keep[start : start + n_grid] = kept
         short = ids[:, keep]
         embeds = self.model.get_input_embeddings()(short)
         # the run of video placeholders: the grid's kept tokens in temporal-raster order, then the tail rows
         # (LLaVA-OneVision's newline); the dropped ones left the sequence. The kept rows are copied once,
         # straight from the features into the embeddings
-        k = sel.num_tokens
+        k = int(kept.sum())
         run = embeds[0, start : start + k + tail.shape[0]]
-        if grid.dtype == embeds.dtype:
+        if rows is not None:
+            run[:k] = rows.to(embeds.dtype)
+        elif grid.dtype == embeds.dtype:
+            assert sel is not None
             sel.gather_into(run[:k])
         else:
+            assert sel is not None
             run[:k] = sel.tokens.to(embeds.dtype)
         run[k:] = tail.to(embeds.dtype)
         extra, next_position = {}, None

@@ -246,3 +246,31 @@ def test_compare_runs_the_vision_tower_once_and_answers_as_answer_does(vlm, fram
     # both times to first token count the one measured tower time
     assert full.stages_ms["vision"] == comp.stages_ms["vision"] > 0
     assert comp.prefill_ms == pytest.approx(sum(comp.stages_ms.values()), rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["random", "uniform_pool", "tome", "vidcom2"])
+def test_any_method_of_the_registry_feeds_its_rows(vlm, frames, method):
+    """K rows in (the input shorter by exactly the dropped count, the embeddings at the video run equal to the
+    method's rows in position order); at retention 1.0 the stock forward's logits."""
+    from selector.compare import compress
+
+    seen = []
+    hook = vlm.model.model.language_model.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append(kwargs["inputs_embeds"].detach().clone()), with_kwargs=True)
+    try:
+        full = vlm.answer(frames, "what is in the video", 1.0, max_new_tokens=1, method=method)
+        comp = vlm.answer(frames, "what is in the video", 0.25, max_new_tokens=1, method=method)
+    finally:
+        hook.remove()
+    inputs = vlm.prepare(frames, "what is in the video")
+    with torch.inference_mode():
+        stock = vlm.model(**inputs).logits[0, -1].float()
+        grid, _, _ = vlm._vision(inputs, 4)
+    assert float((stock - full.first_logits).abs().max()) < 1e-5
+    want = compress(method, grid, 0.25)
+    assert comp.visual_tokens == want.num_tokens + 1 == 16 + 1 and comp.selection is None
+    assert seen[0].shape[1] - seen[1].shape[1] == 64 - 16
+    start = int(torch.nonzero(inputs["input_ids"][0] == vlm.video_token_id)[0])
+    torch.testing.assert_close(seen[1][0, start:start + 16], want.tokens.to(seen[1].dtype))
+    with pytest.raises(Exception, match="unknown method"):
+        vlm.answer(frames, "what", 0.5, max_new_tokens=1, method="nope")

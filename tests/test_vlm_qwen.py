@@ -75,3 +75,27 @@ def test_compressed_input_keeps_original_positions(vlm, frames, r):
     idx = comp.selection.indices  # raster index over (T', 4, 4): the row and column axes follow it
     video = pos_comp[:, 0, start : start + k] - pos_full[:, 0, start : start + 1]
     assert torch.equal(video[1], (idx // 4) % 4) and torch.equal(video[2], idx % 4)
+
+
+def test_a_merged_method_keeps_its_rows_at_their_anchor_positions(vlm, frames):
+    from selector.compare import compress
+
+    seen = []
+    hook = vlm.model.model.language_model.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append(kwargs["position_ids"]), with_kwargs=True)
+    try:
+        vlm.answer(frames, "how many", 1.0, max_new_tokens=1)
+        comp = vlm.answer(frames, "how many", 0.25, max_new_tokens=1, method="tome")
+    finally:
+        hook.remove()
+    inputs = vlm.prepare(frames, "how many")
+    with torch.inference_mode():
+        grid, _, _ = vlm._vision(inputs, 4)
+    want = compress("tome", grid, 0.25)
+    assert comp.visual_tokens == want.num_tokens == 8
+    ids = inputs["input_ids"][0]
+    start = int(torch.nonzero(ids == vlm.video_token_id)[0])
+    keep = torch.ones(ids.shape[0], dtype=torch.bool)
+    keep[start:start + 32] = False
+    keep[start + want.positions] = True
+    assert torch.equal(seen[1], seen[0][:, :, keep])  # each row at its anchor's (time, row, column)
