@@ -486,3 +486,30 @@ def test_no_remote_code_anywhere():
         text = f.read_text()
         assert "trust_remote_code=True" not in text, f
         assert "pickle" not in text.replace("allow_pickle=False", "").replace("pickles", ""), f
+
+
+def test_compare_tab_answers_with_each_method(tiny_qwen, tmp_path):
+    """The Compare tab's VLM button: one row per method with KL of the first token and agreement, plus the full
+    answer; refused methods and a missing question are named."""
+    import shutil
+
+    import gradio as gr
+    import gradio.utils
+
+    from selector.app.service import Service
+    from selector.app.settings import Settings
+    from selector.app.ui import create_demo
+
+    E = create_demo(Service(), Settings(extra_models=frozenset({str(tiny_qwen)}))).explorer
+    upload = Path(gradio.utils.get_upload_folder()) / f"test-answers-{os.getpid()}"
+    upload.mkdir(parents=True, exist_ok=True)
+    video = str(upload / "clip.mp4")
+    shutil.copy(SAMPLE, video)
+    out = E.compare_answers(video, "what is in the video", 0.25, str(tiny_qwen), "random,uniform_pool", 4)
+    rows = out[E.c["compare_answers"]]
+    assert [r["method"] for r in rows] == ["all tokens", "random", "uniform_pool"]
+    assert rows[0]["kl_first_token"] == 0 and all(r["kl_first_token"] >= 0 and r["ttft_ms"] > 0 for r in rows)
+    with pytest.raises(gr.Error, match="unknown method"):
+        E.compare_answers(video, "what", 0.25, str(tiny_qwen), "nope", 4)
+    with pytest.raises(gr.Error, match="write a question"):
+        E.compare_answers(video, " ", 0.25, str(tiny_qwen), "random", 4)

@@ -274,3 +274,13 @@ def test_any_method_of_the_registry_feeds_its_rows(vlm, frames, method):
     torch.testing.assert_close(seen[1][0, start:start + 16], want.tokens.to(seen[1].dtype))
     with pytest.raises(Exception, match="unknown method"):
         vlm.answer(frames, "what", 0.5, max_new_tokens=1, method="nope")
+
+
+def test_compare_methods_reports_kl_and_agreement(vlm, frames):
+    rows = vlm.compare_methods(frames, "what is in the video", 1.0, ["random", "tome"], max_new_tokens=2)
+    assert [r["method"] for r in rows] == ["all tokens", "random", "tome"]
+    assert all(abs(r["kl_first_token"]) < 1e-6 and r["same_answer"] for r in rows)  # nothing dropped at r = 1
+    rows = vlm.compare_methods(frames, "what is in the video", 0.1, ["random", "frame_sample"], max_new_tokens=2)
+    assert all(r["kl_first_token"] >= 0 and r["ttft_ms"] > 0 for r in rows)
+    assert rows[1]["visual_tokens"] == max(1, int(0.1 * 64)) + 1
+    assert any(r["kl_first_token"] > 0 for r in rows[1:])  # dropping 90 % changes the distribution

@@ -191,6 +191,7 @@ class Explorer:
             "method and a JSON list (method, tokens_kept, merged, coverage, frames_covered, cells_covered, ms). "
             "Coverage is a proxy for what the kept rows represent, not accuracy.")))
         self.sweep = self.guard(self._sweep)
+        self.compare_answers = self.guard(self._compare_answers)
         # the page's handlers, guarded. The slider path's parameters are the page's inputs by name (gradio finds
         # `progress` only among named parameters); the others take them positionally
         self.ui_run = self.guard(_with_signature(self._ui_run, _signature([*self.ui_fields, "shown"], {}), "ui_run",
@@ -447,6 +448,24 @@ class Explorer:
                           "cells_covered": round(rep["cells_covered"], 4), "ms": round(c.timings_ms["total"], 2)})
         return {self.c["compare_gallery"]: gallery, self.c["compare_json"]: finite(table)}
 
+    def _compare_answers(self, video: Any, question: Any, retention: Any, model: Any, methods: Any, num_frames: Any,
+                         progress: Any = None) -> dict:
+        """The Compare tab's methods answering through the connected VLM (the Ask tab's model and question)."""
+        v = {"video": video, "retention": retention, "methods": methods, "num_frames": num_frames, "encoder": None}
+        try:
+            names = parse_methods(methods if isinstance(methods, str) else "")
+        except ValueError as e:
+            raise SelectorError(str(e)) from None
+        p = self.params({**{n: k.default for n, k in self.knobs.items()}, **v})
+        if not isinstance(question, str) or not question.strip():
+            raise SelectorError("write a question in the Ask tab first")
+        name = self.allowed("model", (model or DEFAULT_VLM).strip() if isinstance(model, str) else DEFAULT_VLM,
+                            {DEFAULT_VLM, *KNOWN_VLMS})
+        vlm = load_vlm(name)
+        frames = read_clip(self.uploaded(video), min(p.num_frames, self.service.max_frames)).frames
+        rows = vlm.compare_methods(frames, question, p.retention, names, max_new_tokens=32)
+        return {self.c["compare_answers"]: finite(rows)}
+
     def compare_if_shown(self, on: bool, *inputs: Any) -> dict:
         """The Compare tab's methods again at a new retention, once the tab has shown results (features cached)."""
         return self.compare_endpoint(*inputs) if on else {}
@@ -551,10 +570,13 @@ class Explorer:
                             with gr.Row():
                                 compare_btn = gr.Button("Compare", variant="primary")
                                 sweep_btn = gr.Button("Sweep retention 0.05–0.9")
+                                answers_btn = gr.Button("Answer with each method (the Ask tab's model)")
                             c["compare_json"] = gr.JSON(label="Methods at this retention")
                             c["compare_gallery"] = gr.Gallery(label="Kept tokens per method", columns=1,
                                                               height="auto")
                             c["sweep_plot"] = gr.Plot(label="Coverage and time against retention")
+                            c["compare_answers"] = gr.JSON(label="Answers: KL of the first token from the full "
+                                                                 "answer's, same answer, time to first token")
                         with gr.Tab("Downloads") as downloads_tab:
                             c["json_file"] = gr.File(label="Selection (JSON)")
                             c["npz_file"] = gr.File(label="Selection (NPZ)")
@@ -614,6 +636,10 @@ class Explorer:
                                    api_visibility="private", concurrency_id="compute", show_progress="hidden")
             sweep_btn.click(self.sweep, [c["video"], api["methods"], c["num_frames"], c["encoder"]], c["sweep_plot"],
                             api_visibility="private", concurrency_id="compute")
+            answers_btn.click(self.compare_answers, [c["video"], c["question"], c["retention"], c["model"],
+                                                     api["methods"], c["num_frames"]], c["compare_answers"],
+                              api_visibility="private", concurrency_limit=1, concurrency_id="vlm",
+                              time_limit=s.time_limit)
             ask_btn.click(self.ask_endpoint, [api[n] for n in inspect.signature(self.ask_endpoint).parameters
                                               if n != "progress"], [c["full_md"], c["comp_md"], c["ask_json"]],
                           api_name="ask", concurrency_limit=1, concurrency_id="vlm", time_limit=s.time_limit)
