@@ -21,6 +21,8 @@ if "ENTROPY_SELECT_TEST_TMP" not in os.environ:
 SCRATCH = Path(os.environ["ENTROPY_SELECT_TEST_TMP"])
 os.environ["TMPDIR"] = tempfile.tempdir = str(SCRATCH)
 os.environ["GRADIO_TEMP_DIR"] = str(SCRATCH / "gradio")
+os.environ.setdefault("ENTROPY_SELECT_WARM", "0")  # apps made by tests do not encode the example in the background
+os.environ["GRADIO_EXAMPLES_CACHE"] = str(SCRATCH / "examples")  # not .gradio/ in the repository
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -12,7 +12,8 @@ __all__ = ["Settings"]
 class Settings:
     """ENTROPY_SELECT_MAX_UPLOAD (e.g. "200mb"), _QUEUE (requests waiting), _CONCURRENCY (compute requests at
     once), _TIME_LIMIT (seconds per compute request, enforced between steps), _MODEL_ALLOWLIST (comma-separated
-    extra encoder/model ids or folders a public server may load), _ALLOW_ANY_MODEL=1 (no allowlist)."""
+    extra encoder/model ids or folders a public server may load), _ALLOW_ANY_MODEL=1 (no allowlist), _WARM=0 (do not
+    compute the example's views in the background at start-up)."""
 
     max_upload: str = "200mb"
     queue: int = 32
@@ -20,6 +21,7 @@ class Settings:
     time_limit: float = 300.0
     allow_any_model: bool = False
     extra_models: frozenset[str] = field(default_factory=frozenset)
+    warm: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -30,4 +32,5 @@ class Settings:
                    time_limit=float(e.get("ENTROPY_SELECT_TIME_LIMIT", "300")),
                    allow_any_model=e.get("ENTROPY_SELECT_ALLOW_ANY_MODEL", "") == "1",
                    extra_models=frozenset(m.strip() for m in e.get("ENTROPY_SELECT_MODEL_ALLOWLIST", "").split(",")
-                                          if m.strip()))
+                                          if m.strip()),
+                   warm=e.get("ENTROPY_SELECT_WARM", "1") != "0")

@@ -13,6 +13,7 @@ import inspect
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -483,6 +484,22 @@ class Explorer:
     def example(self, video: str) -> dict:
         return self.analyze_endpoint(video, encoder=DEFAULT_ENCODER)
 
+    def warm(self) -> threading.Thread | None:
+        """Decode, encode and select the example clip with the page's defaults in a background thread, so a
+        visitor's first click on it is served from the caches (start-up itself does not wait)."""
+        if not SAMPLE.exists():
+            return None
+
+        def run() -> None:
+            try:
+                self.service.analyze(str(SAMPLE), self.Params())
+            except Exception:  # a warm-up that fails leaves the first click to do the work
+                log.exception("warming the example failed")
+
+        t = threading.Thread(target=run, name="warm-example", daemon=True)
+        t.start()
+        return t
+
     # ---- the page ---------------------------------------------------------------------------------------------
 
     def _knob_input(self, k: Knob, d: SelectorConfig) -> Any:
@@ -508,6 +525,8 @@ class Explorer:
             with gr.Row():
                 with gr.Column(scale=1, min_width=320) as left:
                     c["video"] = gr.Video(label="Video", sources=["upload"], height=260)
+                    if SAMPLE.exists():
+                        example_btn = gr.Button("Try the example clip (Big Buck Bunny)", size="sm")
                     c["retention"] = gr.Slider(0.01, 1.0, 0.35, step=0.01,
                                                label="Retention r (fraction of tokens kept)")
                     for k in ks:
@@ -587,6 +606,8 @@ class Explorer:
                 if SAMPLE.exists():  # the repository's clip (not part of an installed package)
                     gr.Examples(examples=[[str(SAMPLE)]], inputs=[c["video"]], outputs=views, fn=self.example,
                                     label="Example (Big Buck Bunny, CC-BY 3.0)", cache_examples=True, cache_mode="lazy")
+            if SAMPLE.exists():
+                example_btn.click(lambda: str(SAMPLE), None, c["video"], api_visibility="private", queue=False)
             c["shown"] = gr.State({})  # keys of the maps on the page (a few short tuples per session)
             # the endpoints take explicit values of log-scale knobs: hidden numbers follow their sliders
             api = {n: c[n] for n in ("video", "retention", "num_frames", "encoder", "stretch", "question", "model")}
@@ -650,7 +671,11 @@ class Explorer:
 def create_demo(service: Service | None = None, settings: Settings | None = None,
                 config_cls: type = SelectorConfig) -> gr.Blocks:
     """The app's gr.Blocks (its handlers on `demo.explorer`); launch it with `launch(demo)`."""
-    return Explorer(service, settings, config_cls).build()
+    explorer = Explorer(service, settings, config_cls)
+    demo = explorer.build()
+    if explorer.settings.warm:
+        explorer.warm()
+    return demo
 
 
 def launch(demo: gr.Blocks, **kwargs: Any) -> None:
