@@ -20,14 +20,17 @@ ENC = "efficientnet-lite0"
 DECODE_BOUND_MB = 400
 
 MEASURE = r"""
-import json, resource, sys
+import json, sys
 import av, numpy, torch  # noqa: imported before the baseline
 from selector.video import VideoError, read_clip
 
-def rss():
+def status(key):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
+
+def rss():
+    return status("VmRSS")
 
 base = rss()
 res = {}
@@ -36,7 +39,7 @@ try:
     res.update(frames=int(c.frames.shape[0]), duration=c.duration, notes=list(c.notes), backend=c.backend)
 except VideoError as e:
     res["error"] = str(e)
-res["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+res["peak_mb"] = status("VmHWM") - base  # this process's peak (ru_maxrss would count the parent's at fork)
 res["after_mb"] = rss() - base
 res["recovered_frames"] = int(read_clip(sys.argv[3], 4).frames.shape[0])
 print(json.dumps(res))

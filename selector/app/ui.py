@@ -510,8 +510,8 @@ class Explorer:
             return gr.Number(0 if value is None else value, label=k.label, info=k.help,
                              precision=0 if k.kind == "int" else None)
         if k.log:
-            return gr.Slider(math.log10(k.ui_low), math.log10(k.ui_high), math.log10(value), step=k.step,
-                             label=k.label, info=k.help)
+            return gr.Slider(round(math.log10(k.ui_low), 2), round(math.log10(k.ui_high), 2), math.log10(value),
+                             step=k.step, label=k.label, info=k.help)
         lo = k.low if k.ui_low is None else k.ui_low
         hi = k.high if k.ui_high is None else k.ui_high
         return gr.Slider(lo, hi, value, step=k.step, label=k.label, info=k.help)
