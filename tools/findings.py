@@ -41,7 +41,7 @@ def main() -> int:
         for name, path in clips(Path(tmp)).items():
             feats = extract(path, a.encoder, a.frames)
             rows = rows_for(feats.tokens, list(METHODS), a.retention,
-                            lambda f, m: print(f"[{f:4.0%}] {name}: {m}", file=sys.stderr, flush=True))
+                            lambda f, m, name=name: print(f"[{f:4.0%}] {name}: {m}", file=sys.stderr, flush=True))
             print(f"\n### {name}: {tuple(feats.tokens.shape)} tokens ({feats.encoder})\n")
             print("| method | " + " | ".join(f"coverage r={r:g}" for r in a.retention) + " | cells covered r="
                   f"{a.retention[0]:g} | ms r={a.retention[0]:g} |")
