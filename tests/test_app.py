@@ -392,6 +392,13 @@ def test_browser_upload_move_slider_and_screenshot(server):
         _open_tab(page, "Downloads")  # files are written when this tab opens
         page.wait_for_selector("text=/selection-.*\\.json/", timeout=60_000)
         page.wait_for_selector("text=/selection-.*\\.npz/", timeout=60_000)
+        # the Compare tab: the default methods at the page's retention, a table row and an overlay each
+        _open_tab(page, "Compare")
+        page.get_by_role("button", name="Compare", exact=True).click()
+        page.wait_for_selector("td:has-text('uniform_pool')", timeout=120_000)
+        page.wait_for_timeout(1000)
+        assert page.locator("td:has-text('vidcom2')").count() >= 1
+        page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
         # a fresh visitor clicks the example instead of uploading (cached lazily on first use)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(server[0])

@@ -133,6 +133,14 @@ def _input_error(e: Exception, wanted: int, got: int) -> str:
     return "The request's inputs could not be read: give each the type the API page lists (a video as an upload)."
 
 
+#: the Compare tab's table columns (the /compare JSON's keys)
+TABLE = ("method", "tokens_kept", "merged", "coverage", "frames_covered", "cells_covered", "ms")
+
+
+def _table(rows: Any) -> list[list[Any]]:
+    return [[row.get(k) for k in TABLE] for row in rows or []]
+
+
 def _show_log_value(name: str) -> Callable[[float], tuple[str, float]]:
     def show(x: float) -> tuple[str, float]:
         return f"{name} = {10 ** x:.3g}", 10 ** x
@@ -590,7 +598,9 @@ class Explorer:
                                 compare_btn = gr.Button("Compare", variant="primary")
                                 sweep_btn = gr.Button("Sweep retention 0.05–0.9")
                                 answers_btn = gr.Button("Answer with each method (the Ask tab's model)")
-                            c["compare_json"] = gr.JSON(label="Methods at this retention")
+                            c["compare_table"] = gr.Dataframe(headers=list(TABLE), label="Methods at this retention",
+                                                              interactive=False)
+                            c["compare_json"] = gr.JSON(label="Methods at this retention (JSON)")
                             c["compare_gallery"] = gr.Gallery(label="Kept tokens per method", columns=1,
                                                               height="auto")
                             c["sweep_plot"] = gr.Plot(label="Coverage and time against retention")
@@ -653,6 +663,8 @@ class Explorer:
             compare_btn.click(self.compare_endpoint, compare_inputs, compare_outputs, api_name="compare",
                               concurrency_limit=s.concurrency, concurrency_id="compute", time_limit=s.time_limit
                               ).then(lambda: True, None, compare_on, api_visibility="private", queue=False)
+            c["compare_json"].change(_table, c["compare_json"], c["compare_table"], api_visibility="private",
+                                     queue=False)
             c["retention"].release(self.compare_if_shown, [compare_on, *compare_inputs], compare_outputs,
                                    api_visibility="private", concurrency_id="compute", show_progress="hidden")
             sweep_btn.click(self.sweep, [c["video"], api["methods"], c["num_frames"], c["encoder"]], c["sweep_plot"],

@@ -320,49 +320,59 @@ def _fastvid(tokens: torch.Tensor, k: int, c: int = 8, tau: float = 0.9, p: int 
 
 # ---- LLaVA-Scissor ---------------------------------------------------------------------------------------------------
 
-def _components(x: torch.Tensor, tau: float, chunk: int = 2048, max_edges: int = 4_000_000) -> torch.Tensor | None:
-    """Connected-component label (the smallest member index) of each unit row of x under cosine > tau; None when
-    the graph has more than max_edges edges (a tau this low joins nearly everything)."""
-    n = x.shape[0]
-    src, dst = [], []
-    edges = 0
-    for i in range(0, n, chunk):
-        e = torch.nonzero(x[i:i + chunk] @ x.T > tau)
-        edges += e.shape[0]
-        if edges > max_edges:
-            return None
-        src.append(e[:, 0] + i)
-        dst.append(e[:, 1])
-    s, d = torch.cat(src), torch.cat(dst)
-    label = torch.arange(n, device=x.device)
+def _labels(src: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:
+    """Connected-component label (the smallest member index) of n nodes joined by the edges src–dst."""
+    label = torch.arange(n, device=src.device)
     while True:  # min-label propagation with pointer jumping
-        new = label.scatter_reduce(0, s, label[d], reduce="amin")
+        new = label.scatter_reduce(0, src, label[dst], reduce="amin")
         new = new[new]
         if torch.equal(new, label):
             return label
         label = new
 
 
-def _scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float) -> tuple | None:
-    """The two SCC steps at tau: spatial per frame, then temporal over all frames' components; returns (component
-    of each token, number of components) or None (too many edges)."""
-    t_, m, _ = xs.shape
-    comp = torch.empty(t_ * m, dtype=torch.long, device=xs.device)
-    reps, base = [], 0
-    for f in range(t_):
-        lab = _components(xs[f], tau)
-        if lab is None:
-            return None
-        uniq, inv = torch.unique(lab, return_inverse=True)
-        rep = torch.zeros(len(uniq), xs.shape[-1], device=xs.device).index_add_(0, inv, frames[f])
-        reps.append(rep / torch.bincount(inv, minlength=len(uniq))[:, None])
-        comp[f * m:(f + 1) * m] = inv + base
-        base += len(uniq)
-    lab = _components(F.normalize(torch.cat(reps), dim=-1), tau)
-    if lab is None:
+def _edges(x: torch.Tensor, tau: float, max_edges: int, chunk: int = 2048) -> tuple | None:
+    """Edges (i, j) of cosine > tau between the unit rows of x (N, D), or of each frame of x (T, M, D) with
+    frame-offset indices; None past max_edges (a tau this low joins nearly everything)."""
+    src, dst, edges = [], [], 0
+    if x.ndim == 3:
+        t_, m, _ = x.shape
+        step = max(1, (chunk * chunk) // max(1, m * m))
+        for f in range(0, t_, step):
+            e = torch.nonzero(torch.bmm(x[f:f + step], x[f:f + step].transpose(1, 2)) > tau)
+            edges += e.shape[0]
+            if edges > max_edges:
+                return None
+            src.append((e[:, 0] + f) * m + e[:, 1])
+            dst.append((e[:, 0] + f) * m + e[:, 2])
+    else:
+        for i in range(0, x.shape[0], chunk):
+            e = torch.nonzero(x[i:i + chunk] @ x.T > tau)
+            edges += e.shape[0]
+            if edges > max_edges:
+                return None
+            src.append(e[:, 0] + i)
+            dst.append(e[:, 1])
+    return torch.cat(src), torch.cat(dst)
+
+
+def _scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: int = 4_000_000) -> tuple | None:
+    """The two SCC steps at tau: spatial within every frame (all frames in one graph of disjoint parts), then
+    temporal over all frames' component averages; returns (component of each token, number of components) or
+    None (too many edges)."""
+    t_, m, d_ = xs.shape
+    e = _edges(xs, tau, max_edges)
+    if e is None:
         return None
-    uniq, inv = torch.unique(lab, return_inverse=True)
-    return inv[comp], len(uniq)
+    _, inv = torch.unique(_labels(e[0], e[1], t_ * m), return_inverse=True)
+    n1 = int(inv.max()) + 1
+    reps = torch.zeros(n1, d_, device=xs.device).index_add_(0, inv, frames.reshape(-1, d_))
+    reps = F.normalize(reps / torch.bincount(inv, minlength=n1)[:, None], dim=-1)
+    e = _edges(reps, tau, max_edges)
+    if e is None:
+        return None
+    uniq, inv2 = torch.unique(_labels(e[0], e[1], n1), return_inverse=True)
+    return inv2[inv], len(uniq)
 
 
 def _llava_scissor(tokens: torch.Tensor, k: int) -> tuple:
