@@ -1,8 +1,6 @@
 """`python -m selector.bench_vlm`: the VLM benchmark (code in selector.bench.vlm)."""
 
-import sys
-
 from .bench.vlm import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

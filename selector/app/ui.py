@@ -518,6 +518,7 @@ class Explorer:
             return gr.Number(0 if value is None else value, label=k.label, info=k.help,
                              precision=0 if k.kind == "int" else None)
         if k.log:
+            assert k.ui_low is not None and k.ui_high is not None
             return gr.Slider(round(math.log10(k.ui_low), 2), round(math.log10(k.ui_high), 2), math.log10(value),
                              step=k.step, label=k.label, info=k.help)
         lo = k.low if k.ui_low is None else k.ui_low

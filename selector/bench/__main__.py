@@ -1,5 +1,3 @@
-import sys
-
 from .selector import main
 
-sys.exit(main())
+main()

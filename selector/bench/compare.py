@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = a.methods.split(",")
     print("| method | " + " | ".join("×".join(map(str, g)) + " ms" for g in grids) + " |")
     print("| --- |" + " --- |" * len(grids))
-    results = {m: [] for m in methods}
+    results: dict[str, list[float]] = {m: [] for m in methods}
     for g in grids:
         x = torch.randn(*g, generator=torch.Generator().manual_seed(0)).to(dev)
         for m in methods:

@@ -180,7 +180,7 @@ def _dycoke(tokens: torch.Tensor, k: int, window: int = 4) -> tuple:
 
     if k >= len(whole) * m:
         pos += [torch.arange(t * m, (t + 1) * m, device=tokens.device) for t in whole]
-        quota = _quota(torch.ones(len(compared)), k - len(whole) * m, m) if compared else []
+        quota: Any = _quota(torch.ones(len(compared)), k - len(whole) * m, m) if compared else []
         pos += [least_similar(t, ref_of[t], int(q)) for t, q in zip(compared, quota, strict=True)]
     else:
         quota = _quota(torch.ones(len(whole)), k, m)
@@ -210,7 +210,7 @@ def _vidcom2(tokens: torch.Tensor, k: int) -> tuple:
 
     def gauss(c: torch.Tensor) -> torch.Tensor:
         d2 = ((frames - c) ** 2).sum(-1)
-        return sum(torch.exp(-d2 / (2 * a)) for a in alphas)
+        return torch.stack([torch.exp(-d2 / (2 * a)) for a in alphas]).sum(0)
 
     v, f = gauss(vid_c), gauss(frame_c)
     s = -v.mean(dim=-1)
