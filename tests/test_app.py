@@ -5,23 +5,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, SAMPLE, require_tool
+from servers import app_server
 
 ARTIFACTS = ROOT / "test-artifacts"
 ENC = "efficientnet-lite0"  # the fast offline encoder keeps the suite quick; the default is covered below
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,30 +28,10 @@ def tiny_qwen(tmp_path_factory):
 def server(tmp_path_factory, tiny_qwen):
     from selector.bench.models import build
 
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "app.log"
     tiny = build(tmp_path_factory.mktemp("tiny-llava"))
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "ENTROPY_SELECT_MAX_FRAMES": "24", "PYTHONUNBUFFERED": "1",
-           "ENTROPY_SELECT_VLM": str(tiny), "ENTROPY_SELECT_MODEL_ALLOWLIST": str(tiny_qwen)}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"app exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("app did not start in 180 s")
-    yield url, proc, log
-    proc.terminate()
-    proc.wait(timeout=30)
+    with app_server(tmp_path_factory.mktemp("server") / "app.log", ENTROPY_SELECT_MAX_FRAMES="24",
+                    ENTROPY_SELECT_VLM=str(tiny), ENTROPY_SELECT_MODEL_ALLOWLIST=str(tiny_qwen)) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
