@@ -367,10 +367,14 @@ def test_browser_upload_move_slider_and_screenshot(server):
         page.wait_for_selector("text=/selection-.*\\.npz/", timeout=60_000)
         # the Compare tab: the default methods at the page's retention, a table row and an overlay each
         _open_tab(page, "Compare")
-        page.get_by_role("button", name="Compare", exact=True).click()
-        page.wait_for_selector("td:has-text('uniform_pool')", timeout=120_000)
-        page.wait_for_timeout(1000)
-        assert page.locator("td:has-text('vidcom2')").count() >= 1
+        page.locator("#compare-btn").click()
+        try:
+            page.wait_for_function("() => ['entropy_select', 'uniform_pool', 'vidcom2', 'fastvid'].every("
+                                   "m => (document.querySelector('#compare-table')?.innerText || '').includes(m))",
+                                   timeout=120_000)
+        except Exception as e:  # say what the page and the server showed instead
+            raise AssertionError(f"no comparison table; page text:\n{page.inner_text('body')[-2000:]}\napp log:\n"
+                                 f"{server[2].read_text()[-3000:]}") from e
         page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
         # a fresh visitor clicks the example instead of uploading (cached lazily on first use)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})

@@ -21,7 +21,7 @@ class Settings:
     time_limit: float = 300.0
     allow_any_model: bool = False
     extra_models: frozenset[str] = field(default_factory=frozenset)
-    warm: bool = True
+    warm: bool = False  # the app (from_env) warms by default; settings made in code do not
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

@@ -596,11 +596,11 @@ class Explorer:
                             c["methods"] = gr.CheckboxGroup(list(METHODS), value=list(DEFAULT_METHODS),
                                                             label="Methods")
                             with gr.Row():
-                                compare_btn = gr.Button("Compare", variant="primary")
+                                compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
                                 sweep_btn = gr.Button("Sweep retention 0.05–0.9")
                                 answers_btn = gr.Button("Answer with each method (the Ask tab's model)")
                             c["compare_table"] = gr.Dataframe(headers=list(TABLE), label="Methods at this retention",
-                                                              interactive=False)
+                                                              interactive=False, elem_id="compare-table")
                             c["compare_json"] = gr.JSON(label="Methods at this retention (JSON)")
                             c["compare_gallery"] = gr.Gallery(label="Kept tokens per method", columns=1,
                                                               height="auto")
