@@ -287,34 +287,42 @@ def _fastvid(tokens: torch.Tensor, k: int, c: int = 8, tau: float = 0.9, p: int 
     seg_quota = torch.minimum(seg_quota, torch.tensor(lengths) * m)
     seg_quota += _quota(torch.tensor(lengths, dtype=torch.float64) * (seg_quota < torch.tensor(lengths) * m),
                         k - int(seg_quota.sum()), m * max(lengths))
-    rows, pos, merged = [], [], []
+    # segments with the same length and the same anchor plan are processed together (batched)
+    groups: dict[tuple, list[int]] = {}
     start = 0
     for length, q in zip(lengths, seg_quota.tolist(), strict=True):
-        seg = x[start:start + length]
         if q > 0:
             step = p if q <= -(-length // p) * m else 1
-            anchors = list(range(0, length, step))
-            share = _quota(torch.ones(len(anchors)), q, m)
-            scores = _density_scores(seg[anchors], knn)
-            a_rows, a_pos = [], []
-            for i, (f, n) in enumerate(zip(anchors, share.tolist(), strict=True)):
-                if n:
-                    top = torch.topk(scores[i], n).indices
-                    a_rows.append(seg[f, top])
-                    a_pos.append((start + f) * m + top)
-            anchor = torch.cat(a_rows).float()
-            members = seg.reshape(-1, d_).float()
-            sim = F.normalize(members, dim=-1) @ F.normalize(anchor, dim=-1).T
-            owner = sim.argmax(1)
-            counts = torch.bincount(owner, minlength=anchor.shape[0]).to(anchor.dtype)
-            sums = torch.zeros_like(anchor).index_add_(0, owner, members)
-            mean = sums / counts.clamp_min(1)[:, None]
-            a = torch.clamp(1.0 / (counts + 1), min=float(alpha))[:, None]
-            row = torch.where((counts > 1)[:, None], a * anchor + (1 - a) * mean, anchor)  # alone: the token itself
-            rows.append(row.to(tokens.dtype))
-            pos.append(torch.cat(a_pos))
-            merged.append(counts > 1)
+            anchors = tuple(range(0, length, step))
+            share = tuple(_quota(torch.ones(len(anchors)), q, m).tolist())
+            groups.setdefault((length, anchors, share), []).append(start)
         start += length
+    rows, pos, merged = [], [], []
+    for (length, anchors, share), starts in groups.items():
+        n_seg = len(starts)
+        frame_idx = torch.tensor(starts)[:, None] + torch.arange(length)  # (S, L)
+        seg = x[frame_idx.to(x.device)]  # (S, L, M, D)
+        scores = _density_scores(seg[:, list(anchors)].reshape(n_seg * len(anchors), m, d_), knn)
+        scores = scores.reshape(n_seg, len(anchors), m)
+        a_rows, a_pos = [], []
+        for i, (f, n) in enumerate(zip(anchors, share, strict=True)):
+            if n:
+                top = torch.topk(scores[:, i], n, dim=-1).indices  # (S, n)
+                a_rows.append(torch.gather(seg[:, f], 1, top[..., None].expand(-1, -1, d_)))
+                a_pos.append((frame_idx[:, f].to(x.device)[:, None]) * m + top)
+        anchor = torch.cat(a_rows, dim=1).float()  # (S, n_total, D)
+        members = seg.reshape(n_seg, length * m, d_).float()
+        sim = torch.bmm(F.normalize(members, dim=-1), F.normalize(anchor, dim=-1).transpose(1, 2))
+        owner = sim.argmax(-1)  # (S, L·M)
+        counts = torch.zeros(anchor.shape[:2], device=x.device).scatter_add_(1, owner, torch.ones_like(owner,
+                                                                                                      dtype=torch.float))
+        sums = torch.zeros_like(anchor).scatter_add_(1, owner[..., None].expand(-1, -1, d_), members)
+        mean = sums / counts.clamp_min(1)[..., None]
+        a = torch.clamp(1.0 / (counts + 1), min=float(alpha))[..., None]
+        row = torch.where((counts > 1)[..., None], a * anchor + (1 - a) * mean, anchor)  # alone: the token itself
+        rows.append(row.reshape(-1, d_).to(tokens.dtype))
+        pos.append(torch.cat(a_pos, dim=1).reshape(-1))
+        merged.append((counts > 1).reshape(-1))
     return torch.cat(rows), torch.cat(pos), torch.cat(merged)
 
 
