@@ -23,7 +23,7 @@ import gradio.utils
 import torch
 
 from .. import SelectorConfig, SelectorError
-from ..compare import DEFAULT_METHODS, METHODS, compress, coverage_report
+from ..compare import DEFAULT_METHODS, METHODS, compress, result_row
 from ..compare.__main__ import parse_methods
 from ..config import Knob, knobs
 from ..encoders import DEFAULT_ENCODER, EncoderError, available_encoders
@@ -242,7 +242,8 @@ class Explorer:
                             "ENTROPY_SELECT_ALLOW_ANY_MODEL=1")
 
     def params(self, v: dict[str, Any]) -> Any:
-        """Params from named values (knobs, retention, num_frames, encoder); SelectorError names a refused one."""
+        """Params from named values (knobs, retention, num_frames, encoder; a knob left out takes its default);
+        SelectorError names a refused one."""
         enc = v.get("encoder")
         if enc is not None and not isinstance(enc, str):
             raise SelectorError(f"encoder must be the name of an encoder, got {type(enc).__name__} {enc!r}")
@@ -251,7 +252,7 @@ class Explorer:
         encoder = self.allowed("encoder", (enc or DEFAULT_ENCODER).strip(),
                                set(available_encoders()) | {DEFAULT_ENCODER}) if "encoder" in v else DEFAULT_ENCODER
         return self.Params(retention=retention, num_frames=frames, encoder=encoder,
-                           **{n: _coerce(k, v[n]) for n, k in self.knobs.items()})
+                           **{n: _coerce(k, v.get(n, k.default)) for n, k in self.knobs.items()})
 
     def page_values(self, ui: tuple) -> dict[str, Any]:
         """The UI handlers' positional inputs by name, log-scale knobs turned into their values."""
@@ -424,15 +425,20 @@ class Explorer:
                 self.c["comp_md"]: _answer_md(f"ENTROPY-SELECT, r = {p.retention:g}", comp),
                 self.c["ask_json"]: finite(summary)}
 
-    def _compare_rows(self, v: dict, progress: Any = None) -> tuple[Analysis, list[str]]:
-        if not isinstance(v.get("methods"), (str, list, tuple)):
+    @staticmethod
+    def _method_names(methods: Any) -> list[str]:
+        """Method names from a comma-separated string (or a list); SelectorError names unknown ones."""
+        if not isinstance(methods, (str, list, tuple)):
             raise SelectorError("methods must be a comma-separated list of method names")
-        text = v["methods"] if isinstance(v["methods"], str) else ",".join(map(str, v["methods"]))
         try:
-            names = parse_methods(text)
+            return parse_methods(methods if isinstance(methods, str) else ",".join(map(str, methods)))
         except ValueError as e:
             raise SelectorError(str(e)) from None
-        p = self.params({**{n: k.default for n, k in self.knobs.items()}, **v})
+
+    def _compare_inputs(self, v: dict, progress: Any = None) -> tuple[Analysis, list[str]]:
+        """The (cached) analysis of the video with the page's defaults for the knobs, and the methods asked for."""
+        names = self._method_names(v.get("methods"))
+        p = self.params(v)
         a = self.service.analyze(self.uploaded(v["video"]), p,
                                  progress=None if progress is None else (lambda f, msg: progress(f, desc=msg)))
         return a, names
@@ -440,7 +446,7 @@ class Explorer:
     def _compare(self, v: dict, progress: Any) -> dict:
         from viz import compression_overlay, thumbnails
 
-        a, names = self._compare_rows(v, progress)
+        a, names = self._compare_inputs(v, progress)
         tokens = a.features.tokens
         thumbs = self.service.thumbnails(a.features, thumbnails)
         folder = self.out.folder()
@@ -448,24 +454,18 @@ class Explorer:
         for i, name in enumerate(names):
             progress(i / len(names), desc=f"{name} at r = {a.params.retention:g}")
             c = compress(name, tokens, a.params.retention)
-            rep = coverage_report(tokens, c)
+            row = result_row(tokens, c)
             img = compression_overlay(thumbs, c.grid, c.positions.cpu().numpy(), c.merged.cpu().numpy(),
-                                      f"{name}: {c.num_tokens:,} rows, coverage {rep['coverage']:.3f}")
+                                      f"{name}: {c.num_tokens:,} rows, coverage {row['coverage']:.3f}")
             gallery.append((self.out.image(folder, f"compare-{i}-{name}", img), name))
-            table.append({"method": name, "tokens_kept": c.num_tokens, "merged": int(c.merged.sum()),
-                          "coverage": round(rep["coverage"], 5), "frames_covered": round(rep["frames_covered"], 4),
-                          "cells_covered": round(rep["cells_covered"], 4), "ms": round(c.timings_ms["total"], 2)})
+            table.append(row)
         return {self.c["compare_gallery"]: gallery, self.c["compare_json"]: finite(table)}
 
     def _compare_answers(self, video: Any, question: Any, retention: Any, model: Any, methods: Any, num_frames: Any,
                          progress: Any = None) -> dict:
         """The Compare tab's methods answering through the connected VLM (the Ask tab's model and question)."""
-        v = {"video": video, "retention": retention, "methods": methods, "num_frames": num_frames, "encoder": None}
-        try:
-            names = parse_methods(methods if isinstance(methods, str) else "")
-        except ValueError as e:
-            raise SelectorError(str(e)) from None
-        p = self.params({**{n: k.default for n, k in self.knobs.items()}, **v})
+        names = self._method_names(methods)
+        p = self.params({"retention": retention, "num_frames": num_frames, "encoder": None})
         if not isinstance(question, str) or not question.strip():
             raise SelectorError("write a question in the Ask tab first")
         name = self.allowed("model", (model or DEFAULT_VLM).strip() if isinstance(model, str) else DEFAULT_VLM,
@@ -484,7 +484,7 @@ class Explorer:
 
         from ..compare.__main__ import rows_for
 
-        a, names = self._compare_rows({"video": video, "methods": methods, "retention": 0.35,
+        a, names = self._compare_inputs({"video": video, "methods": methods, "retention": 0.35,
                                        "num_frames": num_frames, "encoder": encoder})
         rows = rows_for(a.features.tokens, names, list(SWEEP))
         return {self.c["sweep_plot"]: sweep_chart(rows)}

@@ -15,11 +15,12 @@ from typing import Any
 import torch
 
 from ..config import SelectorError
-from ..method.pipeline import num_kept
+from ..method.pipeline import check_finite, num_kept
 from . import methods
 from .methods import Method
 
-__all__ = ["METHODS", "Method", "Compression", "compress", "coverage", "coverage_report", "DEFAULT_METHODS"]
+__all__ = ["METHODS", "Method", "Compression", "compress", "coverage", "coverage_report", "result_row",
+           "DEFAULT_METHODS"]
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,7 @@ def _check(name: object, tokens: object, retention: object) -> tuple[Method, int
         raise SelectorError(f"tokens must be a non-empty (T, H, W, D) tensor, got {shape}")
     if not tokens.is_floating_point():
         raise SelectorError(f"tokens must be a float tensor, got {tokens.dtype}")
-    if not bool(torch.isfinite(tokens).all()):
-        raise SelectorError("tokens contain NaN/Inf values")
+    check_finite(tokens)  # names NaN/Inf values
     if isinstance(retention, bool) or not isinstance(retention, (int, float)) or not 0.0 < float(retention) <= 1.0:
         raise SelectorError(f"retention must be in (0, 1], got {retention!r}")
     t_, h_, w_, _ = tokens.shape
@@ -126,3 +126,12 @@ def coverage_report(tokens: torch.Tensor, compression: Compression, grid: int = 
     return {"coverage": float(best.mean()), "coverage_per_frame": [round(float(v), 5) for v in best.mean(1)],
             "frames_covered": float(frames_kept.float().mean()),
             "cells_covered": float((has[:, real].float().mean(1)).mean())}
+
+
+def result_row(tokens: torch.Tensor, compression: Compression) -> dict[str, Any]:
+    """What the CLI, the /compare endpoint and the app's table report of one compression of `tokens`."""
+    rep = coverage_report(tokens, compression)
+    return {"method": compression.method, "tokens_kept": compression.num_tokens,
+            "merged": int(compression.merged.sum()), "coverage": round(rep["coverage"], 5),
+            "frames_covered": round(rep["frames_covered"], 4), "cells_covered": round(rep["cells_covered"], 4),
+            "ms": round(compression.timings_ms["total"], 2)}

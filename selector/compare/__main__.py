@@ -20,18 +20,14 @@ FIELDS = ("method", "retention", "tokens_kept", "merged", "coverage", "frames_co
 
 def rows_for(tokens, methods: list[str], retentions: list[float], progress=None) -> list[dict]:
     """One result row per (method, retention) on a (T, H, W, D) grid."""
-    from . import compress, coverage_report
+    from . import compress, result_row
 
     out = []
     for i, r in enumerate(retentions):
         for j, name in enumerate(methods):
             if progress:
                 progress((i * len(methods) + j) / (len(methods) * len(retentions)), f"{name} at r = {r:g}")
-            c = compress(name, tokens, r)
-            rep = coverage_report(tokens, c)
-            out.append({"method": name, "retention": r, "tokens_kept": c.num_tokens, "merged": int(c.merged.sum()),
-                        "coverage": round(rep["coverage"], 5), "frames_covered": round(rep["frames_covered"], 4),
-                        "cells_covered": round(rep["cells_covered"], 4), "ms": round(c.timings_ms["total"], 2)})
+            out.append({"retention": r, **result_row(tokens, compress(name, tokens, r))})
     return out
 
 
