@@ -95,33 +95,33 @@ class VLM:
                 max_new_tokens: int = 64, method: str = "entropy_select") -> tuple[Answer, Answer]:
         """(stock answer with all video tokens, ENTROPY-SELECT answer at `retention`), with the vision tower run
         once: both times to first token count the same measured tower time (the app's side-by-side view)."""
+        full, (comp,) = self._full_and(frames, question, retention, config, max_new_tokens, [method])
+        return full, comp
+
+    def _full_and(self, frames: np.ndarray, question: str, retention: float, config: SelectorConfig | None,
+                  max_new_tokens: int, methods: list[str]) -> tuple[Answer, list[Answer]]:
+        """The answer with all video tokens and one per method at `retention`, the vision tower run once."""
         inputs = self.prepare(frames, question)
         with self.lock, torch.inference_mode():
             video = self._vision(inputs, frames.shape[0])
             full = self._answer(inputs, frames.shape[0], 1.0, None, max_new_tokens, video)
-            comp = self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, video, method=method)
-        return full, comp
+            return full, [self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, video, method=m)
+                          for m in methods]
 
     def compare_methods(self, frames: np.ndarray, question: str, retention: float, methods: list[str],
                         config: SelectorConfig | None = None, max_new_tokens: int = 64) -> list[dict[str, Any]]:
         """The answer with all video tokens, then with each method's rows at `retention` (vision tower run once):
         per method the text, KL(full ‖ method) of the first answer token's distribution (nats), whether the
         greedy answer equals the full one, and the time to first token."""
-        inputs = self.prepare(frames, question)
-        out = []
-        with self.lock, torch.inference_mode():
-            video = self._vision(inputs, frames.shape[0])
-            full = self._answer(inputs, frames.shape[0], 1.0, None, max_new_tokens, video)
-            p_full = torch.log_softmax(full.first_logits.double(), -1)
-            out.append({"method": "all tokens", "text": full.text, "visual_tokens": full.visual_tokens,
-                        "kl_first_token": 0.0, "same_answer": True, "ttft_ms": round(full.prefill_ms, 2)})
-            for name in methods:
-                a = self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, video, method=name)
-                p = torch.log_softmax(a.first_logits.double(), -1)
-                kl = float((p_full.exp() * (p_full - p)).sum())
-                out.append({"method": name, "text": a.text, "visual_tokens": a.visual_tokens,
-                            "kl_first_token": round(kl, 6), "same_answer": a.text == full.text,
-                            "ttft_ms": round(a.prefill_ms, 2)})
+        full, answers = self._full_and(frames, question, retention, config, max_new_tokens, methods)
+        p_full = torch.log_softmax(full.first_logits.double(), -1)
+        out = [{"method": "all tokens", "text": full.text, "visual_tokens": full.visual_tokens, "kl_first_token": 0.0,
+                "same_answer": True, "ttft_ms": round(full.prefill_ms, 2)}]
+        for name, a in zip(methods, answers, strict=True):
+            p = torch.log_softmax(a.first_logits.double(), -1)
+            out.append({"method": name, "text": a.text, "visual_tokens": a.visual_tokens,
+                        "kl_first_token": round(float((p_full.exp() * (p_full - p)).sum()), 6),
+                        "same_answer": a.text == full.text, "ttft_ms": round(a.prefill_ms, 2)})
         return out
 
     def _sync(self) -> None:
