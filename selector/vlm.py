@@ -58,6 +58,7 @@ class Answer:
     #: one-time set-up left out of prefill_ms and total_ms: capturing the CUDA graph of a new prompt-length
     #: bucket (the first question of that length; later ones replay it)
     setup_ms: float = 0.0
+    prompt_tokens: int = 0  # tokens the language model received (text + video), the answer not counted
 
 
 @dataclass
@@ -190,6 +191,9 @@ class VLM:
             extra["position_ids"] = _rope_positions(self.model, inputs, dev)[:, :, keep]
             next_position = int(extra["position_ids"][:, 0, -1].max()) + 1
         graphed = self.prefill is not None and not extra  # (3-D positions go through the stock forward)
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if dev.type == "cuda" else None
+        if events:
+            events[0].record()
         if graphed:
             out = self.prefill(embeds)
         else:
@@ -197,16 +201,20 @@ class VLM:
                              logits_to_keep=1, **extra)
         first_logits = out.logits[0, -1].float()
         token = first_logits.argmax()
+        if events:
+            events[1].record()
         sync()
         t3 = time.perf_counter()
         setup = self.prefill.last_capture_ms if graphed else 0.0
-        stages = {"vision": vision_ms, "select": (t2 - t1) * 1e3, "llm_prefill": (t3 - t2) * 1e3 - setup}
+        # LLM prefill: GPU time between CUDA events (a first capture of a graph bucket: wall time less the capture)
+        prefill_ms = events[0].elapsed_time(events[1]) if events and not setup else (t3 - t2) * 1e3 - setup
+        stages = {"vision": vision_ms, "select": (t2 - t1) * 1e3, "llm_prefill": prefill_ms}
         generated = self._decode(out, token, short.shape[1], max_new_tokens, next_position)
         sync()
         total_ms = vision_ms + (time.perf_counter() - t1) * 1e3 - setup
         text = self.processor.decode(generated, skip_special_tokens=True).strip()
         return Answer(text, k + int(tail.shape[0]), full, vision_ms + (t3 - t1) * 1e3 - setup, total_ms, len(generated),
-                      sel, stages, first_logits.cpu(), setup)
+                      sel, stages, first_logits.cpu(), setup, int(short.shape[1]))
 
     def _video_grid(self, inputs: dict, t_: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's own video tokens as a (T', h', w', D) grid, and the rows that follow the grid in the
