@@ -59,8 +59,11 @@ def make_clip(index: int) -> tuple[np.ndarray, dict[str, Any]]:
         order = rng.permutation(len(names))
         mover = names[order[0]]
         still = [names[i] for i in order[1 : 1 + int(rng.integers(1, 3))]]
-        y = int(rng.integers(0, SIZE - side))
-        spots = [(int(rng.integers(0, SIZE - side)), int(rng.integers(0, SIZE - side))) for _ in still]
+        band = SIZE // 3  # three horizontal bands: the mover in one, each still shape in another (no overlap)
+        bands = rng.permutation(3)
+        y = int(bands[0]) * band + int(rng.integers(0, band - side))
+        spots = [(int(b) * band + int(rng.integers(0, band - side)), int(rng.integers(0, SIZE - side)))
+                 for b in bands[1 : 1 + len(still)]]
         for t in range(FRAMES):
             for (sy, sx), name in zip(spots, still, strict=True):
                 _square(frames[t], sy, sx, side, COLOURS[name])
