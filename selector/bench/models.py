@@ -13,10 +13,15 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {% for c in m['c
             "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
 
 
-def build(folder: str | Path, real_sizes: bool = False, seed: int = 0, family: str = "llava_onevision") -> Path:
+def build(folder: str | Path, real_sizes: bool = False, seed: int = 0, family: str = "llava_onevision",
+          device: str = "cpu", dtype=None) -> Path:
     """Save a random checkpoint (model + processor) to `folder`, loadable with `load_vlm(folder)`;
-    family "qwen2_5_vl" gives a tiny Qwen2.5-VL instead of a LLaVA-OneVision."""
-    model, processor = make_qwen(seed) if family == "qwen2_5_vl" else make(real_sizes, seed)
+    family "qwen2_5_vl" gives a Qwen2.5-VL instead of a LLaVA-OneVision (real sizes: 3B). The weights are
+    initialized on `device` in `dtype` (real sizes: a GPU and bfloat16 make it quick)."""
+    if family == "qwen2_5_vl":
+        model, processor = make_qwen(seed, real_sizes, device, dtype)
+    else:
+        model, processor = make(real_sizes, seed, device, dtype=dtype)
     folder = Path(folder)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

@@ -4,6 +4,7 @@
   make-clips              write the synthetic task's clips now (else written on first use) and print where
   tiny-model DIR          save a random-weight checkpoint (no download) for trying the pipeline:
                           --family llava_onevision|qwen2_5_vl, --real-sizes for the real models' layer sizes
+                          (LLaVA-OneVision-0.5B, Qwen2.5-VL-3B), --device cuda --bf16 to make those quickly
   summary RESULTS.json    print the per-task timing summary of a results file (efficiency.entropy_select)
 """
 
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--family", choices=["llava_onevision", "qwen2_5_vl"], default="llava_onevision")
     tiny.add_argument("--real-sizes", action="store_true", help="the real 0.5B/3B layer sizes (random weights)")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--device", default="cpu", help="where the weights are initialized (cuda is quicker)")
+    tiny.add_argument("--bf16", action="store_true", help="save the weights in bfloat16 (half the disk)")
     summ = sub.add_parser("summary", help="print the timing summary of a results file")
     summ.add_argument("results")
     args = ap.parse_args(argv)
@@ -37,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"{len(docs())} clips in {data_dir()}")
     elif args.command == "tiny-model":
+        import torch
+
         from ..bench.models import build
 
-        print(build(args.folder, real_sizes=args.real_sizes, seed=args.seed, family=args.family))
+        print(build(args.folder, real_sizes=args.real_sizes, seed=args.seed, family=args.family, device=args.device,
+                    dtype=torch.bfloat16 if args.bf16 else None))
     else:
         return _summary(args.results)
     return 0
