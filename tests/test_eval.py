@@ -316,3 +316,19 @@ def test_summary_command_prints_the_table(tmp_path):
     empty.write_text("{}")
     p = subprocess.run([sys.executable, "-m", "selector.eval", "summary", str(empty)], capture_output=True, text=True)
     assert p.returncode == 1 and "--log_samples" in p.stderr
+
+
+@pytest.mark.slow
+def test_readme_smoke_run_works_as_written(tmp_path):
+    """The README's offline smoke run (its three commands, /tmp/ replaced by a test folder, `python` by this
+    interpreter) makes a checkpoint, runs lmms-eval and prints the timing table."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "entropy_select_synthetic" in b)
+    script = block.replace("/tmp/", f"{tmp_path}/").replace("python -m", f"{sys.executable} -m")
+    p = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                       env=_env(tmp_path / "data"), timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [line for line in p.stdout.splitlines() if line.startswith("| entropy_select_synthetic |")]
+    assert len(rows) == 1 and "| entropy_select | 0.35 | 8 | 0 |" in rows[0], p.stdout
