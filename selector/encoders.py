@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import hub
+
 __all__ = ["Encoder", "EncoderError", "available_encoders", "load_encoder", "cache_dir", "DEFAULT_ENCODER"]
 
 DEFAULT_ENCODER = os.environ.get("ENTROPY_SELECT_ENCODER", "dinov2-s")
@@ -129,8 +131,11 @@ def _load(name: str, device: str) -> Encoder:
         return _dinov2_s(dev)
     if name == "efficientnet-lite0":
         return _effnet_lite0(dev)
+    ident = name.split(":", 1)[1] if name.startswith("llava-onevision:") else name
+    if not hub.available(ident):  # offline: refused at once, not after the hub client's retries
+        raise EncoderError(hub.unavailable_message(ident, "encoder"))
     if name.startswith("llava-onevision:"):
-        return _llava_onevision(name.split(":", 1)[1], dev)
+        return _llava_onevision(ident, dev)
     return _hub(name, dev)
 
 

@@ -340,6 +340,10 @@ def load_vlm(model_id_or_path: str | None = None, device: str | torch.device | N
 def _load(ident: str, device: str, dtype: torch.dtype, prefill: str = "auto") -> VLM:
     from transformers import AutoConfig, AutoProcessor
 
+    from . import hub
+
+    if not hub.available(ident):  # offline: refused at once, not after the hub client's retries
+        raise VLMError(hub.unavailable_message(ident, "model"))
     try:
         cfg = AutoConfig.from_pretrained(ident, trust_remote_code=False)
     except (OSError, ValueError):

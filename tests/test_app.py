@@ -129,7 +129,7 @@ def test_analyze_takes_the_budget_knobs(client):
     ({"window": 4}, "window must be odd"),
     ({"tau": -1.0}, "tau must be in"),
     ({"tau": 0.0}, "tau must be in"),
-    ({"encoder": "google/siglip-so400m-patch14-384"}, "not available offline"),
+    ({"encoder": "google/siglip-so400m-patch14-384"}, "comes from the Hugging Face hub"),
     ({"encoder": "no-such-org/no-such-model"}, "not on this server's allowlist"),
     ({"num_frames": 5.5}, "num_frames must be a whole number"),
     ({"retention": 0}, "less than minimum"),
@@ -342,6 +342,22 @@ def test_browser_upload_move_slider_and_screenshot(server):
         elapsed = time.perf_counter() - t0
         page.wait_for_selector("text=/Kept [0-9,]+ of 11,664 tokens \\((1[0-9]|[0-9])\\.[0-9] %\\)/", timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "app-after-slider.png"), full_page=True)
+        # Enter in a slider's number box applies the typed value: the views, the summary and the box agree
+        for label, typed, shown in (("Retention r (fraction of tokens kept)", "0.2", "text=/\\((20\\.0|19\\.9) %\\)/"),
+                                    ("log₁₀ τ (τ from 0.01 to 5; 0 → τ = 1)", "-1", "text=tau = 0.1")):
+            old = overlay.get_attribute("src")
+            number = page.locator(f'input[aria-label="number input for {label}"]')
+            number.fill(typed)
+            number.press("Enter")
+            try:
+                page.wait_for_function("([el, old]) => el.getAttribute('src') !== old",
+                                       arg=[overlay.element_handle(), old], timeout=30_000)
+            except Exception as e:
+                raise AssertionError(f"Enter in the {label!r} box did not apply {typed}; page text:\n"
+                                     f"{page.inner_text('body')[-1500:]}") from e
+            page.wait_for_selector(shown, timeout=30_000)
+            assert float(number.input_value()) == float(typed)
+        page.wait_for_selector("text=/Kept [0-9,]+ of 11,664 tokens \\((20\\.0|19\\.9) %\\)/", timeout=30_000)
         moved = overlay.get_attribute("src")
         # a frame-budget field: B_max = 10 cannot hold K (16 frames × 10 < K at ~10 %): the page names the problem
         page.get_by_text("Frame budgets: q, τ_alloc, B_min, B_max").click()

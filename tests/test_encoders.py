@@ -61,7 +61,7 @@ def test_encode_rejects_bad_frames(bad):
         load_encoder("efficientnet-lite0", "cpu").encode(bad)
 
 
-@pytest.mark.parametrize("name,msg", [("", "non-empty"), ("no-such-org/no-such-model", "not available offline"),
+@pytest.mark.parametrize("name,msg", [("", "non-empty"), ("no-such-org/no-such-model", "comes from the Hugging Face hub"),
                                       ("   ", "non-empty")])
 def test_unknown_or_unreachable_encoder(name, msg):
     with pytest.raises(EncoderError, match=msg):

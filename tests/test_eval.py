@@ -44,6 +44,15 @@ def test_entry_point_registers_both_models():
     assert not EntropySelectQwen25VL.is_simple  # a chat model: it reads the task's messages
 
 
+def test_entry_point_works_whatever_is_imported_first():
+    """lmms-eval calls the entry point while its registry is built: the manifest module must not import
+    lmms-eval itself (a partly imported module would drop the models)."""
+    code = ("import selector.eval.manifest, selector.eval.models\nimport lmms_eval.models as m\n"
+            "print(sorted(x for x in m.list_available_models() if x.startswith('entropy_select')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "['entropy_select_llava_onevision', 'entropy_select_qwen2_5_vl']" in out
+
+
 def test_the_app_requirements_do_not_pull_lmms_eval_and_the_eval_extra_does():
     reqs = [line.split("#")[0].strip().lower() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     assert not any(r.startswith(("lmms-eval", "lmms_eval", "accelerate")) for r in reqs)

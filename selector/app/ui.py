@@ -22,11 +22,12 @@ import gradio as gr
 import gradio.utils
 import torch
 
-from .. import SelectorConfig, SelectorError
+from .. import SelectorConfig, SelectorError, hub
 from ..compare import DEFAULT_METHODS, METHODS, compress, result_row
 from ..compare.__main__ import parse_methods
 from ..config import Knob, knobs
 from ..encoders import DEFAULT_ENCODER, EncoderError, available_encoders
+from ..encoders import OFFLINE as OFFLINE_ENCODERS
 from ..export import finite, to_json, to_npz
 from ..limits import TimeLimitError, time_limit
 from ..method.pipeline import MAP_FIELDS
@@ -110,9 +111,28 @@ def _with_signature(fn: Callable[[dict, Any], Any], sig: inspect.Signature, name
     return wrapper
 
 
+#: Enter in a slider's number box applies the value: gradio's slider applies it on leaving the box (blur) but
+#: ignores Enter, so Enter leaves the box. Number fields (the frame budgets) handle Enter themselves (submit).
+HEAD = """<script>
+document.addEventListener("keydown", (e) => {
+  const t = e.target;
+  if (e.key === "Enter" && t instanceof HTMLInputElement && t.type === "number"
+      && (t.getAttribute("aria-label") || "").startsWith("number input for")) { e.preventDefault(); t.blur(); }
+}, true);
+</script>"""
+#: accordion headers wrap their label instead of scrolling sideways in the narrow settings column
+CSS = ".settings-acc > button, .settings-acc .label-wrap { overflow-x: hidden; white-space: normal; }"
+
+
 class _Blocks(gr.Blocks):
     """gr.Blocks whose refusals of a request's raw inputs (wrong count, a path not uploaded, malformed file data)
-    reach the user as the app's own sentences, never as gradio's internals (reprs, server paths, pydantic)."""
+    reach the user as the app's own sentences, never as gradio's internals (reprs, server paths, pydantic), and
+    whose page carries the app's script and style however it is launched."""
+
+    def launch(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("head", HEAD)
+        kwargs.setdefault("css", CSS)
+        return super().launch(*args, **kwargs)
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
         try:
@@ -234,12 +254,38 @@ class Explorer:
         return wrapper
 
     def allowed(self, kind: str, name: str, known: set[str]) -> str:
-        """Public servers load only known encoders/models (or those the operator lists); never remote code."""
+        """Public servers load only known encoders/models (or those the operator lists); never remote code. A hub
+        id that cannot be loaded now (offline, not cached) is refused at once, saying how to provide it."""
         if self.settings.allow_any_model or name in known or name in self.settings.extra_models:
+            ident = name.split(":", 1)[1] if name.startswith("llava-onevision:") else name
+            if name not in OFFLINE_ENCODERS and not hub.available(ident):
+                note = "" if self.settings.allow_any_model else (
+                    " This server loads only the models on its allowlist: start it with "
+                    "ENTROPY_SELECT_MODEL_ALLOWLIST=DIR (several: comma-separated) so that it accepts the folder.")
+                raise SelectorError(hub.unavailable_message(ident, kind) + note)
             return name
         raise SelectorError(f"{kind} '{name}' is not on this server's allowlist ({', '.join(sorted(known))}); the "
                             "operator can add it with ENTROPY_SELECT_MODEL_ALLOWLIST or open the list with "
                             "ENTROPY_SELECT_ALLOW_ANY_MODEL=1")
+
+    def encoder_choices(self) -> list[tuple[str, str]]:
+        """(label, name) of the encoder menu, each label saying whether it can be loaded now."""
+        def mark(name: str) -> str:
+            if name in OFFLINE_ENCODERS:
+                return "offline"
+            ident = name.split(":", 1)[1] if name.startswith("llava-onevision:") else name
+            return "hub, cached" if hub.available(ident) and not hub.reachable() else \
+                "hub" if hub.available(ident) else "needs the hub: unavailable now"
+        return [(f"{name} ({mark(name)})", name) for name in available_encoders()]
+
+    def model_availability(self) -> str:
+        """The Ask tab's line on which models can be loaded now."""
+        if hub.reachable():
+            return "The hub is reachable: any LLaVA-OneVision or Qwen2.5-VL id on the allowlist loads."
+        ready = [m for m in (DEFAULT_VLM, *KNOWN_VLMS) if hub.available(m)]
+        listed = "" if self.settings.allow_any_model else " (a folder must be on ENTROPY_SELECT_MODEL_ALLOWLIST)"
+        return ("The hub is not reachable now: only local folders" + (" and the cached " + ", ".join(dict.fromkeys(
+            ready)) if ready else "") + f" load{listed}.")
 
     def params(self, v: dict[str, Any]) -> Any:
         """Params from named values (knobs, retention, num_frames, encoder; a knob left out takes its default);
@@ -543,17 +589,17 @@ class Explorer:
                             c[k.name] = self._knob_input(k, d)
                             if k.log:
                                 c[k.name + "_text"] = gr.Markdown(f"{k.name} = {getattr(d, k.name):g}")
-                    with gr.Accordion("Windows, grid, frames, encoder", open=True):
+                    with gr.Accordion("Windows, grid, frames, encoder", open=True, elem_classes="settings-acc"):
                         for k in ks:
                             if k.section != "main" and k.ui != "number":
                                 c[k.name] = self._knob_input(k, d)
                         c["num_frames"] = gr.Slider(4, self.service.max_frames, 16, step=1, label="Frames sampled")
-                        c["encoder"] = gr.Dropdown(list(available_encoders()), value=DEFAULT_ENCODER,
+                        c["encoder"] = gr.Dropdown(self.encoder_choices(), value=DEFAULT_ENCODER,
                                                    allow_custom_value=True,
                                                    label="Encoder (offline: dinov2-s, efficientnet-lite0; others "
                                                          "need the hub)")
-                    with gr.Accordion("Frame budgets: q, τ_alloc, B_min, B_max (Enter or leave a field to apply)",
-                                      open=False):
+                    with gr.Accordion("Frame budgets: q, τ_alloc, B_min, B_max", open=False,
+                                      elem_classes="settings-acc"):
                         for k in ks:
                             if k.ui == "number":
                                 c[k.name] = self._knob_input(k, d)
@@ -583,7 +629,8 @@ class Explorer:
                                         "left (selected on the model's own video features). Needs the model's "
                                         "weights: a hub id on a machine with network access, or a local folder.")
                             c["question"] = gr.Textbox(label="Question", value="What happens in this video?")
-                            c["model"] = gr.Textbox(label="Model (hub id or local folder)", value=DEFAULT_VLM)
+                            c["model"] = gr.Textbox(label="Model (hub id or local folder)", value=DEFAULT_VLM,
+                                                    info=self.model_availability())
                             ask_btn = gr.Button("Ask", variant="primary")
                             with gr.Row():
                                 c["full_md"] = gr.Markdown(label="Answer with all video tokens")

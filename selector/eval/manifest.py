@@ -1,11 +1,16 @@
-"""What the `lmms_eval.models` entry point gives lmms-eval: the two models' names and class paths (nothing
-heavy is imported until lmms-eval loads a model by its name)."""
+"""What the `lmms_eval.models` entry point gives lmms-eval: the two models' names and class paths. A function, so
+that importing this module imports nothing of lmms-eval (lmms-eval calls it while its model registry is being
+built), and nothing heavy is imported until lmms-eval loads a model by its name."""
 
-from lmms_eval.models.registry_v2 import ModelManifest
+from __future__ import annotations
 
-MANIFESTS = [
-    ModelManifest(model_id="entropy_select_llava_onevision",
-                  chat_class_path="selector.eval.models.EntropySelectLlavaOneVision"),
-    ModelManifest(model_id="entropy_select_qwen2_5_vl",
-                  chat_class_path="selector.eval.models.EntropySelectQwen25VL"),
-]
+from typing import Any
+
+MODELS = {"entropy_select_llava_onevision": "selector.eval.models.EntropySelectLlavaOneVision",
+          "entropy_select_qwen2_5_vl": "selector.eval.models.EntropySelectQwen25VL"}
+
+
+def manifests() -> list[Any]:
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return [ModelManifest(model_id=name, chat_class_path=path) for name, path in MODELS.items()]
