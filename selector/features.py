@@ -58,6 +58,13 @@ class FeatureCache(LRU):
 
 
 
+def cached(path: str | os.PathLike[str], encoder: str | None, num_frames: int, cache: FeatureCache) -> Features | None:
+    """The features `extract` would give, when `cache` holds them (nothing decoded or encoded), else None."""
+    enc = load_encoder(encoder)
+    hit = cache.get((file_digest(path), enc.name, num_frames, enc.image_size))
+    return None if hit is None else dataclasses.replace(hit, from_cache=True)
+
+
 def extract(
     path: str | os.PathLike[str],
     encoder: str | None = None,
@@ -68,12 +75,12 @@ def extract(
     """Frames and token grid of a video; from `cache` (e.g. a Service's) when this content was seen before."""
     import time
 
+    hit = cached(path, encoder, num_frames, cache) if cache is not None else None
+    if hit is not None:
+        return hit
     enc = load_encoder(encoder)
     digest = file_digest(path)
     key = (digest, enc.name, num_frames, enc.image_size)
-    hit = cache.get(key) if cache is not None else None
-    if hit is not None:
-        return dataclasses.replace(hit, from_cache=True)
     if progress:
         progress(0.0, "decoding video")
     clip = read_clip(path, num_frames)

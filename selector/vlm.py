@@ -18,6 +18,7 @@ import inspect
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,29 +86,38 @@ class VLM:
         return self.processor(text=prompt, videos=[np.ascontiguousarray(frames)], return_tensors="pt")
 
     def answer(self, frames: np.ndarray, question: str, retention: float = 1.0, config: SelectorConfig | None = None,
-               max_new_tokens: int = 64, method: str = "entropy_select") -> Answer:
+               max_new_tokens: int = 64, method: str = "entropy_select",
+               on_token: Callable[[str, float], None] | None = None) -> Answer:
         """The answer with the video tokens `method` (any name of selector.compare.METHODS) keeps at `retention`
-        from the model's own video features: its K rows, at their positions (a merged row at its anchor's)."""
+        from the model's own video features: its K rows, at their positions (a merged row at its anchor's).
+        on_token(text so far, time to first token in ms) is called after each generated token (streaming)."""
         inputs = self.prepare(frames, question)
         with self.lock, torch.inference_mode():
-            return self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, method=method)
+            return self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, method=method,
+                                on_token=on_token)
 
     def compare(self, frames: np.ndarray, question: str, retention: float, config: SelectorConfig | None = None,
-                max_new_tokens: int = 64, method: str = "entropy_select") -> tuple[Answer, Answer]:
+                max_new_tokens: int = 64, method: str = "entropy_select",
+                on_token: Callable[[str, str, float], None] | None = None) -> tuple[Answer, Answer]:
         """(stock answer with all video tokens, ENTROPY-SELECT answer at `retention`), with the vision tower run
-        once: both times to first token count the same measured tower time (the app's side-by-side view)."""
-        full, (comp,) = self._full_and(frames, question, retention, config, max_new_tokens, [method])
+        once: both times to first token count the same measured tower time (the app's side-by-side view).
+        on_token("full" or the method, text so far, time to first token in ms) streams both answers."""
+        full, (comp,) = self._full_and(frames, question, retention, config, max_new_tokens, [method], on_token)
         return full, comp
 
     def _full_and(self, frames: np.ndarray, question: str, retention: float, config: SelectorConfig | None,
-                  max_new_tokens: int, methods: list[str]) -> tuple[Answer, list[Answer]]:
+                  max_new_tokens: int, methods: list[str],
+                  on_token: Callable[[str, str, float], None] | None = None) -> tuple[Answer, list[Answer]]:
         """The answer with all video tokens and one per method at `retention`, the vision tower run once."""
+        def relay(which: str) -> Callable[[str, float], None] | None:
+            return None if on_token is None else (lambda text, ttft: on_token(which, text, ttft))
+
         inputs = self.prepare(frames, question)
         with self.lock, torch.inference_mode():
             video = self._vision(inputs, frames.shape[0])
-            full = self._answer(inputs, frames.shape[0], 1.0, None, max_new_tokens, video)
-            return full, [self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, video, method=m)
-                          for m in methods]
+            full = self._answer(inputs, frames.shape[0], 1.0, None, max_new_tokens, video, on_token=relay("full"))
+            return full, [self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, video, method=m,
+                                       on_token=relay(m)) for m in methods]
 
     def compare_methods(self, frames: np.ndarray, question: str, retention: float, methods: list[str],
                         config: SelectorConfig | None = None, max_new_tokens: int = 64) -> list[dict[str, Any]]:
@@ -139,7 +149,7 @@ class VLM:
 
     def _answer(self, inputs: dict, t_: int, retention: float, config: SelectorConfig | None,
                 max_new_tokens: int, video: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-                method: str = "entropy_select") -> Answer:
+                method: str = "entropy_select", on_token: Callable[[str, float], None] | None = None) -> Answer:
         """One answer; `video` = (grid, tail, vision ms) from `_vision` when the tower already ran on this clip."""
         dev = self.device
         check("answering")
@@ -209,11 +219,14 @@ class VLM:
         # LLM prefill: GPU time between CUDA events (a first capture of a graph bucket: wall time less the capture)
         prefill_ms = events[0].elapsed_time(events[1]) if events and not setup else (t3 - t2) * 1e3 - setup
         stages = {"vision": vision_ms, "select": (t2 - t1) * 1e3, "llm_prefill": prefill_ms}
-        generated = self._decode(out, token, short.shape[1], max_new_tokens, next_position)
+        ttft = vision_ms + (t3 - t1) * 1e3 - setup
+        emit = None if on_token is None else \
+            (lambda ids: on_token(self.processor.decode(ids, skip_special_tokens=True).strip(), ttft))
+        generated = self._decode(out, token, short.shape[1], max_new_tokens, next_position, emit)
         sync()
         total_ms = vision_ms + (time.perf_counter() - t1) * 1e3 - setup
         text = self.processor.decode(generated, skip_special_tokens=True).strip()
-        return Answer(text, k + int(tail.shape[0]), full, vision_ms + (t3 - t1) * 1e3 - setup, total_ms, len(generated),
+        return Answer(text, k + int(tail.shape[0]), full, ttft, total_ms, len(generated),
                       sel, stages, first_logits.cpu(), setup, int(short.shape[1]))
 
     def _video_grid(self, inputs: dict, t_: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,10 +264,12 @@ class VLM:
         return feats[:n_grid].reshape(t_, side, side, -1), newline
 
     def _decode(self, out: Any, token: torch.Tensor, length: int, max_new_tokens: int,
-                next_position: int | None = None) -> list[int]:
+                next_position: int | None = None, emit: Callable[[list[int]], None] | None = None) -> list[int]:
         """Greedy decoding on the KV cache after the prefill `out`; with next_position (3-D RoPE models
         given explicit positions), each new token gets the next text position on all three axes."""
         generated = [int(token)]
+        if emit is not None:
+            emit(generated)
         past = out.past_key_values
         eos = _eos_ids(self.model, self.processor)
         while len(generated) < max_new_tokens and generated[-1] not in eos:
@@ -269,6 +284,8 @@ class VLM:
             past = step.past_key_values
             token = step.logits[0, -1].argmax()
             generated.append(int(token))
+            if emit is not None:
+                emit(generated)
         return generated
 
 

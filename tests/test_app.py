@@ -13,6 +13,8 @@ import pytest
 from conftest import ROOT, SAMPLE, require_tool
 from servers import app_server
 
+from selector.app.settings import Settings
+
 ARTIFACTS = ROOT / "test-artifacts"
 ENC = "efficientnet-lite0"  # the fast offline encoder keeps the suite quick; the default is covered below
 
@@ -30,7 +32,8 @@ def server(tmp_path_factory, tiny_qwen):
 
     tiny = build(tmp_path_factory.mktemp("tiny-llava"))
     with app_server(tmp_path_factory.mktemp("server") / "app.log", ENTROPY_SELECT_MAX_FRAMES="24",
-                    ENTROPY_SELECT_VLM=str(tiny), ENTROPY_SELECT_MODEL_ALLOWLIST=str(tiny_qwen)) as s:
+                    ENTROPY_SELECT_VLM=str(tiny), ENTROPY_SELECT_MODEL_ALLOWLIST=str(tiny_qwen),
+                    ENTROPY_SELECT_WARM="1") as s:  # as the app starts for visitors: the examples warmed
         yield s
 
 
@@ -396,14 +399,21 @@ def test_browser_upload_move_slider_and_screenshot(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(server[0])
         page.wait_for_selector("text=ENTROPY-SELECT Explorer")
-        page.locator(".gallery-item").first.click()
+        examples = page.locator("#examples img")
+        assert examples.count() == 2  # both thumbnails, drawn from the first page load
+        page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=examples.first.element_handle())
+        assert examples.first.bounding_box()["y"] + 40 < 1100  # visible without scrolling
+        t0 = time.perf_counter()
+        examples.first.click()
         page.wait_for_selector("text=/Kept [0-9,]+ of 11,664 tokens/", timeout=180_000)
+        first_click = time.perf_counter() - t0
         page.wait_for_function("el => el && el.complete && el.naturalWidth > 0",
                                arg=page.locator("#overlay img").first.element_handle())
         page.wait_for_timeout(1500)  # let the plot draw before the picture is taken
         page.screenshot(path=str(ARTIFACTS / "app-example.png"), full_page=True)
         browser.close()
-    (ARTIFACTS / "slider-latency.txt").write_text(f"slider release to overlay update: {elapsed:.3f} s\n")
+    (ARTIFACTS / "slider-latency.txt").write_text(f"slider release to overlay update: {elapsed:.3f} s\n"
+                                                  f"example click to views (fresh visitor): {first_click:.3f} s\n")
     assert (ARTIFACTS / "app-after-slider.png").stat().st_size > 50_000
 
 
@@ -422,6 +432,26 @@ def test_ask_answers_with_full_and_compressed_tokens(client):
     assert comp["prefill_ms"] > 0 and full["total_ms"] >= full["prefill_ms"]
     assert summary["llm_prefill"] == "stock forward" and full["setup_ms"] == comp["setup_ms"] == 0  # CPU: no graphs
     assert "time to first token" in full_md and "r = 0.25" in comp_md
+
+
+def test_ask_streams_both_answers_as_they_are_generated(client):
+    """/ask is a streaming endpoint: a client sees the full answer grow, then the compressed one, each with its
+    time to first token, and the last update is the one predict() returns."""
+    from gradio_client import handle_file
+
+    job = client.submit(video=handle_file(str(SAMPLE)), question="what is in the video", retention=0.25,
+                        num_frames=4, max_new_tokens=12, api_name="/ask")
+    final = job.result(timeout=300)
+    updates = job.outputs()
+    assert len(updates) >= 3, updates  # at least a token of each answer, then the final one
+    assert updates[-1][2] == final[2] and updates[-1][0] == final[0]
+    partial = [u for u in updates[:-1]]
+    assert all("generating…" in u[0] or "generating…" in u[1] for u in partial)
+    assert any("time to first token" in u[0] and "waiting for the first token" in u[1] for u in partial)
+    assert any("time to first token" in u[1] for u in partial)  # the compressed answer streams too
+    full_text = final[2]["full"]["text"]
+    streamed_full = [u[0] for u in partial if "waiting for the first token" in u[1]]
+    assert streamed_full and full_text.split()[0] in streamed_full[-1]
 
 
 def test_ask_uses_the_selector_settings(client):
@@ -452,7 +482,7 @@ def test_ask_with_a_qwen25vl_folder(client, tiny_qwen):
 
 @pytest.mark.parametrize("kw,msg", [
     ({"model": "someone/any-model"}, "not on this server's allowlist"),
-    ({"model": "llava-hf/llava-onevision-qwen2-7b-ov-hf"}, "To connect one"),
+    ({"model": "llava-hf/llava-onevision-qwen2-7b-ov-hf"}, "comes from the Hugging Face hub"),
     ({"question": "   "}, "question is empty"),
     ({"window": 4}, "window must be odd"),
     ({"max_tokens": 2, "min_tokens": 3}, r"max_tokens \(2\) must be >= min_tokens \(3\)"),
@@ -491,6 +521,21 @@ def test_concurrent_clients_get_their_own_answers(server):
     assert server[1].poll() is None  # the server is still up
 
 
+def test_warm_start_serves_both_examples_from_the_caches():
+    from selector.app.ui import EXAMPLES, Explorer
+
+    assert [e[0].name for e in EXAMPLES] == ["bigbuckbunny.mp4", "bigbuckbunny-short.mp4"]
+    e = Explorer(settings=Settings())
+    e.build()
+    e.warm().join(timeout=300)
+    for clip, thumb, _ in EXAMPLES:
+        a = e.service.analyze(str(clip), e.Params())
+        assert a.features.from_cache, clip  # the click does no decoding or encoding
+        assert thumb.stat().st_size > 2000  # a real picture for the gallery
+        out = e.views(str(clip), e.Params(), False, None, files=False, shown={})
+        assert out[e.c["summary"]]["tokens_kept"] > 0
+
+
 def test_no_remote_code_anywhere():
     for f in list((ROOT / "selector").rglob("*.py")) + [ROOT / "app.py"]:
         text = f.read_text()
@@ -523,3 +568,33 @@ def test_compare_tab_answers_with_each_method(tiny_qwen, tmp_path):
         E.compare_answers(video, "what", 0.25, str(tiny_qwen), "nope", 4)
     with pytest.raises(gr.Error, match="write a question"):
         E.compare_answers(video, " ", 0.25, str(tiny_qwen), "random", 4)
+
+
+@pytest.mark.slow
+def test_mcp_server_lists_the_three_tools_with_their_parameters(tmp_path):
+    """GRADIO_MCP_SERVER=1: an MCP client (the `mcp` package, streamable HTTP) lists /analyze, /compare and /ask
+    as tools, each parameter described; the page's private handlers are not tools."""
+    import asyncio
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def tools(url: str):
+        async with streamablehttp_client(url + "gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return (await session.list_tools()).tools
+
+    with app_server(tmp_path / "app.log", GRADIO_MCP_SERVER="1") as (url, _, log):
+        listed = asyncio.run(tools(url))
+    by_name = {t.name: t for t in listed}
+    names = sorted(by_name)
+    assert len(names) == 3 and [n for n in names if n.endswith(("analyze", "compare", "ask"))] == names, names
+    analyze = next(t for n, t in by_name.items() if n.endswith("analyze"))
+    ask = next(t for n, t in by_name.items() if n.endswith("ask"))
+    props = analyze.inputSchema["properties"]
+    assert "share r of the video tokens kept" in props["retention"]["description"]
+    assert {"video", "retention", "alpha", "tau", "num_frames", "encoder", "max_tokens"} <= set(props)
+    assert all(p.get("description") for p in props.values()), props
+    assert "Decode + encode the video" in analyze.description
+    assert "the question about the video" in ask.inputSchema["properties"]["question"]["description"]

@@ -72,7 +72,7 @@ def test_bad_frames(vlm):
 
 
 def test_missing_model_says_how_to_connect(tmp_path):
-    with pytest.raises(VLMError, match="To connect one"):
+    with pytest.raises(VLMError, match="comes from the Hugging Face hub.*--local-dir DIR"):
         load_vlm("no-such-org/no-such-llava", "cpu")
     with pytest.raises(VLMError, match="not a model folder"):
         load_vlm(str(tmp_path), "cpu")
@@ -284,3 +284,16 @@ def test_compare_methods_reports_kl_and_agreement(vlm, frames):
     assert all(r["kl_first_token"] >= 0 and r["ttft_ms"] > 0 for r in rows)
     assert rows[1]["visual_tokens"] == max(1, int(0.1 * 64)) + 1
     assert any(r["kl_first_token"] > 0 for r in rows[1:])  # dropping 90 % changes the distribution
+
+
+def test_on_token_streams_growing_prefixes_of_the_answer(vlm, frames):
+    seen: list[tuple[str, float]] = []
+    a = vlm.answer(frames, "what is in the video", 0.5, max_new_tokens=10, on_token=lambda t, ttft: seen.append((t, ttft)))
+    assert len(seen) == a.new_tokens
+    assert seen[-1][0] == a.text
+    assert all(ttft == a.prefill_ms for _, ttft in seen)  # the time to first token, known from the first call
+    texts = [t for t, _ in seen]
+    assert all(len(x) <= len(y) for x, y in zip(texts, texts[1:], strict=False))
+    both: list[str] = []
+    full, comp = vlm.compare(frames, "what", 0.5, max_new_tokens=6, on_token=lambda w, t, ttft: both.append(w))
+    assert both == ["full"] * full.new_tokens + ["entropy_select"] * comp.new_tokens

@@ -19,9 +19,10 @@ import numpy as np
 from .. import SelectorConfig, SelectorError, select_tokens
 from ..config import knobs
 from ..encoders import DEFAULT_ENCODER
-from ..features import FeatureCache, Features, extract
+from ..features import FeatureCache, Features, cached, extract
 from ..lru import LRU
 from ..method.pipeline import MAP_FIELDS, Selection
+from .zerogpu import encode_seconds, gpu_task
 
 __all__ = ["Params", "params_class", "Analysis", "Service", "analyze", "latency_rows", "MAX_FRAMES", "RETENTIONS"]
 
@@ -85,6 +86,13 @@ class Service:
         self.maps = LRU(16)
         self.gradients = LRU(16)
         self.thumbs = LRU(8)
+        #: decoding + encoding a video not seen yet: the one step of an analysis that asks for a ZeroGPU GPU
+        self.encode_features = gpu_task("encode", encode_seconds)(self._encode_features)
+
+    def _encode_features(self, path: str | os.PathLike[str], encoder: str | None, num_frames: int,
+                         progress: Callable[[float, str], None] | None = None) -> Features:
+        """Decode + encode into the feature cache; the features come back on the CPU."""
+        return extract(path, encoder, num_frames, cache=self.features, progress=progress)
 
     def analyze(self, path: str | os.PathLike[str], params: Any = None,
                 progress: Callable[[float, str], None] | None = None) -> Analysis:
@@ -97,7 +105,8 @@ class Service:
                          "change it")
             n = self.max_frames
         cfg = params.config()  # validates before the expensive part
-        feats = extract(path, params.encoder, n, cache=self.features, progress=progress)
+        feats = cached(path, params.encoder, n, self.features) or \
+            self.encode_features(path, params.encoder, n, progress)
         if feats.clip.downscaled:
             sh, sw = feats.clip.source_size
             h, w = feats.clip.frames.shape[1:3]

@@ -33,4 +33,6 @@ class Settings:
                    allow_any_model=e.get("ENTROPY_SELECT_ALLOW_ANY_MODEL", "") == "1",
                    extra_models=frozenset(m.strip() for m in e.get("ENTROPY_SELECT_MODEL_ALLOWLIST", "").split(",")
                                           if m.strip()),
-                   warm=e.get("ENTROPY_SELECT_WARM", "1") != "0")
+                   # a ZeroGPU Space lends the GPU per request: no warm-up outside one
+                   warm=e.get("ENTROPY_SELECT_WARM", "1") != "0"
+                   and e.get("SPACES_ZERO_GPU", "").lower() not in ("1", "true"))

@@ -7,14 +7,16 @@ handed out is written by `OutputFiles`. The pipeline is `service.Service`, the p
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import inspect
 import logging
 import math
 import os
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +38,18 @@ from ..vlm import DEFAULT_VLM, KNOWN_VLMS, VLMError, load_vlm
 from .files import OutputFiles
 from .service import DEFAULT, RETENTIONS, Analysis, Service, latency_rows, params_class
 from .settings import Settings
+from .zerogpu import answer_seconds, by_signature, gpu_task
 
 log = logging.getLogger("entropy_select.app")
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "assets" / "bigbuckbunny.mp4"
+#: the examples shown above the settings: (clip, thumbnail, caption); the repository's clips (an installed package
+#: without the repository has none, and shows no examples)
+EXAMPLES = [(ROOT / "assets" / f"{n}.mp4", ROOT / "assets" / f"{n}.jpg", caption)
+            for n, caption in (("bigbuckbunny", "Big Buck Bunny, 5.3 s"), ("bigbuckbunny-short", "Short clip, 2.4 s"))]
+EXAMPLES = [e for e in EXAMPLES if e[0].exists() and e[1].exists()]
 USER_ERRORS = (SelectorError, VideoError, EncoderError, VLMError, TimeLimitError)
 
-try:  # on a Hugging Face ZeroGPU Space the compute runs inside spaces.GPU; elsewhere it is a no-op
-    import spaces
-
-    gpu = spaces.GPU
-except ImportError:
-    def gpu(fn):  # type: ignore[no-redef]
-        return fn
 
 INTRO = """# ENTROPY-SELECT Explorer
 Training-free video-token compression: every token is scored by the **entropy of its similarity to its
@@ -98,16 +99,52 @@ def _signature(names: list[str], defaults: dict[str, Any]) -> inspect.Signature:
     return inspect.Signature(params)
 
 
+KNOB_HELP = {k.name: k for k in knobs()}
+#: what each endpoint parameter means, for the API page and the MCP tools (the knobs' lines come from the table)
+PARAM_HELP = {
+    "video": "the video file (mp4, webm, mov, mkv, ...), uploaded or a URL",
+    "retention": "share r of the video tokens kept, in (0, 1] (0.35 keeps 35 %)",
+    "num_frames": "frames sampled uniformly over the whole video",
+    "encoder": "image encoder: dinov2-s (offline default), efficientnet-lite0 (offline), or a hub id on the server's "
+               "allowlist",
+    "stretch": "colour each map by its own range instead of a fixed scale",
+    "question": "the question about the video",
+    "model": "LLaVA-OneVision or Qwen2.5-VL checkpoint (hub id or local folder on the allowlist; empty: the default)",
+    "max_new_tokens": "longest answer, in tokens",
+    "methods": "comma-separated names of compression methods (entropy_select, random, frame_sample, uniform_pool, "
+               "dycoke, vidcom2, fastvid, llava_scissor, tome, ...)",
+}
+
+
+def _api_doc(summary: str, sig: inspect.Signature, knob_table: dict[str, Knob]) -> str:
+    """A docstring with an Args section (gradio reads it for the API page and the MCP tools' parameters)."""
+    lines = [summary, "", "Args:"]
+    for n in sig.parameters:
+        if n != "progress":
+            k = knob_table.get(n)
+            what = PARAM_HELP.get(n) or (k.help + (" (0: no cap)" if k.optional else "") if k else n)
+            lines.append(f"    {n}: {what}")
+    return "\n".join(lines)
+
+
 def _with_signature(fn: Callable[[dict, Any], Any], sig: inspect.Signature, name: str, doc: str) -> Callable:
     """A function with the given parameters (gradio reads them for the API page) that calls fn(values, progress)."""
-    def wrapper(*args, **kwargs):
+    def values_of(args: tuple, kwargs: dict) -> dict:
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
-        values = dict(bound.arguments)
-        return fn(values, values.pop("progress"))
+        return dict(bound.arguments)
+
+    if inspect.isgeneratorfunction(fn):  # a streaming endpoint stays a generator for gradio
+        def wrapper(*args, **kwargs):
+            values = values_of(args, kwargs)
+            yield from fn(values, values.pop("progress"))
+    else:
+        def wrapper(*args, **kwargs):
+            values = values_of(args, kwargs)
+            return fn(values, values.pop("progress"))
     wrapper.__signature__ = sig  # type: ignore[attr-defined]
     wrapper.__name__ = wrapper.__qualname__ = name
-    wrapper.__doc__ = doc
+    wrapper.__doc__ = doc if "Args:" in doc or name == "ui_run" else _api_doc(doc, sig, KNOB_HELP)
     return wrapper
 
 
@@ -157,6 +194,34 @@ def _input_error(e: Exception, wanted: int, got: int) -> str:
 TABLE = ("method", "tokens_kept", "merged", "coverage", "frames_covered", "cells_covered", "ms")
 
 
+def _compare_answers_seconds(model: Any = "", methods: Any = "", num_frames: Any = 16) -> int:
+    """GPU seconds of the Compare tab's answers: the full answer and one per method."""
+    return answer_seconds(num_frames, 64, model, 1 + max(1, len(str(methods or "x").split(","))))
+
+
+def _user_error(e: Exception) -> gr.Error:
+    """The error a user sees: the pipeline's user errors in their own words, anything else a short sentence (the
+    log keeps the traceback)."""
+    if isinstance(e, gr.Error):
+        return e
+    if isinstance(e, USER_ERRORS):
+        return gr.Error(str(e))
+    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return gr.Error("Out of memory for this request: try fewer frames or a smaller model.")
+    log.error("request failed", exc_info=e)
+    return gr.Error(f"Internal error ({type(e).__name__}); the server log has the details.")
+
+
+def _streaming_md(title: str, text: str, ttft_ms: float | None, done: bool = False) -> str:
+    status = "" if done else " · generating…"
+    timing = "waiting for the first token" if ttft_ms is None else f"time to first token **{ttft_ms:.0f} ms**"
+    return f"### {title}\n\n{text or '…'}{'' if done else ' ▌'}\n\n{timing}{status}"
+
+
+def _pick_example(evt: gr.SelectData) -> str:
+    return str(EXAMPLES[evt.index][0])
+
+
 def _table(rows: Any) -> list[list[Any]]:
     return [[row.get(k) for k in TABLE] for row in rows or []]
 
@@ -197,30 +262,34 @@ class Explorer:
         self.ui_fields = ("video", "retention", *[("log_" + n) if k.log else n for n, k in self.knobs.items()],
                           "num_frames", "encoder", "stretch", "frame_index")
         d = self.config_cls()
-        self.analyze_endpoint = gpu(self.guard(_with_signature(
+        # ZeroGPU: only encoding (in the service) and the VLM answers ask for the GPU (selector/app/zerogpu.py)
+        self.analyze_endpoint = self.guard(_with_signature(
             self._analyze, _signature(["video", *_ordered([*self.knobs, "retention", "num_frames", "encoder",
                                                            "stretch"], ANALYZE_ORDER)],
                                       {"retention": 0.35, "num_frames": 16, "encoder": DEFAULT_ENCODER,
                                        "stretch": False, **self._api_defaults(d)}),
             "analyze", "Decode + encode the video (cached by file content) and run ENTROPY-SELECT; returns the views "
-            "and a JSON summary. Knobs take SelectorConfig's names and defaults; max_tokens 0 means no cap.")))
-        self.ask_endpoint = gpu(self.guard(_with_signature(
-            self._ask, _signature(["video", *_ordered([*self.knobs, "question", "retention", "model", "num_frames",
-                                                       "max_new_tokens"], ASK_ORDER)],
-                                  {"retention": 0.35, "model": "", "num_frames": 16, "max_new_tokens": 64,
-                                   **self._api_defaults(d)}),
+            "and a JSON summary. Knobs take SelectorConfig's names and defaults; max_tokens 0 means no cap."))
+        ask_sig = _signature(["video", *_ordered([*self.knobs, "question", "retention", "model", "num_frames",
+                                                  "max_new_tokens"], ASK_ORDER)],
+                             {"retention": 0.35, "model": "", "num_frames": 16, "max_new_tokens": 64,
+                              **self._api_defaults(d)})
+        self.ask_endpoint = gpu_task("answer", by_signature(answer_seconds, ask_sig))(self.guard(_with_signature(
+            self._ask_stream, ask_sig,
             "ask", "Answer a question about the video twice: with all video tokens and with the ENTROPY-SELECT "
-            "ones, selected on the VLM's own video features with these knobs.")))
-        self.compare_endpoint = gpu(self.guard(_with_signature(
+            "ones, selected on the VLM's own video features with these knobs. Streams both answers as they are "
+            "generated (a client's predict() gets the final one).")))
+        self.compare_endpoint = self.guard(_with_signature(
             self._compare, _signature(["video", "retention", "methods", "num_frames", "encoder"],
                                       {"retention": 0.35, "methods": ",".join(DEFAULT_METHODS), "num_frames": 16,
                                        "encoder": DEFAULT_ENCODER}),
             "compare", "Run several token-compression methods at the same retention on the video's (cached) features: "
             "methods is a comma-separated list of selector.compare.METHODS names. Returns one kept-token overlay per "
             "method and a JSON list (method, tokens_kept, merged, coverage, frames_covered, cells_covered, ms). "
-            "Coverage is a proxy for what the kept rows represent, not accuracy.")))
+            "Coverage is a proxy for what the kept rows represent, not accuracy."))
         self.sweep = self.guard(self._sweep)
-        self.compare_answers = self.guard(self._compare_answers)
+        self.compare_answers = gpu_task("compare_answers", by_signature(
+            _compare_answers_seconds, inspect.signature(self._compare_answers)))(self.guard(self._compare_answers))
         # the page's handlers, guarded. The slider path's parameters are the page's inputs by name (gradio finds
         # `progress` only among named parameters); the others take them positionally
         self.ui_run = self.guard(_with_signature(self._ui_run, _signature([*self.ui_fields, "shown"], {}), "ui_run",
@@ -237,20 +306,22 @@ class Explorer:
     def guard(self, fn: Callable) -> Callable:
         """fn under the time limit, with the pipeline's user errors as gr.Error in their own words and anything
         else as a short internal-error sentence (the log keeps the traceback)."""
+        if inspect.isgeneratorfunction(fn):  # streaming: the generator sets its own time limit (see _ask_stream)
+            @functools.wraps(fn)
+            def streaming(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception as e:
+                    raise _user_error(e) from None
+            return streaming
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
                 with time_limit(self.settings.time_limit):
                     return fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except USER_ERRORS as e:
-                raise gr.Error(str(e)) from None
-            except (MemoryError, torch.cuda.OutOfMemoryError):
-                raise gr.Error("Out of memory for this request: try fewer frames or a smaller model.") from None
             except Exception as e:
-                log.exception("request failed")
-                raise gr.Error(f"Internal error ({type(e).__name__}); the server log has the details.") from None
+                raise _user_error(e) from None
         return wrapper
 
     def allowed(self, kind: str, name: str, known: set[str]) -> str:
@@ -445,7 +516,36 @@ class Explorer:
                 f"{a.params.max_tokens} a frame allows" if left_out else "")
         return {self.c["lat_plot"]: latency_chart(rows, note)}
 
-    def _ask(self, v: dict, progress: Any) -> dict:
+    def _ask_stream(self, v: dict, progress: Any) -> Iterator[dict]:
+        """The answers as they are generated: all video tokens first, then the kept ones, side by side, each with
+        its time to first token; the last update is `_ask`'s. The work runs in its own thread (under the time
+        limit); this generator relays its tokens."""
+        updates: queue.Queue = queue.Queue()
+        result: dict[str, Any] = {}
+        titles = {"full": "All video tokens"}
+
+        def work() -> None:
+            try:
+                with time_limit(self.settings.time_limit):
+                    result["out"] = self._ask(v, progress, lambda which, text, ttft: updates.put((which, text, ttft)))
+            except BaseException as e:  # handed to the generator, which raises it in the request
+                result["error"] = e
+            finally:
+                updates.put(None)
+
+        threading.Thread(target=contextvars.copy_context().run, args=(work,), name="ask", daemon=True).start()
+        shown = {"full": ("", None), "comp": ("", None)}
+        comp_title = f"ENTROPY-SELECT, r = {v.get('retention')}"
+        while (item := updates.get()) is not None:
+            which, text, ttft = item
+            shown["full" if which == "full" else "comp"] = (text, ttft)
+            yield {self.c["full_md"]: _streaming_md(titles["full"], *shown["full"], done=which != "full"),
+                   self.c["comp_md"]: _streaming_md(comp_title, *shown["comp"])}
+        if "error" in result:
+            raise result["error"]
+        yield result["out"]
+
+    def _ask(self, v: dict, progress: Any, on_token: Callable[[str, str, float], None] | None = None) -> dict:
         video = self.uploaded(v["video"])
         p = self.params({**v, "encoder": None})
         cfg = p.config()  # bad knobs are named before a model is loaded
@@ -460,7 +560,7 @@ class Explorer:
         vlm = load_vlm(name)
         frames = read_clip(video, min(p.num_frames, self.service.max_frames)).frames
         progress(0.3, desc=f"answering with all video tokens, then with {p.retention:.0%} of them")
-        full, comp = vlm.compare(frames, v["question"], p.retention, cfg, max_new_tokens=n_new)
+        full, comp = vlm.compare(frames, v["question"], p.retention, cfg, max_new_tokens=n_new, on_token=on_token)
         summary = {"model": vlm.name, "device": str(vlm.device),
                    "llm_prefill": "CUDA graphs" if vlm.prefill is not None else "stock forward",
                    "full": _answer_dict(full), "compressed": _answer_dict(comp), "retention": p.retention}
@@ -535,20 +635,23 @@ class Explorer:
         rows = rows_for(a.features.tokens, names, list(SWEEP))
         return {self.c["sweep_plot"]: sweep_chart(rows)}
 
-    def example(self, video: str) -> dict:
-        return self.analyze_endpoint(video, encoder=DEFAULT_ENCODER)
-
     def warm(self) -> threading.Thread | None:
-        """Decode, encode and select the example clip with the page's defaults in a background thread, so a
-        visitor's first click on it is served from the caches (start-up itself does not wait)."""
-        if not SAMPLE.exists():
+        """Decode, encode and select the example clips with the page's defaults, and draw their views, in a
+        background thread, so a visitor's first click on one is served from the caches (start-up itself does not
+        wait)."""
+        if not EXAMPLES:
             return None
 
         def run() -> None:
-            try:
-                self.service.analyze(str(SAMPLE), self.Params())
-            except Exception:  # a warm-up that fails leaves the first click to do the work
-                log.exception("warming the example failed")
+            from viz import render_views, thumbnails
+
+            for clip, _, _ in EXAMPLES:
+                try:
+                    a = self.service.analyze(str(clip), self.Params())
+                    thumbs = self.service.thumbnails(a.features, thumbnails)
+                    render_views(thumbs, a.selection, False, a.features.clip.timestamps)  # the drawing code, loaded
+                except Exception:  # a warm-up that fails leaves the first click to do the work
+                    log.exception("warming the example %s failed", clip.name)
 
         t = threading.Thread(target=run, name="warm-example", daemon=True)
         t.start()
@@ -578,10 +681,13 @@ class Explorer:
         with _Blocks(title="ENTROPY-SELECT Explorer", delete_cache=(1800, 3600)) as demo:
             gr.Markdown(INTRO)
             with gr.Row():
-                with gr.Column(scale=1, min_width=320) as left:
+                with gr.Column(scale=1, min_width=320):
                     c["video"] = gr.Video(label="Video", sources=["upload"], height=260)
-                    if SAMPLE.exists():
-                        example_btn = gr.Button("Try the example clip (Big Buck Bunny)", size="sm")
+                    if EXAMPLES:
+                        examples = gr.Gallery([(str(t), cap) for _, t, cap in EXAMPLES], label="Examples: click one "
+                                              "(Big Buck Bunny, CC-BY 3.0)", columns=len(EXAMPLES), rows=1,
+                                              height=130, allow_preview=False, object_fit="cover",
+                                              elem_id="examples", buttons=[])
                     c["retention"] = gr.Slider(0.01, 1.0, 0.35, step=0.01,
                                                label="Retention r (fraction of tokens kept)")
                     for k in ks:
@@ -660,12 +766,8 @@ class Explorer:
                             c["summary"] = gr.JSON(label="Summary")
                     c["budgets"] = gr.Plot(label="Frame budgets")
             views = [c[n] for n in VIEWS]
-            with left:
-                if SAMPLE.exists():  # the repository's clip (not part of an installed package)
-                    gr.Examples(examples=[[str(SAMPLE)]], inputs=[c["video"]], outputs=views, fn=self.example,
-                                    label="Example (Big Buck Bunny, CC-BY 3.0)", cache_examples=True, cache_mode="lazy")
-            if SAMPLE.exists():
-                example_btn.click(lambda: str(SAMPLE), None, c["video"], api_visibility="private", queue=False)
+            if EXAMPLES:
+                examples.select(_pick_example, None, c["video"], api_visibility="private", queue=False)
             c["shown"] = gr.State({})  # keys of the maps on the page (a few short tuples per session)
             # the endpoints take explicit values of log-scale knobs: hidden numbers follow their sliders
             api = {n: c[n] for n in ("video", "retention", "num_frames", "encoder", "stretch", "question", "model")}
