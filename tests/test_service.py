@@ -87,19 +87,19 @@ def test_service_caps_frames_and_says_so():
     assert any("capped at 6" in n for n in a.notes) and any("downscaled" in n for n in a.notes)
 
 
-def test_the_app_warms_the_example_in_the_background():
-    """At start-up the example clip is decoded, encoded and selected with the page's defaults in a thread, so the
-    first click on it is served from the caches."""
+def test_the_app_warms_the_examples_in_the_background():
+    """At start-up the example clips are decoded, encoded and selected with the page's defaults in a thread, so
+    the first click on one is served from the caches."""
     from selector.app.service import Service
     from selector.app.settings import Settings
-    from selector.app.ui import SAMPLE as APP_SAMPLE
-    from selector.app.ui import create_demo
+    from selector.app.ui import EXAMPLES, create_demo
 
     service = Service()
     demo = create_demo(service, Settings(warm=False))
     assert len(service.features) == 0
     thread = demo.explorer.warm()
     thread.join(timeout=300)
-    assert not thread.is_alive() and len(service.features) == 1 and len(service.maps) == 1
-    a = service.analyze(str(APP_SAMPLE), demo.explorer.Params())
-    assert a.features.from_cache
+    assert not thread.is_alive() and len(service.features) == len(EXAMPLES) == 2
+    assert len(service.maps) == 2 and len(service.thumbs) == 2
+    for clip, _, _ in EXAMPLES:
+        assert service.analyze(str(clip), demo.explorer.Params()).features.from_cache

@@ -169,6 +169,8 @@ class _Blocks(gr.Blocks):
     def launch(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("head", HEAD)
         kwargs.setdefault("css", CSS)
+        if os.environ.get("GRADIO_MCP_SERVER", "").strip().lower() in ("1", "true", "yes", "on"):
+            kwargs.setdefault("mcp_server", True)  # gradio itself reads only "true"
         return super().launch(*args, **kwargs)
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
