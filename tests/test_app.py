@@ -257,7 +257,19 @@ def test_slider_path_redraws_only_the_images_that_change():
         E.ui_run(*args(max_tokens=2), {})
     with pytest.raises(gr.Error, match=f"allows at most {4 * cap} tokens"):
         E.ui_run(*args(**{**capped, "retention": 0.5}), {})
+    # the same settings again (a box left unchanged fires its blur event): the page shows these views, nothing is sent
+    on_page = out[c["shown"]]
+    assert E.ui_run(*args(**{**capped, "max_tokens": 0, "tau_alloc": 0.02, "q": 0.5, "min_tokens": 10}),
+                    on_page) == {}
+    assert E.ui_run(*args(**capped), on_page)[c["summary"]]["budgets"] == [cap] * 4  # other settings: drawn
+    same = str(upload / "same-content.mp4")  # the same file under another name (the video box's copy of an example)
+    shutil.copy(video, same)
+    echo = E.ui_run(*[same if n == "video" else v for n, v in
+                      zip(E.ui_fields, args(**{**capped, "max_tokens": 0, "tau_alloc": 0.02, "q": 0.5,
+                                                "min_tokens": 10}), strict=True)], on_page)
+    assert set(echo) == {c["shown"]} and echo[c["shown"]]["video"] == os.path.realpath(same)
     # with this video's views on the page, refused settings keep them: only the summary changes, saying why
+    out = E.ui_run(*args(**capped), {})
     on_page = out[c["shown"]]
     assert on_page["video"] == os.path.realpath(video)
     for bad, why in (({"retention": 0.5}, f"allows at most {4 * cap} tokens"),
@@ -266,12 +278,15 @@ def test_slider_path_redraws_only_the_images_that_change():
             kept = E.ui_run(*args(**{**capped, **bad}), on_page)
         text = kept[c["summary_md"]]
         assert re.search(why, text) and "Not applied" in text and "still show" in text
-        assert set(kept) == {c["summary_md"], c["shown"]} and kept[c["shown"]] is on_page
+        # the maps stay known; the summary no longer matches the settings on the page, so they count as new
+        assert set(kept) == {c["summary_md"], c["shown"]}
+        assert kept[c["shown"]] == {k: v for k, v in on_page.items() if k != "page"}
         assert E.frame_view(*args(**{**capped, **bad})) == {}
     with pytest.raises(gr.Error, match=f"allows at most {4 * cap} tokens"):  # another video's views: no keeping
         E.ui_run(*args(**{**capped, "retention": 0.5}), {**on_page, "video": "/elsewhere.mp4"})
-    back = E.ui_run(*args(**capped), on_page)  # good settings again: drawn as usual
+    back = E.ui_run(*args(**capped), kept[c["shown"]])  # the shown settings again: summary and overlay redrawn
     assert Image.open(back[c["overlay"]]).size[0] > 0 and back[c["summary"]]["budgets"] == [cap] * 4
+    assert "Not applied" not in back[c["summary_md"]]
     # the other handlers read the same inputs by name: the download files and the latency chart follow B_max too
     files = E.downloads(*args(**capped))
     json_path, npz_path = files[c["json_file"]], files[c["npz_file"]]
@@ -397,12 +412,23 @@ def test_browser_upload_move_slider_and_screenshot(server):
         page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
         # a fresh visitor clicks the example instead of uploading (cached lazily on first use)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        sys.path.insert(0, str(ROOT / "tools"))
+        from first_click import LONG_TASKS  # when the browser last had a long task: the page has drawn itself
+
+        page.add_init_script(LONG_TASKS)
         page.goto(server[0])
         page.wait_for_selector("text=ENTROPY-SELECT Explorer")
         examples = page.locator("#examples img")
         assert examples.count() == 2  # both thumbnails, drawn from the first page load
         page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=examples.first.element_handle())
         assert examples.first.bounding_box()["y"] + 40 < 1100  # visible without scrolling
+        # the settings' accordion headers, open and closed, hold their label and arrow: no sideways scrollbar
+        headers = page.evaluate("() => [...document.querySelectorAll('.settings-acc .label-wrap')].map(h => [h"
+                                ".innerText, h.scrollWidth, h.clientWidth, h.getBoundingClientRect().right, Math.max("
+                                "...[...h.querySelectorAll('*')].map(e => e.getBoundingClientRect().right))])")
+        assert len(headers) == 2 and any("Frame budgets" in h[0] for h in headers), headers
+        assert all(sw <= cw and inner <= right + 0.5 for _, sw, cw, right, inner in headers), headers
+        page.wait_for_function("() => performance.now() - window.__lastLongTask > 1500", timeout=60_000)  # drawn
         t0 = time.perf_counter()
         examples.first.click()
         page.wait_for_selector("text=/Kept [0-9,]+ of 11,664 tokens/", timeout=180_000)
@@ -534,6 +560,56 @@ def test_warm_start_serves_both_examples_from_the_caches():
         assert thumb.stat().st_size > 2000  # a real picture for the gallery
         out = e.views(str(clip), e.Params(), False, None, files=False, shown={})
         assert out[e.c["summary"]]["tokens_kept"] > 0
+
+
+@pytest.mark.filterwarnings("ignore:frames downscaled")
+def test_example_click_is_one_answer_with_the_clip_and_its_views(monkeypatch):
+    """A click on an example tile: one event puts the clip in the video box and draws its views; the video box's
+    change event that follows sends nothing new; the clip is handed to the browser as it is (H.264 in MP4)."""
+    import inspect
+    import shutil
+    import typing
+
+    import av
+    import gradio as gr
+    import gradio.processing_utils
+    import gradio.utils
+
+    from selector.app.ui import EXAMPLES, Explorer
+
+    e = Explorer(settings=Settings())
+    e.build()
+    c = e.c
+    assert typing.get_type_hints(e.example_run)["example"] is gr.SelectData  # gradio fills it with the click
+    assert tuple(inspect.signature(e.example_run).parameters) == ("example", *e.ui_fields, "shown", "progress")
+    page = [(c[n[4:]] if n.startswith("log_") else c[n]).value for n in e.ui_fields]  # the page as it loads
+    out = e.example_run(gr.SelectData(None, {"index": 1, "value": None}), *page, {})
+    assert out[c["video"]] == str(EXAMPLES[1][0])
+    assert "Kept" in out[c["summary_md"]] and Path(out[c["overlay"]]).stat().st_size > 1000
+    assert out[c["summary"]]["video"].startswith("16 frames") and out[c["budgets"]].data
+    # the video box's change event: the same clip as gradio serves it (a copy under another name)
+    copy = Path(gradio.utils.get_upload_folder()) / f"test-example-{os.getpid()}" / EXAMPLES[1][0].name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(EXAMPLES[1][0], copy)
+    page[e.ui_fields.index("video")] = str(copy)
+    echo = e.ui_run(*page, out[c["shown"]])
+    assert set(echo) == {c["shown"]}  # no image, chart or summary sent again
+    later = e.ui_run(*[0.1 if n == "retention" else v for n, v in zip(e.ui_fields, page, strict=True)],
+                     echo[c["shown"]])
+    assert c["overlay"] in later and c["entropy"] not in later  # a slider move after it: as usual
+    with pytest.raises(gr.Error, match="No such example"):
+        e.example_run(gr.SelectData(None, {"index": len(EXAMPLES), "value": None}), *page, {})
+    # handed out as they are: the bundled clips are what every browser plays, the rest goes through gradio's checks
+    probed = []
+    real_probe = gradio.processing_utils.video_is_playable
+    monkeypatch.setattr(gradio.processing_utils, "video_is_playable", lambda p: probed.append(p) or real_probe(p))
+    for clip, _, _ in EXAMPLES:
+        with av.open(str(clip)) as f:
+            assert f.format.name.startswith("mov,mp4") and f.streams.video[0].codec_context.name == "h264", clip
+        assert c["video"].postprocess(str(clip)).path == str(clip)
+    assert probed == []
+    assert c["video"].postprocess(str(copy)).path  # any other video: gradio's probe as before
+    assert probed == [str(copy)]
 
 
 def test_no_remote_code_anywhere():

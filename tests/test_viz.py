@@ -180,3 +180,12 @@ def test_budget_chart_is_the_validated_plotly_figure(clip):
     fast, checked = budget_chart(*args), go.Figure(budget_spec(*args))
     assert json.loads(fast.to_json()) == json.loads(checked.to_json())
     assert "at B_max" in np.asarray(checked.data[0].customdata)[:, 2].tolist()
+
+
+def test_empty_chart_says_what_comes_and_has_no_data():
+    from viz import empty_chart
+
+    fig = empty_chart("Frame budgets: pick an example", height=300)
+    assert len(fig.data) == 0 and fig.layout.height == 300
+    assert [a.text for a in fig.layout.annotations] == ["Frame budgets: pick an example"]
+    assert fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False

@@ -46,6 +46,15 @@ def budget_spec(budgets: np.ndarray, saliency: np.ndarray, weights: np.ndarray, 
                     height=340, margin=dict(l=50, r=50, t=50, b=30), legend=dict(orientation="h", y=-0.15)))
 
 
+def empty_chart(text: str, height: int = 340) -> go.Figure:
+    """A chart with no data and `text` in its middle: the page shows it before a video is analysed, so the browser
+    loads its plotting code with the page rather than on the first result."""
+    return _figure(dict(data=[], layout=dict(
+        height=height, margin=dict(l=50, r=50, t=50, b=30), xaxis=dict(visible=False), yaxis=dict(visible=False),
+        annotations=[dict(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                          font=dict(size=14, color="#888"))])))
+
+
 @functools.lru_cache(maxsize=4)
 def _template(name: str) -> dict:
     return pio.templates[name].to_plotly_json()

@@ -16,6 +16,7 @@ import math
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,14 @@ SAMPLE = ROOT / "assets" / "bigbuckbunny.mp4"
 EXAMPLES = [(ROOT / "assets" / f"{n}.mp4", ROOT / "assets" / f"{n}.jpg", caption)
             for n, caption in (("bigbuckbunny", "Big Buck Bunny, 5.3 s"), ("bigbuckbunny-short", "Short clip, 2.4 s"))]
 EXAMPLES = [e for e in EXAMPLES if e[0].exists() and e[1].exists()]
+_EXAMPLE_CLIPS = frozenset(os.path.realpath(clip) for clip, _, _ in EXAMPLES)
 USER_ERRORS = (SelectorError, VideoError, EncoderError, VLMError, TimeLimitError)
 
 
 INTRO = """# ENTROPY-SELECT Explorer
 Training-free video-token compression: every token is scored by the **entropy of its similarity to its
 spatio-temporal neighbours** (Ĥ) fused with the **feature gradient** (Ĝ), frames get budgets by saliency,
-and grid quotas keep coverage. Upload a video or pick the example, then move the sliders: only the
+and grid quotas keep coverage. Upload a video or pick an example, then move the sliders: only the
 selector re-runs, on features computed once."""
 
 #: positional order of the endpoints' inputs after `video`, kept for clients that call them by position; a knob
@@ -127,8 +129,10 @@ def _api_doc(summary: str, sig: inspect.Signature, knob_table: dict[str, Knob]) 
     return "\n".join(lines)
 
 
-def _with_signature(fn: Callable[[dict, Any], Any], sig: inspect.Signature, name: str, doc: str) -> Callable:
-    """A function with the given parameters (gradio reads them for the API page) that calls fn(values, progress)."""
+def _with_signature(fn: Callable[[dict, Any], Any], sig: inspect.Signature, name: str, doc: str,
+                    annotations: dict[str, type] | None = None) -> Callable:
+    """A function with the given parameters (gradio reads them for the API page) that calls fn(values, progress);
+    `annotations` give parameters gradio fills itself (gr.SelectData: the event's data)."""
     def values_of(args: tuple, kwargs: dict) -> dict:
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
@@ -143,9 +147,29 @@ def _with_signature(fn: Callable[[dict, Any], Any], sig: inspect.Signature, name
             values = values_of(args, kwargs)
             return fn(values, values.pop("progress"))
     wrapper.__signature__ = sig  # type: ignore[attr-defined]
+    wrapper.__annotations__ = dict(annotations or {})
     wrapper.__name__ = wrapper.__qualname__ = name
     wrapper.__doc__ = doc if "Args:" in doc or name == "ui_run" else _api_doc(doc, sig, KNOB_HELP)
     return wrapper
+
+
+def _examples_as_they_are(video: gr.Video) -> gr.Video:
+    """The video box, handing out the bundled examples as they are: gradio otherwise probes every video it sends
+    with an ffprobe subprocess (~130 ms on 2 cores, on the example click's path) to convert those a browser cannot
+    play; the examples are H.264 in MP4 (a test probes them). Everything else goes through gradio's checks. (An
+    instance attribute, not a subclass: gradio writes a .pyi stub beside the module of every component subclass.)"""
+    from gradio.data_classes import FileData
+
+    gradio_postprocess = video.postprocess
+
+    def postprocess(value: Any) -> Any:
+        if isinstance(value, (str, Path)) and os.path.realpath(value) in _EXAMPLE_CLIPS and video.format is None \
+                and not video.watermark.watermark:
+            return FileData(path=str(value), orig_name=Path(value).name)
+        return gradio_postprocess(value)
+
+    video.postprocess = postprocess  # type: ignore[method-assign]
+    return video
 
 
 #: Enter in a slider's number box applies the value: gradio's slider applies it on leaving the box (blur) but
@@ -157,8 +181,9 @@ document.addEventListener("keydown", (e) => {
       && (t.getAttribute("aria-label") || "").startsWith("number input for")) { e.preventDefault(); t.blur(); }
 }, true);
 </script>"""
-#: accordion headers wrap their label instead of scrolling sideways in the narrow settings column
-CSS = ".settings-acc > button, .settings-acc .label-wrap { overflow-x: hidden; white-space: normal; }"
+#: accordion headers in the narrow settings column: the label wraps, and the closed header's rotated arrow (it
+#: reaches ~6 px past the header's edge) stays inside, so no sideways scrollbar appears
+CSS = ".settings-acc .label-wrap { white-space: normal; padding-right: 10px; }"
 
 
 class _Blocks(gr.Blocks):
@@ -188,7 +213,7 @@ def _input_error(e: Exception, wanted: int, got: int) -> str:
         return (f"This endpoint takes {wanted} inputs and the request had {got}; gradio_client fills in the "
                 "defaults, or see the API page for the full list.")
     if type(e).__name__ == "InvalidPathError":
-        return "Only uploaded files (or the bundled example) can be analyzed."
+        return "Only uploaded files (or the bundled examples) can be analyzed."
     return "The request's inputs could not be read: give each the type the API page lists (a video as an upload)."
 
 
@@ -218,10 +243,6 @@ def _streaming_md(title: str, text: str, ttft_ms: float | None, done: bool = Fal
     status = "" if done else " · generating…"
     timing = "waiting for the first token" if ttft_ms is None else f"time to first token **{ttft_ms:.0f} ms**"
     return f"### {title}\n\n{text or '…'}{'' if done else ' ▌'}\n\n{timing}{status}"
-
-
-def _pick_example(evt: gr.SelectData) -> str:
-    return str(EXAMPLES[evt.index][0])
 
 
 def _table(rows: Any) -> list[list[Any]]:
@@ -296,6 +317,9 @@ class Explorer:
         # `progress` only among named parameters); the others take them positionally
         self.ui_run = self.guard(_with_signature(self._ui_run, _signature([*self.ui_fields, "shown"], {}), "ui_run",
                                                  self._ui_run.__doc__ or ""))
+        self.example_run = self.guard(_with_signature(
+            self._example_run, _signature(["example", *self.ui_fields, "shown"], {}), "example_run",
+            self._example_run.__doc__ or "", {"example": gr.SelectData}))
         self.frame_view = self.guard(self._frame_view)
         self.downloads = self.guard(self._downloads)
         self.latency = self.guard(self._latency)
@@ -387,8 +411,8 @@ class Explorer:
         """The handlers read uploads (gradio's upload folder) and the bundled examples, nothing else: a client
         that names a server path gets a refusal that does not reveal whether the path exists."""
         if not video:
-            raise gr.Error("Upload a video or pick the example first.")
-        refused = gr.Error("Only uploaded files (or the bundled example) can be analyzed.")
+            raise gr.Error("Upload a video or pick an example first.")
+        refused = gr.Error("Only uploaded files (or the bundled examples) can be analyzed.")
         if not isinstance(video, str) or "\0" in video:
             raise refused
         real = os.path.realpath(video)
@@ -426,7 +450,12 @@ class Explorer:
             for note in a.notes:
                 gr.Warning(note)
         keys = self._map_keys(a, stretch)
-        skip = frozenset(k for k, v in keys.items() if shown is not None and shown.get(k) == v)
+        keys["page"] = (a.features.digest, a.features.encoder, a.params, stretch)
+        if shown is not None and shown.get("page") == keys["page"]:
+            # the page shows these very views (a repeated event: a box left unchanged, the video box's echo of an
+            # example; the same content under another path): nothing is redrawn or sent
+            return {} if shown.get("video") == video else {self.c["shown"]: {**shown, "video": video}}
+        skip = frozenset(k for k, v in keys.items() if k != "page" and shown is not None and shown.get(k) == v)
         v = render_views(self.service.thumbnails(a.features, thumbnails), a.selection, stretch,
                          a.features.clip.timestamps, skip)
         summary = a.summary()
@@ -455,7 +484,8 @@ class Explorer:
         gr.Warning(f"Not applied: {e}")
         return {self.c["summary_md"]: f"⚠️ **Not applied:** {e}. The views below still show the last settings that "
                                       "worked; change the settings named here to go on.",
-                self.c["shown"]: shown}
+                # the summary no longer matches those settings: going back to them redraws it
+                self.c["shown"]: {k: v for k, v in shown.items() if k != "page"}}
 
     def downloads_of(self, a: Analysis) -> tuple[str, str]:
         folder = self.out.folder()
@@ -477,6 +507,17 @@ class Explorer:
         except SelectorError as e:
             return self.refused(e, self.uploaded(u["video"]) if shown else "", shown)
         return self.views(u["video"], p, bool(u["stretch"]), progress, files=False, shown=shown)
+
+    def _example_run(self, v: dict, progress: Any) -> dict:
+        """A click on an example: the clip goes into the video box and its views come in the same answer (one
+        round trip; the examples are warmed at start-up, so this is a cache lookup and the drawing). The video box's
+        change event that follows finds these views on the page and sends nothing."""
+        index = v.pop("example").index
+        index = index[0] if isinstance(index, (list, tuple)) else index
+        if not isinstance(index, int) or not 0 <= index < len(EXAMPLES):
+            raise gr.Error("No such example.")
+        v["video"] = str(EXAMPLES[index][0])
+        return {self.c["video"]: v["video"], **self._ui_run(v, progress)}
 
     def analysis(self, u: dict) -> Analysis | None:
         """The (cached) analysis for the page's values, None without a video."""
@@ -511,7 +552,7 @@ class Explorer:
 
         a = self.analysis(self.page_values(ui))
         if a is None:
-            raise gr.Error("Upload a video or pick the example first.")
+            raise gr.Error("Upload a video or pick an example first.")
         rows = latency_rows(a.features, a.params.config())
         left_out = [r for r in RETENTIONS if r not in {row["retention"] for row in rows}]
         note = (f"retention {', '.join(map(str, left_out))} left out: more tokens than B_max = "
@@ -645,15 +686,14 @@ class Explorer:
             return None
 
         def run() -> None:
-            from viz import render_views, thumbnails
-
+            t0 = time.perf_counter()
             for clip, _, _ in EXAMPLES:
-                try:
-                    a = self.service.analyze(str(clip), self.Params())
-                    thumbs = self.service.thumbnails(a.features, thumbnails)
-                    render_views(thumbs, a.selection, False, a.features.clip.timestamps)  # the drawing code, loaded
+                try:  # the click's own path once: analysis, thumbnails, drawing, the files and the chart's JSON
+                    out = self.views(str(clip), self.Params(), False, files=False, shown={})
+                    self.c["budgets"].postprocess(out[self.c["budgets"]])
                 except Exception:  # a warm-up that fails leaves the first click to do the work
                     log.exception("warming the example %s failed", clip.name)
+            log.info("examples ready in %.1f s", time.perf_counter() - t0)
 
         t = threading.Thread(target=run, name="warm-example", daemon=True)
         t.start()
@@ -677,6 +717,8 @@ class Explorer:
         return gr.Slider(lo, hi, value, step=k.step, label=k.label, info=k.help)
 
     def build(self) -> gr.Blocks:
+        from viz import empty_chart
+
         c = self.c
         d = self.config_cls()
         ks = list(self.knobs.values())
@@ -684,7 +726,7 @@ class Explorer:
             gr.Markdown(INTRO)
             with gr.Row():
                 with gr.Column(scale=1, min_width=320):
-                    c["video"] = gr.Video(label="Video", sources=["upload"], height=260)
+                    c["video"] = _examples_as_they_are(gr.Video(label="Video", sources=["upload"], height=260))
                     if EXAMPLES:
                         examples = gr.Gallery([(str(t), cap) for _, t, cap in EXAMPLES], label="Examples: click one "
                                               "(Big Buck Bunny, CC-BY 3.0)", columns=len(EXAMPLES), rows=1,
@@ -714,7 +756,7 @@ class Explorer:
                     c["stretch"] = gr.Checkbox(False, label="Stretch colours to each map's own range (read flat maps)")
                     run = gr.Button("Analyze", variant="primary")
                 with gr.Column(scale=2):
-                    c["summary_md"] = gr.Markdown("Upload a video or pick the example to start.",
+                    c["summary_md"] = gr.Markdown("Upload a video or pick an example to start.",
                                                   label="Summary (text)")
                     with gr.Tabs():
                         with gr.Tab("Kept tokens"):
@@ -766,10 +808,9 @@ class Explorer:
                             c["json_file"] = gr.File(label="Selection (JSON)")
                             c["npz_file"] = gr.File(label="Selection (NPZ)")
                             c["summary"] = gr.JSON(label="Summary")
-                    c["budgets"] = gr.Plot(label="Frame budgets")
+                    c["budgets"] = gr.Plot(empty_chart("Frame budgets: pick an example or upload a video"),
+                                           label="Frame budgets", elem_id="budgets")
             views = [c[n] for n in VIEWS]
-            if EXAMPLES:
-                examples.select(_pick_example, None, c["video"], api_visibility="private", queue=False)
             c["shown"] = gr.State({})  # keys of the maps on the page (a few short tuples per session)
             # the endpoints take explicit values of log-scale knobs: hidden numbers follow their sliders
             api = {n: c[n] for n in ("video", "retention", "num_frames", "encoder", "stretch", "question", "model")}
@@ -800,6 +841,11 @@ class Explorer:
                   show_progress="minimal").then(
                 self.frame_view, ui_inputs, c["frame_img"], api_visibility="private",
                 show_progress="hidden")
+            if EXAMPLES:
+                examples.select(self.example_run, [*ui_inputs, c["shown"]], [c["video"], *views[:7], c["shown"]],
+                                api_visibility="private", concurrency_limit=s.concurrency, concurrency_id="compute",
+                                time_limit=s.time_limit, show_progress="minimal").then(
+                    self.frame_view, ui_inputs, c["frame_img"], api_visibility="private", show_progress="hidden")
             downloads_tab.select(self.downloads, ui_inputs, [c["json_file"], c["npz_file"]],
                                  api_visibility="private", concurrency_id="compute")
             c["frame_index"].release(self.frame_view, ui_inputs, c["frame_img"], api_visibility="private",
