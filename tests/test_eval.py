@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SCRATCH
+from conftest import ROOT, SCRATCH, require_tool
 
 from selector.bench.models import build
 from selector.eval import TASKS_PATH, synthetic
@@ -261,20 +261,31 @@ def _run(launcher: list[str], model: str, checkpoint: Path, out: Path, data: Pat
 FAMILY = {"entropy_select_llava_onevision": "llava_onevision", "entropy_select_qwen2_5_vl": "qwen2_5_vl"}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model", list(FAMILY))
-def test_two_processes_split_the_samples_and_answer_as_one_process(model, checkpoints, tmp_path):
-    data = tmp_path / "data"
-    one, res_one, _ = _run([sys.executable], model, checkpoints[FAMILY[model]], tmp_path / "one", data)
-    # `accelerate launch --cpu` starts a single process (several only through mpirun); torchrun's launcher with
-    # ACCELERATE_USE_CPU gives two gloo processes on the CPU
-    launcher = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
-    env_cpu = {"ACCELERATE_USE_CPU": "true"}
-    os.environ.update(env_cpu)
+@pytest.fixture(scope="module")
+def one_process(checkpoints, tmp_path_factory):
+    """The one-process run of each model (samples, results, data folder), made once for the launchers' tests."""
+    runs: dict[str, tuple[list[dict], dict, Path]] = {}
+
+    def get(model: str) -> tuple[list[dict], dict, Path]:
+        if model not in runs:
+            tmp = tmp_path_factory.mktemp("one-process")
+            one, res, _ = _run([sys.executable], model, checkpoints[FAMILY[model]], tmp / "one", tmp / "data")
+            runs[model] = one, res, tmp / "data"
+        return runs[model]
+    return get
+
+
+def _two_processes(model: str, checkpoint: Path, one_process, tmp_path: Path, launcher: list[str],
+                   env: dict[str, str]) -> None:
+    """Run the task through `launcher` in two processes: the two split the documents, the merged log holds each
+    once, and the answers, selections and summaries equal the one-process run's."""
+    one, res_one, data = one_process(model)
+    os.environ.update(env)
     try:
-        two, res_two, log = _run(launcher, model, checkpoints[FAMILY[model]], tmp_path / "two", data)
+        two, res_two, log = _run(launcher, model, checkpoint, tmp_path / "two", data)
     finally:
-        os.environ.pop("ACCELERATE_USE_CPU")
+        for k in env:
+            os.environ.pop(k)
     assert "process 1 of 2" in log and "process 2 of 2" in log
     # every document once, in the merged log
     assert sorted(s["doc_id"] for s in one) == list(range(LIMIT))
@@ -303,13 +314,36 @@ def test_two_processes_split_the_samples_and_answer_as_one_process(model, checkp
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", list(FAMILY))
+def test_accelerate_cpu_launch_through_mpirun_splits_the_samples(model, checkpoints, one_process, tmp_path):
+    """The issue's command, `accelerate launch --num_processes 2 --cpu`, with the hostfile through which accelerate
+    starts several CPU processes (mpirun; gloo between them)."""
+    require_tool("mpirun")
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=2\n")
+    launcher = [str(BIN / "accelerate"), "launch", "--num_processes", "2", "--cpu", "--mpirun_hostfile", str(hostfile)]
+    # Open MPI refuses to run as root unless told to (CI runs as root)
+    env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"} if os.geteuid() == 0 else {}
+    _two_processes(model, checkpoints[FAMILY[model]], one_process, tmp_path, launcher, env)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", list(FAMILY))
+def test_two_processes_split_the_samples_and_answer_as_one_process(model, checkpoints, one_process, tmp_path):
+    """Without MPI: torchrun's launcher (`--multi_gpu`) with ACCELERATE_USE_CPU gives two gloo processes on the CPU."""
+    launcher = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
+    _two_processes(model, checkpoints[FAMILY[model]], one_process, tmp_path, launcher, {"ACCELERATE_USE_CPU": "true"})
+
+
+@pytest.mark.slow
 def test_accelerate_cpu_launch_runs_and_says_it_is_one_process(checkpoints, tmp_path):
-    """The command as people type it: accelerate runs one process there; the run completes and says so."""
+    """The command without a hostfile: accelerate runs one process there; the run completes and says how to get
+    two."""
     launcher = [str(BIN / "accelerate"), "launch", "--num_processes", "2", "--cpu"]
     samples, res, log = _run(launcher, "entropy_select_llava_onevision", checkpoints["llava_onevision"],
                              tmp_path / "out", tmp_path / "data")
     assert sorted(s["doc_id"] for s in samples) == list(range(LIMIT))
-    assert "starts one process" in log and "--multi_gpu --num_processes N" in log
+    assert "starts one process" in log and "--mpirun_hostfile" in log and "--multi_gpu --num_processes N" in log
     assert res["efficiency"]["entropy_select"]["entropy_select_synthetic"]["samples"] == LIMIT
 
 

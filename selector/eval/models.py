@@ -242,10 +242,11 @@ class _EntropySelectChat(lmms):
         if self._device.type == "cpu" and self._world_size > 1:  # the processes share the cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // self._world_size))
         if _one_cpu_process_of_several():
-            logger.warning("`accelerate launch --cpu` starts one process (it starts several on CPUs only through "
-                           "mpirun, --mpirun_hostfile): this run answers every document in one process. For N "
-                           "processes on CPUs: ACCELERATE_USE_CPU=true accelerate launch --multi_gpu "
-                           "--num_processes N -m lmms_eval ...")
+            logger.warning("`accelerate launch --cpu --num_processes N` without --mpirun_hostfile starts one process "
+                           "(accelerate starts several CPU processes only through mpirun): this run answers every "
+                           "document in one process. For N processes on CPUs: add --mpirun_hostfile FILE (a line "
+                           "'localhost slots=N'; Open MPI or Intel MPI installed), or without MPI: "
+                           "ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N -m lmms_eval ...")
         dev = self._device
         try:
             self.vlm = load_vlm(str(pretrained), device=dev, prefill=prefill)
