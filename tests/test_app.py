@@ -674,3 +674,28 @@ def test_mcp_server_lists_the_three_tools_with_their_parameters(tmp_path):
     assert all(p.get("description") for p in props.values()), props
     assert "Decode + encode the video" in analyze.description
     assert "the question about the video" in ask.inputSchema["properties"]["question"]["description"]
+
+
+@pytest.mark.filterwarnings("ignore:the video has")  # gr.Warning outside an event is a UserWarning
+def test_fewer_frames_than_asked_are_said_in_the_summary_every_time():
+    """A 5-frame clip analysed at 16 frames: the JSON summary and the summary on the page say so, on the first
+    answer (when the video is read) and on a slider move that reuses the cached features."""
+    import gradio.utils
+    import media
+
+    from selector.app.ui import Explorer
+
+    folder = Path(gradio.utils.get_upload_folder()) / f"test-short-{os.getpid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    clip = media.write(folder / "five.mp4", media.pattern(5, 64, 96), fps=5)
+    e = Explorer(settings=Settings())
+    e.build()
+    lines: list[str] = []
+    for retention in (0.35, 0.2):  # the second reuses the features
+        out = e.views(str(clip), e.Params(retention=retention, num_frames=16, encoder=ENC), False,
+                      lambda f, desc: lines.append(desc), files=False, shown={})
+        note = "the video has 5 frame(s); 16 were asked for"
+        assert note in out[e.c["summary"]]["notes"] and note in out[e.c["summary_md"]]
+        assert out[e.c["summary"]]["video"].startswith("5 frames")
+    # the progress line of the first read names the encoder it loads, then the stages
+    assert lines[:2] == [f"loading encoder {ENC}", "decoding video"] and lines[2].startswith(f"encoding frames with {ENC}")

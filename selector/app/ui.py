@@ -153,6 +153,13 @@ def _with_signature(fn: Callable[[dict, Any], Any], sig: inspect.Signature, name
     return wrapper
 
 
+def _lasting(notes: list[str]) -> list[str]:
+    """The analysis notes the summary keeps showing (they also come as a pop-up when the video is first read): what
+    was read differs from what was asked (fewer frames, a cap, another decoder). The downscaling note is left out:
+    the summary's video line gives both sizes."""
+    return [n for n in notes if not n.startswith("frames downscaled")]
+
+
 def _examples_as_they_are(video: gr.Video) -> gr.Video:
     """The video box, handing out the bundled examples as they are: gradio otherwise probes every video it sends
     with an ffprobe subprocess (~130 ms on 2 cores, on the example click's path) to convert those a browser cannot
@@ -463,7 +470,7 @@ class Explorer:
         summary["video"] = describe(a.features.clip)
         folder = self.out.folder()
         c = self.c
-        out = {c["summary_md"]: summary_markdown(summary, v.notes), c["budgets"]: v.budgets,
+        out = {c["summary_md"]: summary_markdown(summary, [*_lasting(a.notes), *v.notes]), c["budgets"]: v.budgets,
                c["summary"]: finite(summary), c["overlay"]: self.out.image(folder, "overlay", v.overlay)}
         for name in ("entropy", "gradient", "score"):
             img = getattr(v, name)
