@@ -239,7 +239,6 @@ class _DinoV2(torch.nn.Module):
     def __init__(self, dim: int = 384, depth: int = 12, heads: int = 6, hidden: int = 1536, patch: int = 14,
                  grid: int = 37, eps: float = 1e-6) -> None:
         super().__init__()
-        self.patch = patch
         e = self.embeddings = torch.nn.Module()
         e.cls_token = torch.nn.Parameter(torch.zeros(1, 1, dim))
         e.mask_token = torch.nn.Parameter(torch.zeros(1, dim))  # unused here; kept so the weights load strictly

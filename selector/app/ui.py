@@ -519,8 +519,7 @@ class Explorer:
         """A click on an example: the clip goes into the video box and its views come in the same answer (one
         round trip; the examples are warmed at start-up, so this is a cache lookup and the drawing). The video box's
         change event that follows finds these views on the page and sends nothing."""
-        index = v.pop("example").index
-        index = index[0] if isinstance(index, (list, tuple)) else index
+        index = v.pop("example").index  # a gallery's select event gives the tile's position
         if not isinstance(index, int) or not 0 <= index < len(EXAMPLES):
             raise gr.Error("No such example.")
         v["video"] = str(EXAMPLES[index][0])
