@@ -18,6 +18,8 @@ __all__ = ["SelectorConfig", "SelectorError", "Knob", "knob", "knobs", "MIN_TEMP
 #: smallest τ and τ_alloc: below it 1/τ takes float32 past its range (1e-40 gives NaN maps) and long before that
 #: every neighbour distribution is one-hot (Ĥ = 0 everywhere at τ = 1e-6 already)
 MIN_TEMPERATURE = 1e-6
+#: largest int knob: a frame never holds that many tokens, and JSON writers (and numpy's int64) stop near it
+MAX_INT = 2**31 - 1
 
 
 class SelectorError(ValueError):
@@ -64,8 +66,11 @@ class Knob:
                 raise SelectorError(f"{self.name} must be an int, got {value!r} ({type(value).__name__})")
             if value < self.low:
                 raise SelectorError(f"{self.name} must be >= {int(self.low)}, got {value}")
+            if value > min(self.high, MAX_INT):
+                raise SelectorError(f"{self.name} must be <= {int(min(self.high, MAX_INT)):,}, got {value:.4g}")
             if self.odd and value % 2 == 0:
-                raise SelectorError(f"{self.name} must be odd so the window has a centre token, got {value}")
+                raise SelectorError(f"{self.name} must be odd so the window has a centre token, got {value} "
+                                    f"({self.label.removesuffix(' (odd)')})")
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SelectorError(f"{self.name} must be a real number, got {value!r} ({type(value).__name__})")

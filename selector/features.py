@@ -21,8 +21,11 @@ __all__ = ["file_digest", "FeatureCache", "Features", "extract"]
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     """blake2b of the file's bytes: the same content under another name hits the same cache entry.
-    Remembered per (path, size, mtime), so slider moves do not re-read a large upload."""
-    st = os.stat(path)
+    Remembered per (path, size, mtime), so slider moves do not re-read a large upload. VideoError names a path
+    that is missing, a folder or empty."""
+    from .video import _check_path
+
+    st = os.stat(_check_path(path))
     return _digest(os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from .limits import TimeLimitError, check, decode_slot
 
-__all__ = ["VideoError", "Clip", "read_clip", "read_frames", "sample_indices", "describe", "MAX_SIDE", "MAX_PIXELS",
-           "MAX_DECODED_FRAMES"]
+__all__ = ["VideoError", "Clip", "read_clip", "read_frames", "sample_indices", "describe", "browser_playable",
+           "write_preview", "example_video", "MAX_SIDE", "MAX_PIXELS", "MAX_DECODED_FRAMES"]
 
 #: Frames whose longer side exceeds this are downscaled on read (aspect kept) to bound memory.
 MAX_SIDE = int(os.environ.get("ENTROPY_SELECT_MAX_SIDE", "1024"))
@@ -333,3 +334,66 @@ def describe(clip: Clip) -> str:
     sh, sw = clip.source_size
     size = f"{w}×{h}" + (f" (from {sw}×{sh})" if (sh, sw) != (h, w) else "")
     return f"{t} frames, {size}, {clip.duration:.1f} s at {clip.fps:.3g} fps via {clip.backend}"
+
+
+#: (container, video codec) pairs a current browser plays in a <video> element (Chromium, Firefox, Safari): MP4/MOV
+#: with H.264 or AV1 (also VP9 in MP4), WebM with VP8, VP9 or AV1, Ogg with Theora. PyAV names MP4 and MOV alike
+#: ("mov,mp4,m4a,3gp,3g2,mj2") and WebM as Matroska ("matroska,webm").
+_PLAYABLE = {("mp4", "h264"), ("mp4", "av1"), ("mp4", "vp9"), ("webm", "vp8"), ("webm", "vp9"), ("webm", "av1"),
+             ("ogg", "theora")}
+
+
+def browser_playable(path: str | os.PathLike[str]) -> bool:
+    """Whether a browser's <video> element plays this file: its container and video codec are ones browsers decode
+    (MJPEG, FFV1, MPEG-4 part 2 or MS-MPEG4 in AVI/MOV/MKV are not). A file PyAV cannot open counts as playable:
+    the analysis says what is wrong with it."""
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as c:
+            if not c.streams.video:
+                return True
+            codec = c.streams.video[0].codec_context.name
+            names = set((c.format.name or "").split(","))
+    except Exception:
+        return True
+    suffix = Path(path).suffix.lower()
+    container = "mp4" if "mp4" in names and suffix in (".mp4", ".m4v", ".mov") else \
+        "webm" if "webm" in names and suffix == ".webm" else "ogg" if "ogg" in names else ""
+    return (container, codec) in _PLAYABLE
+
+
+def write_preview(clip: Clip, path: str | os.PathLike[str], max_side: int = 480) -> str:
+    """An H.264 MP4 of the clip's sampled frames, lasting as long as the video (one frame per sampling interval),
+    at most `max_side` pixels on its longer side: what a browser shows for a video it cannot play itself."""
+    import av
+
+    t, h, w, _ = clip.frames.shape
+    th, tw = _target_size(h, w, max_side)
+    th, tw = th - th % 2, tw - tw % 2  # yuv420p wants even sides
+    # each frame shown at its own time in the video, in milliseconds (strictly increasing for the muxer)
+    pts = np.maximum.accumulate(np.round(np.asarray(clip.timestamps, float) * 1000).astype(np.int64))
+    pts = pts + np.arange(t)  # ties (a still stream) one millisecond apart
+    with av.open(str(path), "w", format="mp4") as out:
+        s = out.add_stream("libx264", rate=Fraction(max(t, 1) / max(clip.duration, 1e-3)).limit_denominator(1000),
+                           options={"preset": "veryfast", "crf": "28"})
+        s.width, s.height, s.pix_fmt = tw, th, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        for frame, ms in zip(clip.frames, pts.tolist(), strict=True):
+            img = frame if (h, w) == (th, tw) else _resize(frame, (th, tw))
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            vf.pts, vf.time_base = ms, Fraction(1, 1000)
+            out.mux(s.encode(vf))
+        out.mux(s.encode())
+    return str(path)
+
+
+def example_video(name: str = "bigbuckbunny") -> Path:
+    """The absolute path of a bundled clip ("bigbuckbunny", 5.3 s, or "bigbuckbunny-short", 2.4 s; CC-BY 3.0), found
+    from the package wherever the caller runs. The clips live in the repository's assets/ folder: a checkout or an
+    editable install has them; VideoError says so where they are missing."""
+    clip = Path(__file__).resolve().parents[1] / "assets" / f"{name}.mp4"
+    if not clip.is_file():
+        raise VideoError(f"the example clip {clip.name} is not here ({clip}): the clips ship with the repository "
+                         "(assets/), not with a wheel; give the path of any video instead")
+    return clip

@@ -214,7 +214,7 @@ def test_slider_path_redraws_only_the_images_that_change():
     import inspect
 
     assert set(E.ui_fields) == {"video", *ui}  # the page's inputs, by name
-    assert tuple(inspect.signature(E.ui_run).parameters) == (*E.ui_fields, "shown", "progress")
+    assert tuple(inspect.signature(E.ui_run).parameters) == (*E.ui_fields, "shown", "downloads_open", "progress")
 
     def args(**kw):
         return [video if n == "video" else {**ui, **kw}[n] for n in E.ui_fields]
@@ -252,15 +252,16 @@ def test_slider_path_redraws_only_the_images_that_change():
     s = out[c["summary"]]
     assert s["budgets"] != [cap] * 4 and min(s["budgets"]) >= 10
     assert (s["config"]["q"], s["config"]["tau_alloc"], s["config"]["max_tokens"]) == (0.5, 0.02, None)
-    assert Image.open(E.frame_view(*args(**capped))[c["frame_img"]]).size[0] > 0
-    with pytest.raises(gr.Error, match=r"max_tokens \(2\) must be >= min_tokens \(4\)"):  # nothing on the page yet
-        E.ui_run(*args(max_tokens=2), {})
-    with pytest.raises(gr.Error, match=f"allows at most {4 * cap} tokens"):
-        E.ui_run(*args(**{**capped, "retention": 0.5}), {})
+    assert Image.open(E.frame_view(*args(**capped), {})[c["frame_img"]]).size[0] > 0
+    for bad, why in (({"max_tokens": 2}, r"max_tokens \(2\) must be >= min_tokens \(4\)"),  # nothing on the page yet
+                     ({**capped, "retention": 0.5}, f"allows at most {4 * cap} tokens")):
+        with pytest.warns(UserWarning, match="Not applied"):
+            said = E.ui_run(*args(**bad), {})
+        assert re.search(why, said[c["summary_md"]]) and set(said) == {c["summary_md"], c["shown"]}
     # the same settings again (a box left unchanged fires its blur event): the page shows these views, nothing is sent
     on_page = out[c["shown"]]
     assert E.ui_run(*args(**{**capped, "max_tokens": 0, "tau_alloc": 0.02, "q": 0.5, "min_tokens": 10}),
-                    on_page) == {}
+                    on_page) == gr.skip()
     assert E.ui_run(*args(**capped), on_page)[c["summary"]]["budgets"] == [cap] * 4  # other settings: drawn
     same = str(upload / "same-content.mp4")  # the same file under another name (the video box's copy of an example)
     shutil.copy(video, same)
@@ -277,18 +278,25 @@ def test_slider_path_redraws_only_the_images_that_change():
         with pytest.warns(UserWarning, match="Not applied"):
             kept = E.ui_run(*args(**{**capped, **bad}), on_page)
         text = kept[c["summary_md"]]
-        assert re.search(why, text) and "Not applied" in text and "still show" in text
-        # the maps stay known; the summary no longer matches the settings on the page, so they count as new
-        assert set(kept) == {c["summary_md"], c["shown"]}
+        assert re.search(why, text) and "Not applied" in text and "back to the last ones" in text
+        # the maps stay known; the summary no longer matches the settings on the page, so they count as new; the
+        # refused input goes back to the value the views use, the others are left as they are
+        (name, value), = bad.items()
+        assert set(kept) == {c["summary_md"], c["shown"], c[name]} and kept[c[name]] == capped[name]
         assert kept[c["shown"]] == {k: v for k, v in on_page.items() if k != "page"}
-        assert E.frame_view(*args(**{**capped, **bad})) == {}
-    with pytest.raises(gr.Error, match=f"allows at most {4 * cap} tokens"):  # another video's views: no keeping
-        E.ui_run(*args(**{**capped, "retention": 0.5}), {**on_page, "video": "/elsewhere.mp4"})
+        # the frame view and the downloads follow the views on the page, not the refused inputs
+        frame = E.frame_view(*args(**{**capped, **bad}), kept[c["shown"]])
+        assert Image.open(frame[c["frame_img"]]).size[0] > 0
+        refused_files = E.downloads(*args(**{**capped, **bad}), kept[c["shown"]])
+        assert json.loads(Path(refused_files[c["json_file"]]).read_text())["budgets"] == [cap] * 4
+    with pytest.warns(UserWarning, match="Not applied"):  # another video's views: no keeping, no reverting
+        other = E.ui_run(*args(**{**capped, "retention": 0.5}), {**on_page, "video": "/elsewhere.mp4"})
+    assert set(other) == {c["summary_md"], c["shown"]} and f"allows at most {4 * cap} tokens" in other[c["summary_md"]]
     back = E.ui_run(*args(**capped), kept[c["shown"]])  # the shown settings again: summary and overlay redrawn
     assert Image.open(back[c["overlay"]]).size[0] > 0 and back[c["summary"]]["budgets"] == [cap] * 4
     assert "Not applied" not in back[c["summary_md"]]
     # the other handlers read the same inputs by name: the download files and the latency chart follow B_max too
-    files = E.downloads(*args(**capped))
+    files = E.downloads(*args(**capped), {})
     json_path, npz_path = files[c["json_file"]], files[c["npz_file"]]
     assert json.loads(Path(json_path).read_text())["budgets"] == [cap] * 4 and npz_path.endswith(".npz")
     chart = E.latency(*args(**capped))[c["lat_plot"]]  # retentions above 4·cap/n cannot be held by B_max
@@ -297,12 +305,12 @@ def test_slider_path_redraws_only_the_images_that_change():
     assert all(k <= 4 * cap for k in chart.data[0].customdata)
     tight = {**capped, "retention": 0.01, "max_tokens": 4}  # the page's selection fits, none of the chart's
     assert E.analysis(E.page_values(tuple(args(**tight)))).selection.num_tokens <= 16
-    with pytest.raises(gr.Error, match="no retention of .* can be timed"):
-        E.latency(*args(**tight))
+    with pytest.warns(UserWarning, match="no retention of .* can be timed"):  # a toast; the chart stays
+        assert E.latency(*args(**tight)) == gr.skip()
     with pytest.raises(gr.Error, match="Internal error"):  # a wiring bug is logged, the page gets a short sentence
-        E.frame_view(*args(**capped)[:-1])
-    assert E.downloads(*[None if n == "video" else v for n, v in zip(E.ui_fields, args(**capped), strict=True)]) \
-        == {c["json_file"]: None, c["npz_file"]: None}
+        E.frame_view(*args(**capped)[:-2], {})
+    assert E.downloads(*[None if n == "video" else v for n, v in zip(E.ui_fields, args(**capped), strict=True)],
+                       {}) == {c["json_file"]: None, c["npz_file"]: None}
 
 
 def test_default_encoder_end_to_end(client):
@@ -581,7 +589,8 @@ def test_example_click_is_one_answer_with_the_clip_and_its_views(monkeypatch):
     e.build()
     c = e.c
     assert typing.get_type_hints(e.example_run)["example"] is gr.SelectData  # gradio fills it with the click
-    assert tuple(inspect.signature(e.example_run).parameters) == ("example", *e.ui_fields, "shown", "progress")
+    assert tuple(inspect.signature(e.example_run).parameters) == ("example", *e.ui_fields, "shown", "downloads_open",
+                                                                   "progress")
     page = [(c[n[4:]] if n.startswith("log_") else c[n]).value for n in e.ui_fields]  # the page as it loads
     out = e.example_run(gr.SelectData(None, {"index": 1, "value": None}), *page, {})
     assert out[c["video"]] == str(EXAMPLES[1][0])
@@ -597,8 +606,9 @@ def test_example_click_is_one_answer_with_the_clip_and_its_views(monkeypatch):
     later = e.ui_run(*[0.1 if n == "retention" else v for n, v in zip(e.ui_fields, page, strict=True)],
                      echo[c["shown"]])
     assert c["overlay"] in later and c["entropy"] not in later  # a slider move after it: as usual
-    with pytest.raises(gr.Error, match="No such example"):
-        e.example_run(gr.SelectData(None, {"index": len(EXAMPLES), "value": None}), *page, {})
+    with pytest.warns(UserWarning, match="No such example"):  # a toast and the sentence, no error badges
+        said = e.example_run(gr.SelectData(None, {"index": len(EXAMPLES), "value": None}), *page, {})
+    assert set(said) == {c["summary_md"]} and "No such example" in said[c["summary_md"]]
     # handed out as they are: the bundled clips are what every browser plays, the rest goes through gradio's checks
     probed = []
     real_probe = gradio.processing_utils.video_is_playable

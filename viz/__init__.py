@@ -39,11 +39,15 @@ def _np(sel: Selection) -> dict[str, np.ndarray]:
             "budgets": sel.budgets.cpu().numpy()}
 
 
-def flatness_notes(sel: Selection) -> list[str]:
-    """Plain-language warnings when a map carries little information, with the reason."""
+def flatness_notes(sel: Selection, stretch: bool = False) -> list[str]:
+    """Plain-language warnings when a map carries little information, with the reason (short when the colours are
+    already stretched to the map's own range, which makes such a map readable)."""
     notes = []
     e = map_range(sel.entropy.cpu().numpy())
-    if e.is_flat():
+    if e.is_flat() and stretch:
+        notes.append(f"Ĥ spans only {e.p5:.4f}–{e.p95:.4f} (90 % of tokens) at τ = {sel.config.tau:g}: the colours "
+                     "are stretched to that range. Lower τ (e.g. 0.05) for more contrast.")
+    elif e.is_flat():
         notes.append(
             f"The entropy map is nearly flat (90 % of tokens between {e.p5:.4f} and {e.p95:.4f}) at "
             f"τ = {sel.config.tau:g}: cosine "
@@ -79,7 +83,7 @@ def render_views(frames_thumbs: np.ndarray, sel: Selection, stretch: bool = Fals
         budgets=budget_chart(a["budgets"], sel.frame_saliency.cpu().numpy(), sel.frame_weights.cpu().numpy(),
                              a["entropy"].mean(axis=(1, 2)), a["score"].mean(axis=(1, 2)), cfg.min_tokens, b_max,
                              timestamps),
-        notes=flatness_notes(sel),
+        notes=flatness_notes(sel, stretch),
         render_ms=0.0,
     )
     return Views(**{**views.__dict__, "render_ms": (time.perf_counter() - t0) * 1e3})

@@ -111,6 +111,8 @@ def sweep_chart(rows: Sequence[dict]) -> go.Figure:
     fig.update_layout(title="Coverage (solid) and time (dotted) against retention<br><sup>coverage: mean over all "
                             "tokens of the best cosine similarity to a kept row — a proxy, not accuracy</sup>",
                       xaxis_title="retention r", yaxis=dict(title="coverage"),
-                      yaxis2=dict(title="ms", overlaying="y", side="right", type="log"), height=380,
-                      margin=dict(l=50, r=50, t=60, b=40))
+                      yaxis2=dict(title="ms", overlaying="y", side="right", type="log"), height=440,
+                      # the legend below the plot: on the right it would cover the time axis' tick labels
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0),
+                      margin=dict(l=50, r=60, t=60, b=40))
     return fig

@@ -5,7 +5,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "model_key"]
+
+
+def model_key(name: str) -> str:
+    """How an allowlist entry and a requested model are compared: a folder that exists by its real path (a trailing
+    slash, `./`, `~` or a link do not matter), anything else (a hub id) as written, without trailing slashes."""
+    name = name.strip()
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        return os.path.realpath(path)
+    return name.rstrip("/") or name
 
 
 @dataclass(frozen=True)
@@ -31,7 +41,7 @@ class Settings:
                    concurrency=int(e.get("ENTROPY_SELECT_CONCURRENCY", "2")),
                    time_limit=float(e.get("ENTROPY_SELECT_TIME_LIMIT", "300")),
                    allow_any_model=e.get("ENTROPY_SELECT_ALLOW_ANY_MODEL", "") == "1",
-                   extra_models=frozenset(m.strip() for m in e.get("ENTROPY_SELECT_MODEL_ALLOWLIST", "").split(",")
+                   extra_models=frozenset(model_key(m) for m in e.get("ENTROPY_SELECT_MODEL_ALLOWLIST", "").split(",")
                                           if m.strip()),
                    # a ZeroGPU Space lends the GPU per request: no warm-up outside one
                    warm=e.get("ENTROPY_SELECT_WARM", "1") != "0"

@@ -33,12 +33,13 @@ from ..encoders import DEFAULT_ENCODER, EncoderError, available_encoders
 from ..encoders import OFFLINE as OFFLINE_ENCODERS
 from ..export import finite, to_json, to_npz
 from ..limits import TimeLimitError, time_limit
+from ..lru import LRU
 from ..method.pipeline import MAP_FIELDS
-from ..video import VideoError, describe, read_clip
+from ..video import VideoError, browser_playable, describe, read_clip, write_preview
 from ..vlm import DEFAULT_VLM, KNOWN_VLMS, VLMError, load_vlm
 from .files import OutputFiles
 from .service import DEFAULT, RETENTIONS, Analysis, Service, latency_rows, params_class
-from .settings import Settings
+from .settings import Settings, model_key
 from .zerogpu import answer_seconds, by_signature, gpu_task
 
 log = logging.getLogger("entropy_select.app")
@@ -51,6 +52,15 @@ EXAMPLES = [(ROOT / "assets" / f"{n}.mp4", ROOT / "assets" / f"{n}.jpg", caption
 EXAMPLES = [e for e in EXAMPLES if e[0].exists() and e[1].exists()]
 _EXAMPLE_CLIPS = frozenset(os.path.realpath(clip) for clip, _, _ in EXAMPLES)
 USER_ERRORS = (SelectorError, VideoError, EncoderError, VLMError, TimeLimitError)
+#: colours stretched to each map's own range by default: at the paper's τ = 1 the entropy map spans a few thousandths,
+#: and a fixed [0, 1] scale shows one flat colour
+STRETCH = True
+#: frames sampled by default (the slider's start)
+DEFAULT_FRAMES = 16
+#: the summary before any video (and after the video is cleared)
+START = "Upload a video or pick an example to start."
+#: int knob values beyond this are refused by name: a frame never has that many tokens, and JSON writers stop at 64 bits
+MAX_INT = 2**31 - 1
 
 
 INTRO = """# ENTROPY-SELECT Explorer
@@ -90,7 +100,11 @@ def _coerce(k: Knob, v: Any) -> Any:
     if k.kind == "int":
         if not math.isfinite(v) or v != int(v):
             raise SelectorError(f"{k.name} must be a whole number, got {v!r}")
+        if abs(v) > MAX_INT:
+            raise SelectorError(f"{k.name} must be at most {MAX_INT:,}, got {v:.4g}")
         return int(v)
+    if not math.isfinite(v):
+        raise SelectorError(f"{k.name} must be a finite number, got {v!r}")
     return float(v)
 
 
@@ -109,7 +123,8 @@ PARAM_HELP = {
     "num_frames": "frames sampled uniformly over the whole video",
     "encoder": "image encoder: dinov2-s (offline default), efficientnet-lite0 (offline), or a hub id on the server's "
                "allowlist",
-    "stretch": "colour each map by its own range instead of a fixed scale",
+    "stretch": "colour each map by its own range instead of a fixed scale (on by default: at the paper's τ = 1 the "
+               "entropy map spans a few thousandths)",
     "question": "the question about the video",
     "model": "LLaVA-OneVision or Qwen2.5-VL checkpoint (hub id or local folder on the allowlist; empty: the default)",
     "max_new_tokens": "longest answer, in tokens",
@@ -160,18 +175,19 @@ def _lasting(notes: list[str]) -> list[str]:
     return [n for n in notes if not n.startswith("frames downscaled")]
 
 
-def _examples_as_they_are(video: gr.Video) -> gr.Video:
-    """The video box, handing out the bundled examples as they are: gradio otherwise probes every video it sends
-    with an ffprobe subprocess (~130 ms on 2 cores, on the example click's path) to convert those a browser cannot
-    play; the examples are H.264 in MP4 (a test probes them). Everything else goes through gradio's checks. (An
-    instance attribute, not a subclass: gradio writes a .pyi stub beside the module of every component subclass.)"""
+def _examples_as_they_are(video: gr.Video, ours: Callable[[str], bool] = lambda path: False) -> gr.Video:
+    """The video box, handing out the bundled examples (and the app's own previews, `ours`) as they are: gradio
+    otherwise probes every video it sends with an ffprobe subprocess (~130 ms on 2 cores, on the example click's
+    path) to convert those a browser cannot play; the examples and previews are H.264 in MP4 (a test probes them).
+    Everything else goes through gradio's checks. (An instance attribute, not a subclass: gradio writes a .pyi stub
+    beside the module of every component subclass.)"""
     from gradio.data_classes import FileData
 
     gradio_postprocess = video.postprocess
 
     def postprocess(value: Any) -> Any:
-        if isinstance(value, (str, Path)) and os.path.realpath(value) in _EXAMPLE_CLIPS and video.format is None \
-                and not video.watermark.watermark:
+        if isinstance(value, (str, Path)) and (os.path.realpath(value) in _EXAMPLE_CLIPS or ours(str(value))) \
+                and video.format is None and not video.watermark.watermark:
             return FileData(path=str(value), orig_name=Path(value).name)
         return gradio_postprocess(value)
 
@@ -179,14 +195,46 @@ def _examples_as_they_are(video: gr.Video) -> gr.Video:
     return video
 
 
-#: Enter in a slider's number box applies the value: gradio's slider applies it on leaving the box (blur) but
-#: ignores Enter, so Enter leaves the box. Number fields (the frame budgets) handle Enter themselves (submit).
+#: The page's small script.
+#: - A slider's number box applies what it shows: gradio's slider applies a typed value when the box is left (blur)
+#:   but ignores Enter, and it answers a value outside the slider's range (or off its step, or not a number) with a
+#:   toast while the box keeps it and the views keep the old one. So the value is made one the slider takes before
+#:   gradio reads it: brought into [min, max], onto the step grid, and back to the slider's own value when it is not a
+#:   number; Enter then leaves the box, which applies it. Number fields (the frame budgets) handle Enter themselves.
+#: - The video box plays what the browser can; for the codecs it cannot (MJPEG, FFV1, MS-MPEG4 ...) the server puts a
+#:   playable preview of the sampled frames in the box, so the browser's "not playable" error is not shown as a toast.
 HEAD = """<script>
-document.addEventListener("keydown", (e) => {
-  const t = e.target;
-  if (e.key === "Enter" && t instanceof HTMLInputElement && t.type === "number"
-      && (t.getAttribute("aria-label") || "").startsWith("number input for")) { e.preventDefault(); t.blur(); }
-}, true);
+(() => {
+  const isSliderBox = (t) => t instanceof HTMLInputElement && t.type === "number"
+    && (t.getAttribute("aria-label") || "").startsWith("number input for");
+  const settle = (t) => {
+    const lo = parseFloat(t.min), hi = parseFloat(t.max), step = parseFloat(t.step);
+    const range = t.closest(".block, .form")?.querySelector("input[type=range]");
+    let v = parseFloat(t.value);
+    if (!Number.isFinite(v)) v = range ? parseFloat(range.value) : lo;
+    if (Number.isFinite(lo) && v < lo) v = lo;
+    if (Number.isFinite(hi) && v > hi) v = hi;
+    if (Number.isFinite(step) && step > 0) {
+      const base = Number.isFinite(lo) ? lo : 0;
+      v = base + Math.round((v - base) / step) * step;
+      if (Number.isFinite(hi) && v > hi + 1e-9) v -= step;
+      const digits = (String(step).split(".")[1] || "").length;
+      v = Number(v.toFixed(digits));
+    }
+    if (String(v) !== t.value) {
+      t.value = String(v);
+      t.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+  };
+  document.addEventListener("keydown", (e) => {
+    const t = e.target;
+    if (e.key === "Enter" && isSliderBox(t)) { e.preventDefault(); settle(t); t.blur(); }
+  }, true);
+  document.addEventListener("blur", (e) => { if (isSliderBox(e.target)) settle(e.target); }, true);
+  document.addEventListener("error", (e) => {
+    if (e.target instanceof HTMLVideoElement && e.target.closest("#video-box")) e.stopPropagation();
+  }, true);
+})();
 </script>"""
 #: accordion headers in the narrow settings column: the label wraps, and the closed header's rotated arrow (it
 #: reaches ~6 px past the header's edge) stays inside, so no sideways scrollbar appears
@@ -256,10 +304,17 @@ def _table(rows: Any) -> list[list[Any]]:
     return [[row.get(k) for k in TABLE] for row in rows or []]
 
 
-def _show_log_value(name: str) -> Callable[[float], tuple[str, float]]:
-    def show(x: float) -> tuple[str, float]:
+def _show_log_value(name: str) -> Callable[[float], Any]:
+    def show(x: Any) -> Any:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            return gr.skip()  # not a number (yet): the text keeps the value the views use
         return f"{name} = {10 ** x:.3g}", 10 ** x
     return show
+
+
+def _no_change(result: Any) -> Any:
+    """gradio reads an empty dict as one value, not as "nothing changes": a handler's {} becomes gr.skip()."""
+    return gr.skip() if isinstance(result, dict) and not result else result
 
 
 def _answer_md(title: str, a) -> str:
@@ -287,6 +342,10 @@ class Explorer:
         self.knobs = {k.name: k for k in knobs(config_cls)}
         self.Params = params_class(config_cls)
         self.out = OutputFiles()  # every file handed out: written once, complete, private, under fresh names
+        #: previews the app made of videos a browser cannot play: file name → the upload it shows (handlers that
+        #: receive the preview from the video box read the upload instead)
+        self.previews = LRU(max_items=512)
+        self._playable = LRU(max_items=512)  # real path → whether a browser plays it
         self.c: dict[str, Any] = {}  # the page's components by name
         #: the page's inputs every UI handler takes, by name (the knobs with their page names)
         self.ui_fields = ("video", "retention", *[("log_" + n) if k.log else n for n, k in self.knobs.items()],
@@ -297,70 +356,92 @@ class Explorer:
             self._analyze, _signature(["video", *_ordered([*self.knobs, "retention", "num_frames", "encoder",
                                                            "stretch"], ANALYZE_ORDER)],
                                       {"retention": 0.35, "num_frames": 16, "encoder": DEFAULT_ENCODER,
-                                       "stretch": False, **self._api_defaults(d)}),
+                                       "stretch": STRETCH, **self._api_defaults(d)}),
             "analyze", "Decode + encode the video (cached by file content) and run ENTROPY-SELECT; returns the views "
             "and a JSON summary. Knobs take SelectorConfig's names and defaults; max_tokens 0 means no cap."))
         ask_sig = _signature(["video", *_ordered([*self.knobs, "question", "retention", "model", "num_frames",
                                                   "max_new_tokens"], ASK_ORDER)],
                              {"retention": 0.35, "model": "", "num_frames": 16, "max_new_tokens": 64,
                               **self._api_defaults(d)})
-        self.ask_endpoint = gpu_task("answer", by_signature(answer_seconds, ask_sig))(self.guard(_with_signature(
+        ask = _with_signature(
             self._ask_stream, ask_sig,
             "ask", "Answer a question about the video twice: with all video tokens and with the ENTROPY-SELECT "
             "ones, selected on the VLM's own video features with these knobs. Streams both answers as they are "
-            "generated (a client's predict() gets the final one).")))
-        self.compare_endpoint = self.guard(_with_signature(
+            "generated (a client's predict() gets the final one).")
+        self.ask_endpoint = gpu_task("answer", by_signature(answer_seconds, ask_sig))(self.guard(ask))
+        compare = _with_signature(
             self._compare, _signature(["video", "retention", "methods", "num_frames", "encoder"],
                                       {"retention": 0.35, "methods": ",".join(DEFAULT_METHODS), "num_frames": 16,
                                        "encoder": DEFAULT_ENCODER}),
             "compare", "Run several token-compression methods at the same retention on the video's (cached) features: "
             "methods is a comma-separated list of selector.compare.METHODS names. Returns one kept-token overlay per "
             "method and a JSON list (method, tokens_kept, merged, coverage, frames_covered, cells_covered, ms). "
-            "Coverage is a proxy for what the kept rows represent, not accuracy."))
-        self.sweep = self.guard(self._sweep)
+            "Coverage is a proxy for what the kept rows represent, not accuracy.")
+        self.compare_endpoint = self.guard(compare)
+        self.sweep = self.guard(self._sweep, page=True)
         self.compare_answers = gpu_task("compare_answers", by_signature(
-            _compare_answers_seconds, inspect.signature(self._compare_answers)))(self.guard(self._compare_answers))
+            _compare_answers_seconds, inspect.signature(self._compare_answers)))(self.guard(self._compare_answers,
+                                                                                             page=True))
+        # the page's own Analyze, Compare and Ask buttons: the endpoints' work, with user errors as a toast and a
+        # sentence on the page instead of gradio's "Error" badges (the API endpoints raise them for clients)
+        self.compare_page = self.guard(compare, page=True)
+        self.ask_page = gpu_task("ask_page", by_signature(answer_seconds, ask_sig))(
+            self.guard(ask, page=True, say="full_md"))
         # the page's handlers, guarded. The slider path's parameters are the page's inputs by name (gradio finds
         # `progress` only among named parameters); the others take them positionally
-        self.ui_run = self.guard(_with_signature(self._ui_run, _signature([*self.ui_fields, "shown"], {}), "ui_run",
-                                                 self._ui_run.__doc__ or ""))
+        self.ui_run = self.guard(_with_signature(
+            self._ui_run, _signature([*self.ui_fields, "shown", "downloads_open"], {"downloads_open": False}),
+            "ui_run", self._ui_run.__doc__ or ""), page=True, say="summary_md")
         self.example_run = self.guard(_with_signature(
-            self._example_run, _signature(["example", *self.ui_fields, "shown"], {}), "example_run",
-            self._example_run.__doc__ or "", {"example": gr.SelectData}))
-        self.frame_view = self.guard(self._frame_view)
-        self.downloads = self.guard(self._downloads)
-        self.latency = self.guard(self._latency)
+            self._example_run, _signature(["example", *self.ui_fields, "shown", "downloads_open"],
+                                          {"downloads_open": False}), "example_run",
+            self._example_run.__doc__ or "", {"example": gr.SelectData}), page=True, say="summary_md")
+        self.frame_view = self.guard(self._frame_view, page=True)
+        self.downloads = self.guard(self._downloads, page=True)
+        self.latency = self.guard(self._latency, page=True)
 
     def _api_defaults(self, d: SelectorConfig) -> dict[str, Any]:
         return {n: 0 if k.optional and getattr(d, n) is None else getattr(d, n) for n, k in self.knobs.items()}
 
     # ---- errors, limits, inputs -------------------------------------------------------------------------------
 
-    def guard(self, fn: Callable) -> Callable:
+    def guard(self, fn: Callable, page: bool = False, say: str | None = None) -> Callable:
         """fn under the time limit, with the pipeline's user errors as gr.Error in their own words and anything
-        else as a short internal-error sentence (the log keeps the traceback)."""
+        else as a short internal-error sentence (the log keeps the traceback). An empty answer means "no change".
+
+        `page`: an event of the page itself. A user error (a refused value, no video yet, a model that cannot load)
+        is then a warning toast, and the sentence in component `say` when given, and every other output stays as it
+        is: the page never shows gradio's "Error" badges for something a user did. Internal errors still raise."""
+        def failed(e: Exception) -> Any:
+            err = _user_error(e)
+            if not page or not (isinstance(e, (gr.Error, *USER_ERRORS))):
+                raise err from None
+            gr.Warning(err.message)
+            return {self.c[say]: f"⚠️ {err.message}"} if say else gr.skip()
+
         if inspect.isgeneratorfunction(fn):  # streaming: the generator sets its own time limit (see _ask_stream)
             @functools.wraps(fn)
             def streaming(*args, **kwargs):
                 try:
-                    yield from fn(*args, **kwargs)
+                    for item in fn(*args, **kwargs):
+                        yield _no_change(item)
                 except Exception as e:
-                    raise _user_error(e) from None
+                    yield failed(e)
             return streaming
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
                 with time_limit(self.settings.time_limit):
-                    return fn(*args, **kwargs)
+                    return _no_change(fn(*args, **kwargs))
             except Exception as e:
-                raise _user_error(e) from None
+                return failed(e)
         return wrapper
 
     def allowed(self, kind: str, name: str, known: set[str]) -> str:
         """Public servers load only known encoders/models (or those the operator lists); never remote code. A hub
         id that cannot be loaded now (offline, not cached) is refused at once, saying how to provide it."""
-        if self.settings.allow_any_model or name in known or name in self.settings.extra_models:
+        if self.settings.allow_any_model or name in known or model_key(name) in self.settings.extra_models:
             ident = name.split(":", 1)[1] if name.startswith("llava-onevision:") else name
             if name not in OFFLINE_ENCODERS and not hub.available(ident):
                 note = "" if self.settings.allow_any_model else (
@@ -368,7 +449,8 @@ class Explorer:
                     "ENTROPY_SELECT_MODEL_ALLOWLIST=DIR (several: comma-separated) so that it accepts the folder.")
                 raise SelectorError(hub.unavailable_message(ident, kind) + note)
             return name
-        raise SelectorError(f"{kind} '{name}' is not on this server's allowlist ({', '.join(sorted(known))}); the "
+        allowed = ", ".join([*sorted(known), *sorted(self.settings.extra_models - set(known))])
+        raise SelectorError(f"{kind} '{name}' is not on this server's allowlist ({allowed}); the "
                             "operator can add it with ENTROPY_SELECT_MODEL_ALLOWLIST or open the list with "
                             "ENTROPY_SELECT_ALLOW_ANY_MODEL=1")
 
@@ -411,7 +493,11 @@ class Explorer:
         u = dict(zip(self.ui_fields, ui, strict=True))
         for n, k in self.knobs.items():
             if k.log:
-                u[n] = 10.0 ** float(u.pop("log_" + n))
+                x = u.pop("log_" + n)
+                try:  # not a number: params() names the knob
+                    u[n] = 10.0 ** float(x) if not isinstance(x, (bool, str)) and math.isfinite(x) else x
+                except (TypeError, OverflowError):
+                    u[n] = x
         return u
 
     def uploaded(self, video: Any) -> str:
@@ -426,7 +512,25 @@ class Explorer:
         roots = [os.path.realpath(gradio.utils.get_upload_folder()), os.path.realpath(ROOT / "assets")]
         if not any(real.startswith(r + os.sep) for r in roots):
             raise refused
-        return real
+        original = self.previews.get(os.path.basename(real))
+        return original if original is not None and os.path.exists(original) else real
+
+    def is_preview(self, path: str) -> bool:
+        """Whether `path` is (gradio's copy of) a preview this app made."""
+        return os.path.basename(path) in self.previews
+
+    def preview(self, video: str, a: Analysis) -> str | None:
+        """A playable preview of the sampled frames for a video the browser cannot play itself, else None."""
+        playable = self._playable.get(video)
+        if playable is None:
+            playable = browser_playable(video)
+            self._playable.put(video, playable)
+        if playable:
+            return None
+        name = f"preview-{a.features.digest[:12]}-{os.urandom(4).hex()}.mp4"
+        path = self.out.write(self.out.folder(), name, lambda p: write_preview(a.features.clip, p))
+        self.previews.put(name, video)
+        return path
 
     # ---- the analysis and its views ---------------------------------------------------------------------------
 
@@ -439,19 +543,25 @@ class Explorer:
                 "score": (*entropy, a.params.alpha, getattr(a.params, "invert_entropy", False))}
 
     def views(self, video: str, p: Any, stretch: bool, progress: Any = None, files: bool = True,
-              shown: dict | None = None) -> dict:
-        """Analysis + views, keyed by component. `shown` (UI only) holds the keys of the maps the page already
-        shows (and the video they are of): those are neither redrawn nor re-sent. With `shown`, settings the
-        selector refuses for the video on the page keep its views (see `refused`)."""
+              shown: dict | None = None, sent: dict | None = None) -> dict:
+        """Analysis + views, keyed by component. `shown` (page events only) holds the keys of the maps the page
+        already shows (and the video and settings they are of): those are neither redrawn nor re-sent, and settings
+        the selector refuses for the video on the page keep its views (see `refused`; `sent` is what the page's
+        inputs said). `files`: write the download files; on the page without it, the files on the page are
+        cleared, so a download always matches the views."""
         from viz import render_views, summary_markdown, thumbnails
 
         video = self.uploaded(video)
         report = None if progress is None else (lambda f, msg: progress(f, desc=msg))
         try:
             a = self.service.analyze(video, p, progress=report)
-        except SelectorError as e:
+        except (SelectorError, EncoderError, TimeLimitError) as e:  # settings (or the encoder) refused: not the video
             if shown is not None:
-                return self.refused(e, video, shown)
+                return self.refused(e, video, shown, sent or {})
+            raise
+        except VideoError as e:
+            if shown is not None:  # the page: the box goes back to its upload area, the sentence says why
+                return self.unreadable(e)
             raise
         if not a.features.from_cache or any("capped" in n for n in a.notes):
             for note in a.notes:
@@ -461,7 +571,7 @@ class Explorer:
         if shown is not None and shown.get("page") == keys["page"]:
             # the page shows these very views (a repeated event: a box left unchanged, the video box's echo of an
             # example; the same content under another path): nothing is redrawn or sent
-            return {} if shown.get("video") == video else {self.c["shown"]: {**shown, "video": video}}
+            return gr.skip() if shown.get("video") == video else {self.c["shown"]: {**shown, "video": video}}
         skip = frozenset(k for k, v in keys.items() if k != "page" and shown is not None and shown.get(k) == v)
         v = render_views(self.service.thumbnails(a.features, thumbnails), a.selection, stretch,
                          a.features.clip.timestamps, skip)
@@ -479,20 +589,72 @@ class Explorer:
         if files:
             out[c["json_file"]], out[c["npz_file"]] = self.downloads_of(a)
         if shown is not None:
-            out[c["shown"]] = {**keys, "video": video}
+            if not files:
+                out[c["json_file"]] = out[c["npz_file"]] = None
+            t = int(a.selection.grid_shape[0])
+            frame = sent.get("frame_index") if sent else None
+            frame = frame if isinstance(frame, (int, float)) and math.isfinite(frame) else 0
+            out[c["frame_index"]] = gr.update(maximum=max(t - 1, 1), value=int(min(max(frame, 0), t - 1)),
+                                              interactive=t > 1)
+            if shown.get("video") != video and (preview := self.preview(video, a)) is not None:
+                out[c["video"]] = preview
+            out[c["shown"]] = {**keys, "video": video, "applied": self.page_of(p, stretch)}
         return out
 
-    def refused(self, e: Exception, video: str, shown: dict) -> dict:
-        """The slider path's answer to settings the selector refuses (B_max too small for r, B_max < B_min …):
-        when the page already shows this video's views, they stay and the summary says that the new settings were
-        not applied and why; with nothing (or another video) on the page, the error alone."""
-        if not shown or shown.get("video") != video:
-            raise gr.Error(str(e))
+    def page_of(self, p: Any, stretch: bool) -> dict[str, Any]:
+        """The page's input values that show the settings `p` (log-scale knobs as their exponent, no cap as 0)."""
+        vals: dict[str, Any] = {"retention": p.retention, "num_frames": p.num_frames, "stretch": stretch}
+        for n, k in self.knobs.items():
+            v = getattr(p, n)
+            vals[n] = round(math.log10(v), 6) if k.log else (0 if v is None and k.optional else v)
+        return vals
+
+    def refused(self, e: Exception, video: str, shown: dict, sent: dict) -> dict:
+        """The page's answer to settings the selector refuses (B_max too small for r, B_max < B_min …): the views
+        on the page stay, the summary says that the new settings were not applied and why, and each input goes
+        back to the value those views use; with no views of this video on the page, the sentence alone."""
         gr.Warning(f"Not applied: {e}")
-        return {self.c["summary_md"]: f"⚠️ **Not applied:** {e}. The views below still show the last settings that "
-                                      "worked; change the settings named here to go on.",
-                # the summary no longer matches those settings: going back to them redraws it
-                self.c["shown"]: {k: v for k, v in shown.items() if k != "page"}}
+        if not shown or shown.get("video") != video:
+            return {self.c["summary_md"]: f"⚠️ **Not applied:** {e}. Change the settings named here to go on.",
+                    self.c["shown"]: {"video": video}}
+        out: dict[Any, Any] = {
+            self.c["summary_md"]: f"⚠️ **Not applied:** {e}. The views below and the settings on the left are back "
+                                  "to the last ones that worked.",
+            # the summary no longer matches those settings: going back to them redraws it
+            self.c["shown"]: {k: v for k, v in shown.items() if k != "page"}}
+        for name, value in shown.get("applied", {}).items():
+            if sent.get(name) != value:
+                out[self.c[name]] = value
+        return out
+
+    def unreadable(self, e: Exception) -> dict:
+        """The page's answer to a video that cannot be read: the page's first state (no views of another clip),
+        the video box empty for the next upload, and the sentence saying why."""
+        gr.Warning(str(e))
+        return {**self.first_state(), self.c["video"]: None,
+                self.c["summary_md"]: f"⚠️ **This video could not be analysed:** {e}",
+                self.c["shown"]: {"error": str(e)}}
+
+    def first_state(self) -> dict:
+        """The views as a new page shows them (no video)."""
+        from viz import empty_chart
+
+        c = self.c
+        out: dict[Any, Any] = {c[n]: None for n in ("overlay", "entropy", "gradient", "score", "summary", "json_file",
+                                                     "npz_file")}
+        out.update({c["summary_md"]: START, c["budgets"]: empty_chart("Frame budgets: pick an example or upload a "
+                                                                      "video"),
+                    c["frame_index"]: gr.update(value=0, maximum=max(DEFAULT_FRAMES - 1, 1), interactive=True),
+                    c["shown"]: {}})
+        return out
+
+    def reset(self) -> dict:
+        """The × of the video box: the whole page back to its first state, the other tabs' results too."""
+        c = self.c
+        cleared = ("frame_img", "lat_plot", "compare_gallery", "compare_json", "compare_table", "sweep_plot",
+                   "compare_answers", "ask_json")
+        return {**self.first_state(), **{c[n]: None for n in cleared}, c["full_md"]: "", c["comp_md"]: "",
+                c["compare_on"]: False}
 
     def downloads_of(self, a: Analysis) -> tuple[str, str]:
         folder = self.out.folder()
@@ -506,14 +668,24 @@ class Explorer:
         return self.views(v["video"], p, bool(v["stretch"]), progress)
 
     def _ui_run(self, v: dict, progress: Any) -> dict:
-        """Slider path: views first; the frame view and the download files follow in a chained event."""
+        """The page's path (a slider released, a field left or submitted, a box ticked, a new video, Analyze): the
+        views, the download files when their tab is open, the frame slider's range; the frame view follows in a
+        chained event. No video: the page's first state (or, after a video that could not be read, its sentence)."""
         shown = v.pop("shown") or {}
+        downloads_open = bool(v.pop("downloads_open", False))
+        if not v.get("video"):
+            return gr.skip() if "error" in shown or not shown else self.first_state()
         u = self.page_values(tuple(v.values()))
+        raw = {n.removeprefix("log_"): x for n, x in v.items()}  # the inputs as the page holds them
+        video = self.uploaded(u["video"])
         try:
+            for n, k in self.knobs.items():
+                if k.ui == "number" and u.get(n) is None:  # an empty or unreadable field, not "no cap"
+                    raise SelectorError(f"{n} needs a number ({k.label})")
             p = self.params(u)
         except SelectorError as e:
-            return self.refused(e, self.uploaded(u["video"]) if shown else "", shown)
-        return self.views(u["video"], p, bool(u["stretch"]), progress, files=False, shown=shown)
+            return self.refused(e, video, shown, raw)
+        return self.views(video, p, bool(u["stretch"]), progress, files=downloads_open, shown=shown, sent=raw)
 
     def _example_run(self, v: dict, progress: Any) -> dict:
         """A click on an example: the clip goes into the video box and its views come in the same answer (one
@@ -523,31 +695,42 @@ class Explorer:
         if not isinstance(index, int) or not 0 <= index < len(EXAMPLES):
             raise gr.Error("No such example.")
         v["video"] = str(EXAMPLES[index][0])
-        return {self.c["video"]: v["video"], **self._ui_run(v, progress)}
+        out = self._ui_run(v, progress)
+        return {self.c["video"]: v["video"], **(out if isinstance(out, dict) and out != gr.skip() else {})}
 
     def analysis(self, u: dict) -> Analysis | None:
         """The (cached) analysis for the page's values, None without a video."""
         return self.service.analyze(self.uploaded(u["video"]), self.params(u)) if u["video"] else None
 
+    def on_page(self, ui: tuple, shown: dict | None) -> dict[str, Any]:
+        """The page's values for the views it shows: the inputs, with the settings of the views on the page
+        (`shown`) in place of inputs that were not applied."""
+        u = self.page_values(ui)
+        applied = dict((shown or {}).get("applied", {}))
+        for n, k in self.knobs.items():
+            if k.log and n in applied:
+                applied[n] = 10.0 ** applied[n]
+        return {**u, **applied}
+
     def _frame_view(self, *ui: Any) -> dict:
         from viz import render_frame
 
-        u = self.page_values(ui)
-        try:
-            a = self.analysis(u)
-        except SelectorError:  # settings refused: the slider path's summary says so, and the frame shown stays
-            return {}
+        *ui, shown = ui
+        u = self.on_page(tuple(ui), shown)
+        a = self.analysis(u)
         if a is None:
             return {self.c["frame_img"]: None}
         frames = a.features.clip.frames
-        i = min(int(u["frame_index"]), len(frames) - 1)
+        i = min(max(int(u["frame_index"] or 0), 0), len(frames) - 1)
         img = render_frame(frames[i], a.selection, i, bool(u["stretch"]))
         return {self.c["frame_img"]: self.out.image(self.out.folder(), f"frame-{i}", img)}
 
     def _downloads(self, *ui: Any) -> dict:
-        """Download files for the selection now shown, written when the Downloads tab is opened (not on every
-        slider move: they cost ~0.2 s of CPU that the views need more)."""
-        a = self.analysis(self.page_values(ui))
+        """Download files for the selection the views show, written when the Downloads tab is opened; while it is
+        open, the page's path writes them with every new view (closed, it clears them: they cost ~0.2 s of CPU
+        that the views need more)."""
+        *ui, shown = ui
+        a = self.analysis(self.on_page(tuple(ui), shown))
         if a is None:
             return {self.c["json_file"]: None, self.c["npz_file"]: None}
         j, n = self.downloads_of(a)
@@ -672,16 +855,23 @@ class Explorer:
 
     def compare_if_shown(self, on: bool, *inputs: Any) -> dict:
         """The Compare tab's methods again at a new retention, once the tab has shown results (features cached)."""
-        return self.compare_endpoint(*inputs) if on else {}
+        return self.compare_page(*inputs) if on else gr.skip()
 
-    def _sweep(self, video: Any, methods: Any, num_frames: Any, encoder: Any, progress: Any = None) -> dict:
+    def _sweep(self, video: Any, methods: Any, num_frames: Any, encoder: Any,
+               progress: Any = gr.Progress()) -> dict:  # noqa: B008 (gradio fills in a parameter with this default)
+        """Coverage and time of each method at every retention of SWEEP; the progress bar names the method."""
         from viz import sweep_chart
 
         from ..compare.__main__ import rows_for
 
         a, names = self._compare_inputs({"video": video, "methods": methods, "retention": 0.35,
                                        "num_frames": num_frames, "encoder": encoder})
-        rows = rows_for(a.features.tokens, names, list(SWEEP))
+        rows: list[dict] = []
+        for i, name in enumerate(names):
+            progress(i / len(names), desc=f"{name} ({i + 1} of {len(names)} methods) at r = "
+                                          f"{', '.join(map(str, SWEEP))}")
+            rows += rows_for(a.features.tokens, [name], list(SWEEP))
+        rows.sort(key=lambda row: row["retention"])  # rows_for's order: by retention, then method
         return {self.c["sweep_plot"]: sweep_chart(rows)}
 
     def warm(self) -> threading.Thread | None:
@@ -695,7 +885,7 @@ class Explorer:
             t0 = time.perf_counter()
             for clip, _, _ in EXAMPLES:
                 try:  # the click's own path once: analysis, thumbnails, drawing, the files and the chart's JSON
-                    out = self.views(str(clip), self.Params(), False, files=False, shown={})
+                    out = self.views(str(clip), self.Params(), STRETCH, files=False, shown={})
                     self.c["budgets"].postprocess(out[self.c["budgets"]])
                 except Exception:  # a warm-up that fails leaves the first click to do the work
                     log.exception("warming the example %s failed", clip.name)
@@ -722,6 +912,14 @@ class Explorer:
         hi = k.high if k.ui_high is None else k.ui_high
         return gr.Slider(lo, hi, value, step=k.step, label=k.label, info=k.help)
 
+    def ask_model_default(self) -> tuple[str, str]:
+        """The Ask tab's model box: the default model when it can load here, else empty with a sentence saying what
+        to give instead (shown before the first question)."""
+        if hub.available(DEFAULT_VLM):
+            return DEFAULT_VLM, ""
+        return "", (f"⚠️ The default model `{DEFAULT_VLM}` cannot load here: {self.model_availability()} Give a "
+                    "local folder of a LLaVA-OneVision or Qwen2.5-VL checkpoint in the box below.")
+
     def build(self) -> gr.Blocks:
         from viz import empty_chart
 
@@ -732,7 +930,8 @@ class Explorer:
             gr.Markdown(INTRO)
             with gr.Row():
                 with gr.Column(scale=1, min_width=320):
-                    c["video"] = _examples_as_they_are(gr.Video(label="Video", sources=["upload"], height=260))
+                    c["video"] = _examples_as_they_are(gr.Video(label="Video", sources=["upload"], height=260,
+                                                                elem_id="video-box"), self.is_preview)
                     if EXAMPLES:
                         examples = gr.Gallery([(str(t), cap) for _, t, cap in EXAMPLES], label="Examples: click one "
                                               "(Big Buck Bunny, CC-BY 3.0)", columns=len(EXAMPLES), rows=1,
@@ -749,7 +948,8 @@ class Explorer:
                         for k in ks:
                             if k.section != "main" and k.ui != "number":
                                 c[k.name] = self._knob_input(k, d)
-                        c["num_frames"] = gr.Slider(4, self.service.max_frames, 16, step=1, label="Frames sampled")
+                        c["num_frames"] = gr.Slider(4, self.service.max_frames, DEFAULT_FRAMES, step=1,
+                                                    label="Frames sampled")
                         c["encoder"] = gr.Dropdown(self.encoder_choices(), value=DEFAULT_ENCODER,
                                                    allow_custom_value=True,
                                                    label="Encoder (offline: dinov2-s, efficientnet-lite0; others "
@@ -759,40 +959,46 @@ class Explorer:
                         for k in ks:
                             if k.ui == "number":
                                 c[k.name] = self._knob_input(k, d)
-                    c["stretch"] = gr.Checkbox(False, label="Stretch colours to each map's own range (read flat maps)")
+                    c["stretch"] = gr.Checkbox(STRETCH, label="Stretch colours to each map's own range (read flat "
+                                                              "maps; off: one fixed [0, 1] scale)")
                     run = gr.Button("Analyze", variant="primary")
                 with gr.Column(scale=2):
-                    c["summary_md"] = gr.Markdown("Upload a video or pick an example to start.",
-                                                  label="Summary (text)")
+                    c["summary_md"] = gr.Markdown(START, label="Summary (text)")
                     with gr.Tabs():
-                        with gr.Tab("Kept tokens"):
-                            c["overlay"] = gr.Image(label="Kept-token overlay", type="filepath", elem_id="overlay")
-                        with gr.Tab("Entropy Ĥ"):
-                            c["entropy"] = gr.Image(label="Entropy heatmaps", type="filepath")
-                        with gr.Tab("Gradient Ĝ"):
-                            c["gradient"] = gr.Image(label="Gradient heatmaps", type="filepath")
-                        with gr.Tab("Score S"):
-                            c["score"] = gr.Image(label="Fused score heatmaps", type="filepath")
-                        with gr.Tab("Frame"):
-                            c["frame_index"] = gr.Slider(0, self.service.max_frames - 1, 0, step=1, label="Frame")
-                            c["frame_img"] = gr.Image(label="One frame: maps and kept tokens", type="filepath")
-                        with gr.Tab("Latency"):
+                        with gr.Tab("Kept tokens") as first_tab:
+                            c["overlay"] = gr.Image(label="Kept-token overlay", type="filepath", elem_id="overlay",
+                                                    show_label=False)
+                        with gr.Tab("Entropy Ĥ") as t_entropy:
+                            c["entropy"] = gr.Image(label="Entropy heatmaps", type="filepath", show_label=False)
+                        with gr.Tab("Gradient Ĝ") as t_gradient:
+                            c["gradient"] = gr.Image(label="Gradient heatmaps", type="filepath", show_label=False)
+                        with gr.Tab("Score S") as t_score:
+                            c["score"] = gr.Image(label="Fused score heatmaps", type="filepath", show_label=False)
+                        with gr.Tab("Frame") as t_frame:
+                            c["frame_index"] = gr.Slider(0, DEFAULT_FRAMES - 1, 0, step=1, label="Frame",
+                                                         elem_id="frame-index")
+                            c["frame_img"] = gr.Image(label="One frame: maps and kept tokens", type="filepath",
+                                                      show_label=False, elem_id="frame-img")
+                        with gr.Tab("Latency") as t_latency:
                             lat_btn = gr.Button("Measure selection latency vs retention")
                             c["lat_plot"] = gr.Plot(label="Latency")
-                        with gr.Tab("Ask the video"):
+                        with gr.Tab("Ask the video") as t_ask:
                             gr.Markdown("A LLaVA-OneVision or Qwen2.5-VL model answers twice: with every video token "
                                         "and with the ones ENTROPY-SELECT keeps at the retention and settings on the "
                                         "left (selected on the model's own video features). Needs the model's "
                                         "weights: a hub id on a machine with network access, or a local folder.")
+                            model_value, model_note = self.ask_model_default()
+                            gr.Markdown(model_note, visible=bool(model_note), elem_id="model-note")
                             c["question"] = gr.Textbox(label="Question", value="What happens in this video?")
-                            c["model"] = gr.Textbox(label="Model (hub id or local folder)", value=DEFAULT_VLM,
-                                                    info=self.model_availability())
+                            c["model"] = gr.Textbox(label="Model (hub id or local folder)", value=model_value,
+                                                    placeholder="a local folder of a LLaVA-OneVision or Qwen2.5-VL "
+                                                                "checkpoint", info=self.model_availability())
                             ask_btn = gr.Button("Ask", variant="primary")
                             with gr.Row():
                                 c["full_md"] = gr.Markdown(label="Answer with all video tokens")
                                 c["comp_md"] = gr.Markdown(label="Answer with the kept tokens")
                             c["ask_json"] = gr.JSON(label="Answers and timings")
-                        with gr.Tab("Compare"):
+                        with gr.Tab("Compare") as t_compare:
                             gr.Markdown("Other methods at the retention on the left, on the same features. "
                                         "**Coverage** = mean over all tokens of the best cosine similarity to a "
                                         "kept row: a proxy for what the rows still represent, not accuracy.")
@@ -800,88 +1006,123 @@ class Explorer:
                                                             label="Methods")
                             with gr.Row():
                                 compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
-                                sweep_btn = gr.Button("Sweep retention 0.05–0.9")
+                                sweep_btn = gr.Button("Sweep retention 0.05–0.9", elem_id="sweep-btn")
                                 answers_btn = gr.Button("Answer with each method (the Ask tab's model)")
+                            # the sweep's chart right under its button: its progress shows where the user looks
+                            c["sweep_plot"] = gr.Plot(label="Coverage and time against retention", elem_id="sweep")
                             c["compare_table"] = gr.Dataframe(headers=list(TABLE), label="Methods at this retention",
                                                               interactive=False, elem_id="compare-table")
                             c["compare_json"] = gr.JSON(label="Methods at this retention (JSON)")
+                            gr.Markdown("**Kept tokens per method**")
                             c["compare_gallery"] = gr.Gallery(label="Kept tokens per method", columns=1,
-                                                              height="auto")
-                            c["sweep_plot"] = gr.Plot(label="Coverage and time against retention")
+                                                              height="auto", show_label=False)
                             c["compare_answers"] = gr.JSON(label="Answers: KL of the first token from the full "
                                                                  "answer's, same answer, time to first token")
                         with gr.Tab("Downloads") as downloads_tab:
-                            c["json_file"] = gr.File(label="Selection (JSON)")
-                            c["npz_file"] = gr.File(label="Selection (NPZ)")
+                            c["json_file"] = gr.File(label="Selection (JSON)", elem_id="json-file")
+                            c["npz_file"] = gr.File(label="Selection (NPZ)", elem_id="npz-file")
                             c["summary"] = gr.JSON(label="Summary")
                     c["budgets"] = gr.Plot(empty_chart("Frame budgets: pick an example or upload a video"),
                                            label="Frame budgets", elem_id="budgets")
-            views = [c[n] for n in VIEWS]
-            c["shown"] = gr.State({})  # keys of the maps on the page (a few short tuples per session)
-            # the endpoints take explicit values of log-scale knobs: hidden numbers follow their sliders
-            api = {n: c[n] for n in ("video", "retention", "num_frames", "encoder", "stretch", "question", "model")}
-            for n, k in self.knobs.items():
-                if k.log:
-                    api[n] = gr.Number(getattr(d, n), visible=False)
-                    c[n].change(_show_log_value(n), c[n], [c[n + "_text"], api[n]], api_visibility="private",
-                                queue=False)
-                else:
-                    api[n] = c[n]
-            api["max_new_tokens"] = gr.Number(64, visible=False, precision=0)
-            s = self.settings
-            run.click(self.analyze_endpoint, [api[n] for n in inspect.signature(self.analyze_endpoint).parameters
-                                              if n != "progress"], views, api_name="analyze",
-                      concurrency_limit=s.concurrency, concurrency_id="compute", time_limit=s.time_limit)
-            ui_inputs = [c[n[4:]] if n.startswith("log_") else c[n] for n in self.ui_fields]
-            triggers = [c["video"].change, c["retention"].release, c["num_frames"].release, c["encoder"].change,
-                        c["stretch"].change]
-            for k in ks:
-                comp = c[k.name]
-                triggers += [comp.change] if k.ui == "checkbox" else [comp.submit, comp.blur] if k.ui == "number" \
-                    else [comp.release]
-            gr.on(triggers, self.ui_run, [*ui_inputs, c["shown"]], [*views[:7], c["shown"]],
-                  api_visibility="private", concurrency_limit=s.concurrency, concurrency_id="compute",
-                  trigger_mode="always_last", time_limit=s.time_limit,
-                  # the runtime in a corner and gr.Progress's bar and text while they come, but no overlay on each
-                  # view: moves of τ reach the page sooner (docs/benchmarks.md)
-                  show_progress="minimal").then(
-                self.frame_view, ui_inputs, c["frame_img"], api_visibility="private",
-                show_progress="hidden")
-            if EXAMPLES:
-                examples.select(self.example_run, [*ui_inputs, c["shown"]], [c["video"], *views[:7], c["shown"]],
-                                api_visibility="private", concurrency_limit=s.concurrency, concurrency_id="compute",
-                                time_limit=s.time_limit, show_progress="minimal").then(
-                    self.frame_view, ui_inputs, c["frame_img"], api_visibility="private", show_progress="hidden")
-            downloads_tab.select(self.downloads, ui_inputs, [c["json_file"], c["npz_file"]],
-                                 api_visibility="private", concurrency_id="compute")
-            c["frame_index"].release(self.frame_view, ui_inputs, c["frame_img"], api_visibility="private",
-                                     concurrency_id="compute")
-            lat_btn.click(self.latency, ui_inputs, c["lat_plot"], api_visibility="private",
-                          concurrency_id="compute")
-            api["methods"] = gr.Textbox(",".join(DEFAULT_METHODS), visible=False)
-            c["methods"].change(lambda m: ",".join(m), c["methods"], api["methods"], api_visibility="private",
-                                queue=False)
-            compare_inputs = [api[n] for n in inspect.signature(self.compare_endpoint).parameters if n != "progress"]
-            compare_outputs = [c["compare_gallery"], c["compare_json"]]
-            compare_on = gr.State(False)  # the Compare tab shows results: a retention move re-runs the methods
-            compare_btn.click(self.compare_endpoint, compare_inputs, compare_outputs, api_name="compare",
-                              concurrency_limit=s.concurrency, concurrency_id="compute", time_limit=s.time_limit
-                              ).then(lambda: True, None, compare_on, api_visibility="private", queue=False)
-            c["compare_json"].change(_table, c["compare_json"], c["compare_table"], api_visibility="private",
-                                     queue=False)
-            c["retention"].release(self.compare_if_shown, [compare_on, *compare_inputs], compare_outputs,
-                                   api_visibility="private", concurrency_id="compute", show_progress="hidden")
-            sweep_btn.click(self.sweep, [c["video"], api["methods"], c["num_frames"], c["encoder"]], c["sweep_plot"],
-                            api_visibility="private", concurrency_id="compute")
-            answers_btn.click(self.compare_answers, [c["video"], c["question"], c["retention"], c["model"],
-                                                     api["methods"], c["num_frames"]], c["compare_answers"],
-                              api_visibility="private", concurrency_limit=1, concurrency_id="vlm",
-                              time_limit=s.time_limit)
-            ask_btn.click(self.ask_endpoint, [api[n] for n in inspect.signature(self.ask_endpoint).parameters
-                                              if n != "progress"], [c["full_md"], c["comp_md"], c["ask_json"]],
-                          api_name="ask", concurrency_limit=1, concurrency_id="vlm", time_limit=s.time_limit)
+            self.wire(run, examples if EXAMPLES else None, downloads_tab,
+                      [first_tab, t_entropy, t_gradient, t_score, t_frame, t_latency, t_ask, t_compare],
+                      lat_btn, compare_btn, sweep_btn, answers_btn, ask_btn)
         demo.explorer = self  # type: ignore[attr-defined]  # tests and scripts reach the handlers through it
         return demo
+
+    def wire(self, run: Any, examples: Any, downloads_tab: Any, other_tabs: list, lat_btn: Any, compare_btn: Any,
+             sweep_btn: Any, answers_btn: Any, ask_btn: Any) -> None:
+        """The page's events. Every event names each output it answers: a handler returns a value or gr.skip()
+        for it (see `guard`)."""
+        c, s, d = self.c, self.settings, self.config_cls()
+        ks = list(self.knobs.values())
+        views = [c[n] for n in VIEWS]
+        c["shown"] = gr.State({})  # keys of the maps on the page and the settings they show (a few small values)
+        downloads_open = gr.State(False)  # the Downloads tab is open: the page's path writes the files too
+        c["compare_on"] = gr.State(False)  # the Compare tab shows results: a retention move re-runs the methods
+        # the endpoints take explicit values of log-scale knobs: hidden numbers follow their sliders
+        api = {n: c[n] for n in ("video", "retention", "num_frames", "encoder", "stretch", "question", "model")}
+        for n, k in self.knobs.items():
+            if k.log:
+                api[n] = gr.Number(getattr(d, n), visible=False)
+                c[n].change(_show_log_value(n), c[n], [c[n + "_text"], api[n]], api_visibility="private",
+                            queue=False)
+            else:
+                api[n] = c[n]
+        api["max_new_tokens"] = gr.Number(64, visible=False, precision=0)
+        api["methods"] = gr.Textbox(",".join(DEFAULT_METHODS), visible=False)
+        # the API endpoints, each on a trigger of its own (clients call them by name; the page's buttons below run
+        # the page's own handlers)
+        hidden = {name: gr.Button(visible=False) for name in ("analyze", "compare", "ask")}
+        hidden["analyze"].click(self.analyze_endpoint,
+                                [api[n] for n in inspect.signature(self.analyze_endpoint).parameters
+                                 if n != "progress"], views, api_name="analyze", concurrency_limit=s.concurrency,
+                                concurrency_id="compute", time_limit=s.time_limit)
+        compare_inputs = [api[n] for n in inspect.signature(self.compare_endpoint).parameters if n != "progress"]
+        compare_outputs = [c["compare_gallery"], c["compare_json"]]
+        hidden["compare"].click(self.compare_endpoint, compare_inputs, compare_outputs, api_name="compare",
+                                concurrency_limit=s.concurrency, concurrency_id="compute", time_limit=s.time_limit)
+        ask_inputs = [api[n] for n in inspect.signature(self.ask_endpoint).parameters if n != "progress"]
+        ask_outputs = [c["full_md"], c["comp_md"], c["ask_json"]]
+        hidden["ask"].click(self.ask_endpoint, ask_inputs, ask_outputs, api_name="ask", concurrency_limit=1,
+                            concurrency_id="vlm", time_limit=s.time_limit)
+
+        # the page's path: every setting, the video box and Analyze run ui_run
+        ui_inputs = [c[n.removeprefix("log_")] for n in self.ui_fields]
+        settings = [c["retention"], c["num_frames"], c["stretch"], *[c[k.name] for k in ks]]
+        page_outputs = [c["video"], *views, c["frame_index"], *settings, c["shown"]]
+        shown_on = [c[n] for n in VIEWS if n not in ("json_file", "npz_file", "summary")]  # progress only here
+        triggers = [run.click, c["video"].change, c["retention"].release, c["num_frames"].release,
+                    c["encoder"].change, c["stretch"].change]
+        for k in ks:
+            comp = c[k.name]
+            triggers += [comp.change] if k.ui == "checkbox" else [comp.submit, comp.blur] if k.ui == "number" \
+                else [comp.release]
+        gr.on(triggers, self.ui_run, [*ui_inputs, c["shown"], downloads_open], page_outputs,
+              api_visibility="private", concurrency_limit=s.concurrency, concurrency_id="compute",
+              trigger_mode="always_last", time_limit=s.time_limit,
+              # the runtime in a corner and gr.Progress's bar and text while they come, but no overlay on each
+              # view: moves of τ reach the page sooner (docs/benchmarks.md)
+              show_progress="minimal", show_progress_on=shown_on).then(
+            self.frame_view, [*ui_inputs, c["shown"]], c["frame_img"], api_visibility="private",
+            show_progress="hidden")
+        if examples is not None:
+            examples.select(self.example_run, [*ui_inputs, c["shown"], downloads_open], page_outputs,
+                            api_visibility="private", concurrency_limit=s.concurrency, concurrency_id="compute",
+                            time_limit=s.time_limit, show_progress="minimal", show_progress_on=shown_on).then(
+                self.frame_view, [*ui_inputs, c["shown"]], c["frame_img"], api_visibility="private",
+                show_progress="hidden")
+        c["video"].clear(self.reset, None, [*page_outputs[1:], c["frame_img"], c["lat_plot"], c["compare_gallery"],
+                                            c["compare_json"], c["compare_table"], c["sweep_plot"],
+                                            c["compare_answers"], *ask_outputs, c["compare_on"]],
+                         api_visibility="private", queue=False)
+        downloads_tab.select(lambda: True, None, downloads_open, api_visibility="private", queue=False).then(
+            self.downloads, [*ui_inputs, c["shown"]], [c["json_file"], c["npz_file"]], api_visibility="private",
+            concurrency_id="compute")
+        for tab in other_tabs:
+            tab.select(lambda: False, None, downloads_open, api_visibility="private", queue=False)
+        c["frame_index"].release(self.frame_view, [*ui_inputs, c["shown"]], c["frame_img"],
+                                 api_visibility="private", concurrency_id="compute")
+        lat_btn.click(self.latency, ui_inputs, c["lat_plot"], api_visibility="private", concurrency_id="compute")
+
+        # the Compare tab
+        c["methods"].change(lambda m: ",".join(m), c["methods"], api["methods"], api_visibility="private",
+                            queue=False)
+        compare_btn.click(self.compare_page, compare_inputs, compare_outputs, api_visibility="private",
+                          concurrency_limit=s.concurrency, concurrency_id="compute", time_limit=s.time_limit
+                          ).then(lambda: True, None, c["compare_on"], api_visibility="private", queue=False)
+        c["compare_json"].change(_table, c["compare_json"], c["compare_table"], api_visibility="private",
+                                 queue=False)
+        c["retention"].release(self.compare_if_shown, [c["compare_on"], *compare_inputs], compare_outputs,
+                               api_visibility="private", concurrency_id="compute", show_progress="hidden")
+        sweep_btn.click(self.sweep, [c["video"], api["methods"], c["num_frames"], c["encoder"]], c["sweep_plot"],
+                        api_visibility="private", concurrency_id="compute", show_progress="full")
+        answers_btn.click(self.compare_answers, [c["video"], c["question"], c["retention"], c["model"],
+                                                 api["methods"], c["num_frames"]], c["compare_answers"],
+                          api_visibility="private", concurrency_limit=1, concurrency_id="vlm",
+                          time_limit=s.time_limit)
+        ask_btn.click(self.ask_page, ask_inputs, ask_outputs, api_visibility="private", concurrency_limit=1,
+                      concurrency_id="vlm", time_limit=s.time_limit)
 
 
 def create_demo(service: Service | None = None, settings: Settings | None = None,
