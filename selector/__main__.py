@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(a.out).resolve().parent.is_dir():
             return fail(f"--out: the folder {Path(a.out).resolve().parent} does not exist")
     if not Path(a.video).is_file():
-        return fail(f"{a.video}: no such file")
+        return fail(f"{a.video}: {'a directory, not a video file' if Path(a.video).is_dir() else 'no such file'}")
     bad = [r for r in a.retention if not 0.0 < r <= 1.0]  # before the video is decoded and encoded
     if bad:
         return fail(f"retention must be in (0, 1], got {bad[0]:g}")

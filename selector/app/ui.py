@@ -101,7 +101,7 @@ def _coerce(k: Knob, v: Any) -> Any:
         if not math.isfinite(v) or v != int(v):
             raise SelectorError(f"{k.name} must be a whole number, got {v!r}")
         if abs(v) > MAX_INT:
-            raise SelectorError(f"{k.name} must be at most {MAX_INT:,}, got {v:.4g}")
+            raise SelectorError(f"{k.name} must be <= {MAX_INT:,}, got {v:.4g}")
         return int(v)
     if not math.isfinite(v):
         raise SelectorError(f"{k.name} must be a finite number, got {v!r}")
@@ -198,9 +198,10 @@ def _examples_as_they_are(video: gr.Video, ours: Callable[[str], bool] = lambda 
 #: The page's small script.
 #: - A slider's number box applies what it shows: gradio's slider applies a typed value when the box is left (blur)
 #:   but ignores Enter, and it answers a value outside the slider's range (or off its step, or not a number) with a
-#:   toast while the box keeps it and the views keep the old one. So the value is made one the slider takes before
-#:   gradio reads it: brought into [min, max], onto the step grid, and back to the slider's own value when it is not a
-#:   number; Enter then leaves the box, which applies it. Number fields (the frame budgets) handle Enter themselves.
+#:   toast while the box keeps it and the views keep the old one. So gradio reads the box only when it is settled
+#:   (Enter or leaving it), and then a value the slider takes: brought into [min, max], onto the step grid, and back
+#:   to the slider's own value when it is not a number; Enter then leaves the box, which applies it. Number fields
+#:   (the frame budgets) handle Enter themselves.
 #: - The video box plays what the browser can; for the codecs it cannot (MJPEG, FFV1, MS-MPEG4 ...) the server puts a
 #:   playable preview of the sampled frames in the box, so the browser's "not playable" error is not shown as a toast.
 HEAD = """<script>
@@ -221,11 +222,16 @@ HEAD = """<script>
       const digits = (String(step).split(".")[1] || "").length;
       v = Number(v.toFixed(digits));
     }
-    if (String(v) !== t.value) {
-      t.value = String(v);
-      t.dispatchEvent(new Event("input", { bubbles: true }));
-    }
+    t.value = String(v);
+    const settled = new Event("input", { bubbles: true });
+    settled.settled = true;
+    t.dispatchEvent(settled);
   };
+  // keystrokes stay in the box until it is settled: gradio would otherwise take each partial value ("3" on the way
+  // to "0.3") as the slider's, and its change events would carry values outside the slider's range
+  document.addEventListener("input", (e) => {
+    if (isSliderBox(e.target) && !e.settled) e.stopPropagation();
+  }, true);
   document.addEventListener("keydown", (e) => {
     const t = e.target;
     if (e.key === "Enter" && isSliderBox(t)) { e.preventDefault(); settle(t); t.blur(); }
@@ -963,7 +969,7 @@ class Explorer:
                                                               "maps; off: one fixed [0, 1] scale)")
                     run = gr.Button("Analyze", variant="primary")
                 with gr.Column(scale=2):
-                    c["summary_md"] = gr.Markdown(START, label="Summary (text)")
+                    c["summary_md"] = gr.Markdown(START, label="Summary (text)", elem_id="summary-md")
                     with gr.Tabs():
                         with gr.Tab("Kept tokens") as first_tab:
                             c["overlay"] = gr.Image(label="Kept-token overlay", type="filepath", elem_id="overlay",
