@@ -650,10 +650,10 @@ def test_compare_tab_answers_with_each_method(tiny_qwen, tmp_path):
     rows = out[E.c["compare_answers"]]
     assert [r["method"] for r in rows] == ["all tokens", "random", "uniform_pool"]
     assert rows[0]["kl_first_token"] == 0 and all(r["kl_first_token"] >= 0 and r["ttft_ms"] > 0 for r in rows)
-    with pytest.raises(gr.Error, match="unknown method"):
-        E.compare_answers(video, "what", 0.25, str(tiny_qwen), "nope", 4)
-    with pytest.raises(gr.Error, match="write a question"):
-        E.compare_answers(video, " ", 0.25, str(tiny_qwen), "random", 4)
+    # a page event: the refusal is a toast, and the answers shown stay (no "Error" badge)
+    for methods, question, why in (("nope", "what", "unknown method"), ("random", " ", "write a question")):
+        with pytest.warns(UserWarning, match=why):
+            assert E.compare_answers(video, question, 0.25, str(tiny_qwen), methods, 4) == gr.skip()
 
 
 @pytest.mark.slow

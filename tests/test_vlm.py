@@ -265,7 +265,7 @@ def test_any_method_of_the_registry_feeds_its_rows(vlm, frames, method):
     inputs = vlm.prepare(frames, "what is in the video")
     with torch.inference_mode():
         stock = vlm.model(**inputs).logits[0, -1].float()
-        grid, _, _ = vlm._vision(inputs, 4)
+        grid = vlm._vision(inputs, 4).grid
     assert float((stock - full.first_logits).abs().max()) < 1e-5
     want = compress(method, grid, 0.25)
     assert comp.visual_tokens == want.num_tokens + 1 == 16 + 1 and comp.selection is None

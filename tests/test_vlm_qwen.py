@@ -90,7 +90,7 @@ def test_a_merged_method_keeps_its_rows_at_their_anchor_positions(vlm, frames):
         hook.remove()
     inputs = vlm.prepare(frames, "how many")
     with torch.inference_mode():
-        grid, _, _ = vlm._vision(inputs, 4)
+        grid = vlm._vision(inputs, 4).grid
     want = compress("tome", grid, 0.25)
     assert comp.visual_tokens == want.num_tokens == 8
     ids = inputs["input_ids"][0]

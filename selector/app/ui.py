@@ -36,7 +36,7 @@ from ..limits import TimeLimitError, time_limit
 from ..lru import LRU
 from ..method.pipeline import MAP_FIELDS
 from ..video import VideoError, browser_playable, describe, read_clip, write_preview
-from ..vlm import DEFAULT_VLM, KNOWN_VLMS, VLMError, load_vlm
+from ..vlm import DEFAULT_VLM, FAMILIES, KNOWN_VLMS, VLMError, load_vlm
 from .files import OutputFiles
 from .service import DEFAULT, RETENTIONS, Analysis, Service, latency_rows, params_class
 from .settings import Settings, model_key
@@ -51,6 +51,8 @@ EXAMPLES = [(ROOT / "assets" / f"{n}.mp4", ROOT / "assets" / f"{n}.jpg", caption
             for n, caption in (("bigbuckbunny", "Big Buck Bunny, 5.3 s"), ("bigbuckbunny-short", "Short clip, 2.4 s"))]
 EXAMPLES = [e for e in EXAMPLES if e[0].exists() and e[1].exists()]
 _EXAMPLE_CLIPS = frozenset(os.path.realpath(clip) for clip, _, _ in EXAMPLES)
+#: the VLM families the Ask and Compare tabs drive ("LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL or Qwen3-VL-MoE")
+FAMILY_LABELS = ", ".join(f.label for f in list(FAMILIES.values())[:-1]) + f" or {list(FAMILIES.values())[-1].label}"
 USER_ERRORS = (SelectorError, VideoError, EncoderError, VLMError, TimeLimitError)
 #: colours stretched to each map's own range by default: at the paper's τ = 1 the entropy map spans a few thousandths,
 #: and a fixed [0, 1] scale shows one flat colour
@@ -126,7 +128,7 @@ PARAM_HELP = {
     "stretch": "colour each map by its own range instead of a fixed scale (on by default: at the paper's τ = 1 the "
                "entropy map spans a few thousandths)",
     "question": "the question about the video",
-    "model": "LLaVA-OneVision or Qwen2.5-VL checkpoint (hub id or local folder on the allowlist; empty: the default)",
+    "model": f"{FAMILY_LABELS} checkpoint (hub id or local folder on the allowlist; empty: the default)",
     "max_new_tokens": "longest answer, in tokens",
     "methods": "comma-separated names of compression methods (entropy_select, random, frame_sample, uniform_pool, "
                "dycoke, vidcom2, fastvid, llava_scissor, tome, ...)",
@@ -470,10 +472,19 @@ class Explorer:
                 "hub" if hub.available(ident) else "needs the hub: unavailable now"
         return [(f"{name} ({mark(name)})", name) for name in available_encoders()]
 
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(label, id) of the Ask tab's model menu: the default and every family's checkpoints, each saying whether
+        it can load now (a local folder can be typed in)."""
+        def mark(ident: str) -> str:
+            return "local folder" if Path(ident).expanduser().is_dir() else \
+                "hub, cached" if hub.available(ident) and not hub.reachable() else \
+                "hub" if hub.available(ident) else "needs the hub: unavailable now"
+        return [(f"{ident} ({mark(ident)})", ident) for ident in dict.fromkeys((DEFAULT_VLM, *KNOWN_VLMS))]
+
     def model_availability(self) -> str:
         """The Ask tab's line on which models can be loaded now."""
         if hub.reachable():
-            return "The hub is reachable: any LLaVA-OneVision or Qwen2.5-VL id on the allowlist loads."
+            return f"The hub is reachable: any {FAMILY_LABELS} id on the allowlist loads."
         ready = [m for m in (DEFAULT_VLM, *KNOWN_VLMS) if hub.available(m)]
         listed = "" if self.settings.allow_any_model else " (a folder must be on ENTROPY_SELECT_MODEL_ALLOWLIST)"
         return ("The hub is not reachable now: only local folders" + (" and the cached " + ", ".join(dict.fromkeys(
@@ -796,9 +807,10 @@ class Explorer:
         name = self.allowed("model", (model or DEFAULT_VLM).strip(), {DEFAULT_VLM, *KNOWN_VLMS})
         progress(0.0, desc=f"loading {name}")
         vlm = load_vlm(name)
-        frames = read_clip(video, min(p.num_frames, self.service.max_frames)).frames
+        clip = read_clip(video, min(p.num_frames, self.service.max_frames))
         progress(0.3, desc=f"answering with all video tokens, then with {p.retention:.0%} of them")
-        full, comp = vlm.compare(frames, v["question"], p.retention, cfg, max_new_tokens=n_new, on_token=on_token)
+        full, comp = vlm.compare(clip.frames, v["question"], p.retention, cfg, max_new_tokens=n_new,
+                                 on_token=on_token, timestamps=clip.timestamps)
         summary = {"model": vlm.name, "device": str(vlm.device),
                    "llm_prefill": "CUDA graphs" if vlm.prefill is not None else "stock forward",
                    "full": _answer_dict(full), "compressed": _answer_dict(comp), "retention": p.retention}
@@ -855,8 +867,9 @@ class Explorer:
         name = self.allowed("model", (model or DEFAULT_VLM).strip() if isinstance(model, str) else DEFAULT_VLM,
                             {DEFAULT_VLM, *KNOWN_VLMS})
         vlm = load_vlm(name)
-        frames = read_clip(self.uploaded(video), min(p.num_frames, self.service.max_frames)).frames
-        rows = vlm.compare_methods(frames, question, p.retention, names, max_new_tokens=32)
+        clip = read_clip(self.uploaded(video), min(p.num_frames, self.service.max_frames))
+        rows = vlm.compare_methods(clip.frames, question, p.retention, names, max_new_tokens=32,
+                                   timestamps=clip.timestamps)
         return {self.c["compare_answers"]: finite(rows)}
 
     def compare_if_shown(self, on: bool, *inputs: Any) -> dict:
@@ -924,7 +937,7 @@ class Explorer:
         if hub.available(DEFAULT_VLM):
             return DEFAULT_VLM, ""
         return "", (f"⚠️ The default model `{DEFAULT_VLM}` cannot load here: {self.model_availability()} Give a "
-                    "local folder of a LLaVA-OneVision or Qwen2.5-VL checkpoint in the box below.")
+                    f"local folder of a {FAMILY_LABELS} checkpoint in the box below.")
 
     def build(self) -> gr.Blocks:
         from viz import empty_chart
@@ -989,16 +1002,16 @@ class Explorer:
                             lat_btn = gr.Button("Measure selection latency vs retention")
                             c["lat_plot"] = gr.Plot(label="Latency")
                         with gr.Tab("Ask the video") as t_ask:
-                            gr.Markdown("A LLaVA-OneVision or Qwen2.5-VL model answers twice: with every video token "
+                            gr.Markdown(f"A {FAMILY_LABELS} model answers twice: with every video token "
                                         "and with the ones ENTROPY-SELECT keeps at the retention and settings on the "
                                         "left (selected on the model's own video features). Needs the model's "
                                         "weights: a hub id on a machine with network access, or a local folder.")
                             model_value, model_note = self.ask_model_default()
                             gr.Markdown(model_note, visible=bool(model_note), elem_id="model-note")
                             c["question"] = gr.Textbox(label="Question", value="What happens in this video?")
-                            c["model"] = gr.Textbox(label="Model (hub id or local folder)", value=model_value,
-                                                    placeholder="a local folder of a LLaVA-OneVision or Qwen2.5-VL "
-                                                                "checkpoint", info=self.model_availability())
+                            c["model"] = gr.Dropdown(self.model_choices(), value=model_value,
+                                                     allow_custom_value=True, label="Model (hub id or local folder)",
+                                                     info=self.model_availability())
                             ask_btn = gr.Button("Ask", variant="primary")
                             with gr.Row():
                                 c["full_md"] = gr.Markdown(label="Answer with all video tokens")

@@ -14,12 +14,18 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {% for c in m['c
 
 
 def build(folder: str | Path, real_sizes: bool = False, seed: int = 0, family: str = "llava_onevision",
-          device: str = "cpu", dtype=None) -> Path:
+          device: str = "cpu", dtype=None, size: str = "2b") -> Path:
     """Save a random checkpoint (model + processor) to `folder`, loadable with `load_vlm(folder)`;
-    family "qwen2_5_vl" gives a Qwen2.5-VL instead of a LLaVA-OneVision (real sizes: 3B). The weights are
-    initialized on `device` in `dtype` (real sizes: a GPU and bfloat16 make it quick)."""
+    family "qwen2_5_vl" gives a Qwen2.5-VL instead of a LLaVA-OneVision (real sizes: 3B), "qwen3_vl" a Qwen3-VL
+    (real sizes: `size` "2b" or "8b"). The weights are initialized on `device` in `dtype` (real sizes: a GPU and
+    bfloat16 make it quick)."""
     if family == "qwen2_5_vl":
         model, processor = make_qwen(seed, real_sizes, device, dtype)
+    elif family == "qwen3_vl":
+        model, processor = make_qwen3(seed, real_sizes, device, dtype, size)
+    elif family != "llava_onevision":
+        raise ValueError(f"no random-weight builder for the family {family!r} (llava_onevision, qwen2_5_vl, "
+                         "qwen3_vl)")
     else:
         model, processor = make(real_sizes, seed, device, dtype=dtype)
     folder = Path(folder)
@@ -123,6 +129,60 @@ def make_qwen(seed: int = 0, real_sizes: bool = False, device: str = "cpu", dtyp
     pixels = dict(min_pixels=56 * 56, max_pixels=(448 if real_sizes else 112) ** 2)
     processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
                                     video_processor=Qwen2VLVideoProcessor(**pixels), chat_template=QWEN_TEMPLATE)
+    return model, processor
+
+
+#: Qwen3-VL sizes (config.json of Qwen/Qwen3-VL-2B-Instruct and -8B-Instruct)
+QWEN3_SIZES = {
+    "2b": dict(vision=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2048,
+                           deepstack_visual_indexes=[5, 11, 17]),
+               text=dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                         num_key_value_heads=8, head_dim=128, tie_word_embeddings=True)),
+    "8b": dict(vision=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
+                           deepstack_visual_indexes=[8, 16, 24]),
+               text=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                         num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)),
+}
+
+
+def make_qwen3(seed: int = 0, real_sizes: bool = False, device: str = "cpu", dtype=None, size: str = "2b"):
+    """(model, processor): a tiny Qwen3-VL with random weights (timestamps between temporal patches, DeepStack
+    features, interleaved 3-D M-RoPE), for tests; with real_sizes the Qwen3-VL-2B or -8B sizes (for timings;
+    frames up to 448×448)."""
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    specials = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer, vocab = _tokenizer(specials, specials)
+    vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                  deepstack_visual_indexes=[0, 1], num_position_embeddings=64)
+    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16, vocab_size=len(vocab), tie_word_embeddings=False)
+    rope = {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [4, 2, 2], "mrope_interleaved": True}
+    if real_sizes:
+        vision, text = dict(QWEN3_SIZES[size]["vision"]), dict(QWEN3_SIZES[size]["text"])
+        vision["num_position_embeddings"] = 2304
+        text["vocab_size"] = 151936
+        rope = {**rope, "mrope_section": [24, 20, 20]}
+    vision.update(patch_size=16, spatial_merge_size=2, temporal_patch_size=2)
+    text.update(max_position_embeddings=32768, rope_parameters=rope)
+    cfg = Qwen3VLConfig(vision_config=vision, text_config=text, image_token_id=vocab["<|image_pad|>"],
+                        video_token_id=vocab["<|video_pad|>"], vision_start_token_id=vocab["<|vision_start|>"],
+                        vision_end_token_id=vocab["<|vision_end|>"], tie_word_embeddings=text["tie_word_embeddings"])
+    model = _init(Qwen3VLForConditionalGeneration, cfg, seed, device, dtype)
+    model.generation_config.eos_token_id = vocab["<|im_end|>"]
+    side = 448 if real_sizes else 128
+    pixels = {"shortest_edge": 32 * 32, "longest_edge": side * side}
+    video_pixels = {"shortest_edge": 32 * 32, "longest_edge": side * side * 64}
+    processor = Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=16),
+                                 tokenizer=tokenizer,
+                                 video_processor=Qwen3VLVideoProcessor(size=video_pixels, patch_size=16),
+                                 chat_template=QWEN_TEMPLATE)
     return model, processor
 
 

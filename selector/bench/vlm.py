@@ -1,11 +1,12 @@
-"""Time to first token of LLaVA-OneVision (or Qwen2.5-VL) with all, 35 % and 10 % of the video tokens.
+"""Time to first token of LLaVA-OneVision (or Qwen2.5-VL, Qwen3-VL) with all, 35 % and 10 % of the video tokens.
 
-python -m selector.bench_vlm [--frames 16 32] [--device cuda] [--llm 0.5b|7b] [--family qwen2_5_vl]
-                            [--prefill graph eager]
+python -m selector.bench_vlm [--frames 16 32] [--device cuda] [--llm 0.5b|7b] [--family qwen2_5_vl|qwen3_vl]
+                            [--size 2b|8b] [--prefill graph eager]
 
 The model has the real LLaVA-OneVision sizes (SigLIP-SO400M at 384 px + Qwen2-0.5B, or Qwen2-7B with
 --llm 7b), or with --family qwen2_5_vl the Qwen2.5-VL-3B sizes (frames of 448×448: 16×16 merged tokens per
-2 frames), with random weights, built here from configs: nothing is downloaded. Timings are honest; the
+2 frames), or with --family qwen3_vl the Qwen3-VL-2B or -8B sizes (--size), with random weights, built here
+from configs: nothing is downloaded. Timings are honest; the
 answers are not. TTFT counts from the frames' pixels to the first token (vision tower included); the
 "cached" columns count from cached video features (a follow-up question on the same clip: selection +
 LLM prefill), which is the part token selection can shorten. --prefill picks the LLM prefill: "graph" replays
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from ..vlm import VLM, graph_prefill
-from .models import make, make_qwen
+from .models import make, make_qwen, make_qwen3
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--llm", default="0.5b", choices=["0.5b", "7b"], help="language model sizes")
-    ap.add_argument("--family", default="llava_onevision", choices=["llava_onevision", "qwen2_5_vl"])
+    ap.add_argument("--family", default="llava_onevision", choices=["llava_onevision", "qwen2_5_vl", "qwen3_vl"])
+    ap.add_argument("--size", default="8b", choices=["2b", "8b"], help="Qwen3-VL sizes")
     ap.add_argument("--tiny", action="store_true", help="tiny random model (a smoke test of this script)")
     ap.add_argument("--prefill", nargs="+", default=None, choices=["graph", "compiled", "eager"],
                     help="LLM prefill modes to time (default: graph and eager on a GPU, eager on a CPU)")
@@ -42,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.family == "qwen2_5_vl":
         model, processor = make_qwen(real_sizes=not a.tiny, device=str(dev), dtype=dtype)
         label, side = "Qwen2.5-VL-3B" if not a.tiny else "tiny Qwen2.5-VL", 448 if not a.tiny else 112
+    elif a.family == "qwen3_vl":
+        model, processor = make_qwen3(real_sizes=not a.tiny, device=str(dev), dtype=dtype, size=a.size)
+        label, side = f"Qwen3-VL-{a.size.upper()}" if not a.tiny else "tiny Qwen3-VL", 448 if not a.tiny else 128
     else:
         model, processor = make(real_sizes=not a.tiny, device=str(dev), llm=a.llm, dtype=dtype)
         label, side = f"LLaVA-OV-{a.llm}" if not a.tiny else "tiny LLaVA-OV", 384 if not a.tiny else 112

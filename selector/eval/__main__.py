@@ -3,7 +3,7 @@
   tasks-path              print the folder to give lmms-eval's --include_path (task entropy_select_synthetic)
   make-clips              write the synthetic task's clips now (else written on first use) and print where
   tiny-model DIR          save a random-weight checkpoint (no download) for trying the pipeline:
-                          --family llava_onevision|qwen2_5_vl, --real-sizes for the real models' layer sizes
+                          --family llava_onevision|qwen2_5_vl|qwen3_vl, --real-sizes for the real models' layer sizes
                           (LLaVA-OneVision-0.5B, Qwen2.5-VL-3B), --device cuda --bf16 to make those quickly
   summary RESULTS.json    print the per-task timing summary of a results file (efficiency.entropy_select)
 """
@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("make-clips", help="write the synthetic clips")
     tiny = sub.add_parser("tiny-model", help="save a random-weight checkpoint")
     tiny.add_argument("folder")
-    tiny.add_argument("--family", choices=["llava_onevision", "qwen2_5_vl"], default="llava_onevision")
-    tiny.add_argument("--real-sizes", action="store_true", help="the real 0.5B/3B layer sizes (random weights)")
+    tiny.add_argument("--family", choices=["llava_onevision", "qwen2_5_vl", "qwen3_vl"], default="llava_onevision")
+    tiny.add_argument("--real-sizes", action="store_true",
+                      help="the real layer sizes (random weights): LLaVA-OV 0.5B, Qwen2.5-VL 3B, Qwen3-VL --size")
+    tiny.add_argument("--size", choices=["2b", "8b"], default="2b", help="Qwen3-VL's real sizes")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--device", default="cpu", help="where the weights are initialized (cuda is quicker)")
     tiny.add_argument("--bf16", action="store_true", help="save the weights in bfloat16 (half the disk)")
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..bench.models import build
 
         print(build(args.folder, real_sizes=args.real_sizes, seed=args.seed, family=args.family, device=args.device,
-                    dtype=torch.bfloat16 if args.bf16 else None))
+                    dtype=torch.bfloat16 if args.bf16 else None, size=args.size))
     else:
         return _summary(args.results)
     return 0

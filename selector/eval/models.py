@@ -1,11 +1,12 @@
 """lmms-eval chat models that answer with the video tokens a compression method keeps.
 
-`entropy_select_llava_onevision` and `entropy_select_qwen2_5_vl` (registered through the `lmms_eval.models`
-entry point, see `selector.eval.manifest`) load the stock transformers checkpoint through `selector.vlm` and
+`entropy_select_llava_onevision`, `entropy_select_qwen2_5_vl`, `entropy_select_qwen3_vl` (one per family of
+`selector.vlm.FAMILIES`, registered through the `lmms_eval.models` entry point, see `selector.eval.manifest`)
+load the stock transformers checkpoint through `selector.vlm` and
 answer every `generate_until` request with the tokens `method` keeps at `retention` (1.0: all of them, the stock
 model). model_args (``--model_args pretrained=DIR,retention=0.35,method=entropy_select,alpha=0.7``):
 
-- ``pretrained``: hub id or local folder of a LLaVA-OneVision / Qwen2.5-VL checkpoint
+- ``pretrained``: hub id or local folder of a checkpoint of the model's family
 - ``method``: a name of `selector.compare.METHODS` (default ``entropy_select``)
 - ``retention``: share of the video tokens kept, in (0, 1] (default 1.0)
 - ``num_frames``: frames sampled uniformly from each video (default 16)
@@ -37,7 +38,7 @@ from tqdm import tqdm
 
 from ..config import SelectorConfig, SelectorError, knobs
 from ..video import VideoError, read_clip
-from ..vlm import VLMError, load_vlm
+from ..vlm import FAMILIES, VLMError, load_vlm
 
 __all__ = ["EntropySelectLlavaOneVision", "EntropySelectQwen25VL", "SampleRecord", "summarize", "TIMING_FIELDS"]
 
@@ -273,9 +274,11 @@ class _EntropySelectChat(lmms):
         budget = self.max_new_tokens or int(gen_kwargs.get("max_new_tokens") or 64)
         record = SampleRecord(method=self.method, retention=self.retention, rank=self._rank)
         try:
-            frames = read_clip(video, self.num_frames).frames
+            clip = read_clip(video, self.num_frames)
+            frames = clip.frames
             t1 = time.perf_counter()
-            a = self.vlm.answer(frames, question, self.retention, self.selector_config, budget, method=self.method)
+            a = self.vlm.answer(frames, question, self.retention, self.selector_config, budget, method=self.method,
+                                timestamps=clip.timestamps)
         except (VideoError, VLMError) as e:
             record.error = str(e)
             logger.error(f"{self.model_id}: {video}: {e}")
@@ -321,15 +324,16 @@ class _EntropySelectChat(lmms):
                                   "are multi-round")
 
 
-class EntropySelectLlavaOneVision(_EntropySelectChat):
-    """LLaVA-OneVision (transformers' LlavaOnevisionForConditionalGeneration) with compressed video tokens."""
+def _chat_class(family: Any) -> type:
+    """The lmms-eval chat model of one VLM family of the registry."""
+    return type(family.eval_class, (_EntropySelectChat,), {
+        "__doc__": f"{family.label} (transformers' {family.class_name}) with compressed video tokens.",
+        "__module__": __name__, "family": family.model_type, "model_id": f"entropy_select_{family.model_type}"})
 
-    family = "llava_onevision"
-    model_id = "entropy_select_llava_onevision"
 
-
-class EntropySelectQwen25VL(_EntropySelectChat):
-    """Qwen2.5-VL (transformers' Qwen2_5_VLForConditionalGeneration) with compressed video tokens."""
-
-    family = "qwen2_5_vl"
-    model_id = "entropy_select_qwen2_5_vl"
+# one chat model per family, under the class name the registry gives (what the entry point's manifest names)
+for _family in FAMILIES.values():
+    globals()[_family.eval_class] = _chat_class(_family)
+EntropySelectLlavaOneVision = globals()["EntropySelectLlavaOneVision"]
+EntropySelectQwen25VL = globals()["EntropySelectQwen25VL"]
+EntropySelectQwen3VL = globals()["EntropySelectQwen3VL"]

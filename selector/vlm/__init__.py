@@ -1,20 +1,19 @@
-"""Ask a video: a stock LLaVA-OneVision or Qwen2.5-VL (transformers) answers with the ENTROPY-SELECT tokens.
+"""Ask a video: a stock LLaVA-OneVision, Qwen2.5-VL or Qwen3-VL (transformers) answers with the selected tokens.
 
-Route, with no patching of library classes: the model's own `get_video_features` gives the pooled
-video tokens (LLaVA-OneVision: T·h'·w' rows + one newline row); `select_tokens` runs on exactly those, viewed as
-(T, h', w', D); the prompt's run of `<video>` placeholders is shortened to K + 1, embedded with the model's own
-embedding table, and the kept rows (in temporal-raster order) plus the newline are written over the
-placeholder embeddings, as the stock forward does for the full run; the stock forward then gets
-`inputs_embeds`. Qwen2 uses 1-D RoPE, so the shorter sequence is a valid input. Qwen2.5-VL (3-D M-RoPE, merged
-2×2 patches, two frames per temporal patch): the grid is (T/2, h', w'), and the kept tokens are given their
-original 3-D positions (`VLM._video_grid`). Decoding is greedy, token by token on the KV cache, which gives an
-exact time to first token.
+Route, with no patching of library classes: the model's own video features (`Family.features`) give the tokens the
+language model would receive; `select_tokens` (or another method of `selector.compare`) runs on exactly those,
+viewed as the (T', h', w', D) grid they form; the unselected video rows leave the prompt (every other token stays:
+timestamps, start/end tokens, the text), the short prompt is embedded with the model's own table and the kept rows
+are written over their placeholders, as the stock forward does for the full prompt. Each family (one module in
+this package, `family.FAMILIES`) says what else is sliced with the kept rows (Qwen3-VL's DeepStack features),
+which positions the kept rows and the text after them get (3-D M-RoPE for the Qwen families: the full prompt's own
+positions, sliced), and how its prefill and decode step run. Decoding is greedy, token by token on the KV cache,
+which gives an exact time to first token.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import threading
 import time
@@ -26,23 +25,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import SelectorConfig, select_tokens
-from .limits import check
-from .method.pipeline import Selection
+from .. import SelectorConfig, select_tokens
+from ..limits import check
+from ..method.pipeline import Selection
 
 __all__ = ["VLM", "VLMError", "Answer", "load_vlm", "DEFAULT_VLM", "KNOWN_VLMS"]
 
 DEFAULT_VLM = os.environ.get("ENTROPY_SELECT_VLM", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf")
 MAX_QUESTION_CHARS = 2000
-#: model types this module drives, and their transformers classes
-FAMILIES = {"llava_onevision": "LlavaOnevisionForConditionalGeneration",
-            "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
-KNOWN_VLMS = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf",
-              "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
 
 
 class VLMError(ValueError):
     """A model that cannot be loaded or a request it cannot answer; the message says what to do."""
+
+
+from . import llava_onevision, qwen2_5_vl, qwen3_vl  # noqa: E402,F401  (each registers its family)
+from .family import FAMILIES, Family, Video, family_of, rope_positions  # noqa: E402
+
+#: the checkpoints offered in the app's model menu, every family's
+KNOWN_VLMS = tuple(i for f in FAMILIES.values() for i in f.hub_ids)
 
 
 @dataclass(frozen=True)
@@ -78,41 +79,47 @@ class VLM:
     def video_token_id(self) -> int:
         return int(self.model.config.video_token_id)
 
-    def prepare(self, frames: np.ndarray, question: str) -> dict[str, torch.Tensor]:
-        """The stock processor's inputs for one video and one question (chat template applied)."""
+    @property
+    def fam(self) -> Family:
+        return family_of(self.family)
+
+    def prepare(self, frames: np.ndarray, question: str, timestamps: np.ndarray | None = None) -> dict:
+        """The stock processor's inputs for one video and one question (chat template applied); `timestamps`:
+        each frame's time in the video, in seconds (Qwen3-VL writes them into the prompt)."""
         _check_inputs(frames, question)
-        conv = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-        prompt = self.processor.apply_chat_template(conv, add_generation_prompt=True)
-        return self.processor(text=prompt, videos=[np.ascontiguousarray(frames)], return_tensors="pt")
+        return self.fam.prepare(self, frames, question, timestamps)
 
     def answer(self, frames: np.ndarray, question: str, retention: float = 1.0, config: SelectorConfig | None = None,
                max_new_tokens: int = 64, method: str = "entropy_select",
-               on_token: Callable[[str, float], None] | None = None) -> Answer:
+               on_token: Callable[[str, float], None] | None = None, timestamps: np.ndarray | None = None) -> Answer:
         """The answer with the video tokens `method` (any name of selector.compare.METHODS) keeps at `retention`
         from the model's own video features: its K rows, at their positions (a merged row at its anchor's).
         on_token(text so far, time to first token in ms) is called after each generated token (streaming)."""
-        inputs = self.prepare(frames, question)
+        inputs = self.prepare(frames, question, timestamps)
         with self.lock, torch.inference_mode():
             return self._answer(inputs, frames.shape[0], retention, config, max_new_tokens, method=method,
                                 on_token=on_token)
 
     def compare(self, frames: np.ndarray, question: str, retention: float, config: SelectorConfig | None = None,
                 max_new_tokens: int = 64, method: str = "entropy_select",
-                on_token: Callable[[str, str, float], None] | None = None) -> tuple[Answer, Answer]:
+                on_token: Callable[[str, str, float], None] | None = None,
+                timestamps: np.ndarray | None = None) -> tuple[Answer, Answer]:
         """(stock answer with all video tokens, ENTROPY-SELECT answer at `retention`), with the vision tower run
         once: both times to first token count the same measured tower time (the app's side-by-side view).
         on_token("full" or the method, text so far, time to first token in ms) streams both answers."""
-        full, (comp,) = self._full_and(frames, question, retention, config, max_new_tokens, [method], on_token)
+        full, (comp,) = self._full_and(frames, question, retention, config, max_new_tokens, [method], on_token,
+                                       timestamps)
         return full, comp
 
     def _full_and(self, frames: np.ndarray, question: str, retention: float, config: SelectorConfig | None,
                   max_new_tokens: int, methods: list[str],
-                  on_token: Callable[[str, str, float], None] | None = None) -> tuple[Answer, list[Answer]]:
+                  on_token: Callable[[str, str, float], None] | None = None,
+                  timestamps: np.ndarray | None = None) -> tuple[Answer, list[Answer]]:
         """The answer with all video tokens and one per method at `retention`, the vision tower run once."""
         def relay(which: str) -> Callable[[str, float], None] | None:
             return None if on_token is None else (lambda text, ttft: on_token(which, text, ttft))
 
-        inputs = self.prepare(frames, question)
+        inputs = self.prepare(frames, question, timestamps)
         with self.lock, torch.inference_mode():
             video = self._vision(inputs, frames.shape[0])
             full = self._answer(inputs, frames.shape[0], 1.0, None, max_new_tokens, video, on_token=relay("full"))
@@ -120,11 +127,13 @@ class VLM:
                                        on_token=relay(m)) for m in methods]
 
     def compare_methods(self, frames: np.ndarray, question: str, retention: float, methods: list[str],
-                        config: SelectorConfig | None = None, max_new_tokens: int = 64) -> list[dict[str, Any]]:
+                        config: SelectorConfig | None = None, max_new_tokens: int = 64,
+                        timestamps: np.ndarray | None = None) -> list[dict[str, Any]]:
         """The answer with all video tokens, then with each method's rows at `retention` (vision tower run once):
         per method the text, KL(full ‖ method) of the first answer token's distribution (nats), whether the
         greedy answer equals the full one, and the time to first token."""
-        full, answers = self._full_and(frames, question, retention, config, max_new_tokens, methods)
+        full, answers = self._full_and(frames, question, retention, config, max_new_tokens, methods,
+                                       timestamps=timestamps)
         p_full = torch.log_softmax(full.first_logits.double(), -1)
         out = [{"method": "all tokens", "text": full.text, "visual_tokens": full.visual_tokens, "kl_first_token": 0.0,
                 "same_answer": True, "ttft_ms": round(full.prefill_ms, 2)}]
@@ -139,129 +148,103 @@ class VLM:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _vision(self, inputs: dict, t_: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """(grid, tail, ms): `_video_grid` and its wall time."""
+    def _vision(self, inputs: dict, t_: int) -> Video:
+        """The family's video features, with their wall time in `ms`."""
         self._sync()
         t0 = time.perf_counter()
-        grid, tail = self._video_grid(inputs, t_)
+        video = self.fam.features(self, inputs, t_)
         self._sync()
-        return grid, tail, (time.perf_counter() - t0) * 1e3
+        video.ms = (time.perf_counter() - t0) * 1e3
+        return video
 
-    def _answer(self, inputs: dict, t_: int, retention: float, config: SelectorConfig | None,
-                max_new_tokens: int, video: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-                method: str = "entropy_select", on_token: Callable[[str, float], None] | None = None) -> Answer:
-        """One answer; `video` = (grid, tail, vision ms) from `_vision` when the tower already ran on this clip."""
-        dev = self.device
-        check("answering")
-        ids = inputs["input_ids"].to(dev)
-        grid, tail, vision_ms = video if video is not None else self._vision(inputs, t_)
-        sync = self._sync
-        t1 = time.perf_counter()
+    def _kept(self, video: Video, retention: float, config: SelectorConfig | None,
+              method: str) -> tuple[torch.Tensor, torch.Tensor, Selection | None]:
+        """(kept mask over the grid in the placeholders' order, the kept rows in that order, the Selection)."""
+        grid = video.grid
         if method == "entropy_select":
             sel = select_tokens(grid, retention, config or SelectorConfig(), timed=False, cuda_graph=grid.is_cuda)
-            kept, rows = sel.keep.reshape(-1), None
+            kept, rows = sel.keep.reshape(-1), sel.tokens
         else:  # another method of the registry: its rows, at their positions
-            from .compare import compress
+            from ..compare import compress
 
             comp = compress(method, grid, retention)
             sel = None
             kept = torch.zeros(grid.shape[0] * grid.shape[1] * grid.shape[2], dtype=torch.bool, device=grid.device)
             kept[comp.positions] = True
-            rows = comp.tokens
-        sync()
-        t2 = time.perf_counter()
+            # rows in the placeholders' (temporal-raster) order, each at its position
+            rows = comp.tokens[torch.argsort(comp.positions)]
+        floor = self.fam.min_rows_per_patch
+        if floor and int(kept.view(grid.shape[0], -1).sum(1).min()) < floor:
+            raise VLMError(f"{method} at retention {retention:g} keeps {int(kept.sum())} rows and leaves a temporal "
+                           f"patch of this {self.fam.label} prompt without any, while each patch keeps its "
+                           f"timestamp: use a retention that keeps at least {floor * grid.shape[0]} rows "
+                           f"({floor} for each of the {grid.shape[0]} patches)")
+        return kept, rows, sel
+
+    def _splice(self, ids: torch.Tensor, video: Video, kept: torch.Tensor,
+                rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(keep mask over the prompt, the short prompt's embeddings with the kept rows and the tail in place,
+        the video rows' mask in the short prompt, the kept rows' grid indices)."""
         mask = ids[0] == self.video_token_id
-        where = torch.nonzero(mask).flatten()
-        full = int(mask.sum())
-        n_grid = grid.shape[0] * grid.shape[1] * grid.shape[2]
-        if full != n_grid + tail.shape[0] or int(where[-1] - where[0]) + 1 != full:
-            plus = f" + {tail.shape[0]}" if tail.shape[0] else ""
-            raise VLMError(f"the prompt has {full} video placeholders for {n_grid}{plus} video features")
-        start = int(where[0])
-        keep = torch.ones(ids.shape[1], dtype=torch.bool, device=dev)
-        keep[start : start + n_grid] = kept
+        n_grid = kept.numel()
+        if int(mask.sum()) != n_grid + video.tail.shape[0]:
+            plus = f" + {video.tail.shape[0]}" if video.tail.shape[0] else ""
+            raise VLMError(f"the prompt has {int(mask.sum())} video placeholders for {n_grid}{plus} video features")
+        keep = torch.ones(ids.shape[1], dtype=torch.bool, device=ids.device)
+        keep[mask] = torch.cat([kept, torch.ones(video.tail.shape[0], dtype=torch.bool, device=kept.device)])
         short = ids[:, keep]
         embeds = self.model.get_input_embeddings()(short)
-        # the run of video placeholders: the grid's kept tokens in temporal-raster order, then the tail rows
-        # (LLaVA-OneVision's newline); the dropped ones left the sequence. The kept rows are copied once,
-        # straight from the features into the embeddings
-        k = int(kept.sum())
-        run = embeds[0, start : start + k + tail.shape[0]]
-        if rows is not None:
-            run[:k] = rows.to(embeds.dtype)
-        elif grid.dtype == embeds.dtype:
-            assert sel is not None
-            sel.gather_into(run[:k])
-        else:
-            assert sel is not None
-            run[:k] = sel.tokens.to(embeds.dtype)
-        run[k:] = tail.to(embeds.dtype)
-        extra, next_position = {}, None
-        if self.family == "qwen2_5_vl":  # 3-D M-RoPE: the kept tokens at their original positions
-            extra["position_ids"] = _rope_positions(self.model, inputs, dev)[:, :, keep]
-            next_position = int(extra["position_ids"][:, 0, -1].max()) + 1
-        graphed = self.prefill is not None and not extra  # (3-D positions go through the stock forward)
-        events = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if dev.type == "cuda" else None
-        if events:
-            events[0].record()
-        if graphed:
-            out = self.prefill(embeds)
-        else:
-            out = self.model(inputs_embeds=embeds, attention_mask=torch.ones_like(short), use_cache=True,
-                             logits_to_keep=1, **extra)
+        video_mask = short[0] == self.video_token_id
+        embeds[0, video_mask] = torch.cat([rows.to(embeds.dtype), video.tail.to(embeds.dtype)])
+        return keep, embeds, video_mask, torch.nonzero(kept).flatten()
+
+    def _answer(self, inputs: dict, t_: int, retention: float, config: SelectorConfig | None,
+                max_new_tokens: int, video: Video | None = None, method: str = "entropy_select",
+                on_token: Callable[[str, float], None] | None = None) -> Answer:
+        """One answer: the kept rows, the splice, the positions, the prefill, the decode. `video`: from `_vision`
+        when the tower already ran on this clip."""
+        check("answering")
+        ids = inputs["input_ids"].to(self.device)
+        video = video if video is not None else self._vision(inputs, t_)
+        t1 = time.perf_counter()
+        kept, rows, sel = self._kept(video, retention, config, method)
+        self._sync()
+        t2 = time.perf_counter()
+        keep, embeds, video_mask, kept_rows = self._splice(ids, video, kept, rows)
+        positions, next_position = self.fam.positions(self, inputs, keep)
+        out, gpu_ms, setup = self._prefill(embeds, positions, video, video_mask, kept_rows)
         first_logits = out.logits[0, -1].float()
-        token = first_logits.argmax()
-        if events:
-            events[1].record()
-        sync()
         t3 = time.perf_counter()
-        setup = self.prefill.last_capture_ms if graphed else 0.0
-        # LLM prefill: GPU time between CUDA events (a first capture of a graph bucket: wall time less the capture)
-        prefill_ms = events[0].elapsed_time(events[1]) if events and not setup else (t3 - t2) * 1e3 - setup
-        stages = {"vision": vision_ms, "select": (t2 - t1) * 1e3, "llm_prefill": prefill_ms}
-        ttft = vision_ms + (t3 - t1) * 1e3 - setup
+        # LLM prefill: GPU time between CUDA events, else wall time of the splice, positions and prefill
+        prefill_ms = gpu_ms if gpu_ms is not None else (t3 - t2) * 1e3 - setup
+        ttft = video.ms + (t3 - t1) * 1e3 - setup
         emit = None if on_token is None else \
             (lambda ids: on_token(self.processor.decode(ids, skip_special_tokens=True).strip(), ttft))
-        generated = self._decode(out, token, short.shape[1], max_new_tokens, next_position, emit)
-        sync()
-        total_ms = vision_ms + (time.perf_counter() - t1) * 1e3 - setup
-        text = self.processor.decode(generated, skip_special_tokens=True).strip()
-        return Answer(text, k + int(tail.shape[0]), full, ttft, total_ms, len(generated),
-                      sel, stages, first_logits.cpu(), setup, int(short.shape[1]))
+        generated = self._decode(out, first_logits.argmax(), embeds.shape[1], max_new_tokens, next_position, emit)
+        self._sync()
+        total_ms = video.ms + (time.perf_counter() - t1) * 1e3 - setup
+        k = int(kept.sum())
+        return Answer(text=self.processor.decode(generated, skip_special_tokens=True).strip(),
+                      visual_tokens=k + int(video.tail.shape[0]), full_visual_tokens=kept.numel() + video.tail.shape[0],
+                      prefill_ms=ttft, total_ms=total_ms, new_tokens=len(generated), selection=sel,
+                      stages_ms={"vision": video.ms, "select": (t2 - t1) * 1e3, "llm_prefill": prefill_ms},
+                      first_logits=first_logits.cpu(), setup_ms=setup, prompt_tokens=int(embeds.shape[1]))
 
-    def _video_grid(self, inputs: dict, t_: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's own video tokens as a (T', h', w', D) grid, and the rows that follow the grid in the
-        placeholder run (LLaVA-OneVision: the newline; Qwen2.5-VL: none).
-
-        Qwen2.5-VL: the merged tokens (2 frames per temporal patch, 2×2 patches per token, temporal-raster
-        order) form a (T/2, h/28, w/28) grid; `_answer` gives the kept ones their original 3-D RoPE positions
-        (the stock model's `get_rope_index` on the full prompt, the dropped positions removed), so every kept
-        token keeps its time, row and column, and decoding continues from the last text position."""
-        dev = self.device
-        pix = inputs["pixel_values_videos"].to(dev, self.dtype)
-        if self.family == "qwen2_5_vl":
-            thw = inputs["video_grid_thw"].to(dev)
-            feats = self.model.model.get_video_features(pix, thw, return_dict=True).pooler_output
-            feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
-            merge = self.model.config.vision_config.spatial_merge_size
-            t_, h_, w_ = (int(v) for v in thw[0])
-            n_grid = t_ * (h_ // merge) * (w_ // merge)
-            if feats.shape[0] != n_grid:
-                raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid}")
-            return feats.reshape(t_, h_ // merge, w_ // merge, -1), feats[:0]
-        # positional: the keyword is pixel_values_videos in transformers 5.23, pixel_values in 5.17
-        feats = self.model.get_video_features(pix, return_dict=True).pooler_output
-        feats = feats.reshape(-1, feats.shape[-1])
-        vcfg = self.model.config.vision_config
-        side = -(-(vcfg.image_size // vcfg.patch_size) // 2)  # bilinear 2× pooling rounds up: 27 → 14
-        n_grid = t_ * side * side
-        if feats.shape[0] == n_grid:  # transformers 5.17 leaves the newline row out of pooler_output
-            newline = self.model.model.image_newline[None].to(feats.dtype)
-        elif feats.shape[0] == n_grid + 1:  # 5.23 appends it
-            newline = feats[-1:]
-        else:
-            raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid} (+1)")
-        return feats[:n_grid].reshape(t_, side, side, -1), newline
+    def _prefill(self, embeds: torch.Tensor, positions: torch.Tensor | None, video: Video, video_mask: torch.Tensor,
+                 kept_rows: torch.Tensor) -> tuple[Any, float | None, float]:
+        """(the family's prefill output, its GPU time in ms between CUDA events or None (a CPU, or the first
+        capture of a graph bucket: the caller counts wall time less the capture), one-time set-up ms)."""
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if self.device.type == "cuda" else None
+        if events:
+            events[0].record()
+        out = self.fam.prefill(self, embeds, positions, video, video_mask, kept_rows)
+        out.logits[0, -1].argmax()
+        if events:
+            events[1].record()
+        self._sync()
+        setup = self.prefill.last_capture_ms if self.prefill is not None and self.family == "llava_onevision" \
+            else 0.0
+        return out, events[0].elapsed_time(events[1]) if events and not setup else None, setup
 
     def _decode(self, out: Any, token: torch.Tensor, length: int, max_new_tokens: int,
                 next_position: int | None = None, emit: Callable[[list[int]], None] | None = None) -> list[int]:
@@ -275,12 +258,9 @@ class VLM:
         while len(generated) < max_new_tokens and generated[-1] not in eos:
             check(f"generating the answer ({len(generated)} tokens so far)")
             length += 1
-            extra = {}
+            step = self.fam.step(self, token, past, length, next_position)
             if next_position is not None:
-                extra["position_ids"] = torch.full((3, 1, 1), next_position, dtype=torch.long, device=self.device)
                 next_position += 1
-            step = self.model(input_ids=token.view(1, 1), past_key_values=past, use_cache=True, logits_to_keep=1,
-                              attention_mask=torch.ones((1, length), dtype=torch.long, device=self.device), **extra)
             past = step.past_key_values
             token = step.logits[0, -1].argmax()
             generated.append(int(token))
@@ -289,16 +269,7 @@ class VLM:
         return generated
 
 
-def _rope_positions(model: Any, inputs: dict, dev: torch.device) -> torch.Tensor:
-    """3-D RoPE positions (3, 1, L) of the full prompt from the model's own `get_rope_index`, given the
-    processor outputs it takes (their names differ between transformers versions)."""
-    fn = model.model.get_rope_index
-    accepted = inspect.signature(fn).parameters
-    kwargs = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()
-              if k in accepted and k != "input_ids"}
-    if "second_per_grid_ts" in kwargs and not isinstance(kwargs["second_per_grid_ts"], torch.Tensor):
-        kwargs["second_per_grid_ts"] = torch.tensor(kwargs["second_per_grid_ts"], device=dev)
-    return fn(inputs["input_ids"].to(dev), **kwargs)[0]
+_rope_positions = rope_positions  # the name the benchmarks and older scripts use
 
 
 def _eos_ids(model: Any, processor: Any) -> set[int]:
@@ -320,10 +291,11 @@ def _check_inputs(frames: object, question: object) -> None:
 
 
 def _how_to_connect(ident: str) -> str:
-    return (f"No LLaVA-OneVision or Qwen2.5-VL model could be loaded from '{ident}' on this machine (no network "
-            "access to the Hugging Face hub, and no such local folder). To connect one: run on a machine with "
-            f"network access (e.g. a Hugging Face Space) with the id '{DEFAULT_VLM}', or download it elsewhere "
-            f"(huggingface-cli download {DEFAULT_VLM} --local-dir DIR), copy DIR here and give DIR as the model.")
+    return (f"No {', '.join(f.label for f in FAMILIES.values())} model could be loaded from '{ident}' on this "
+            "machine (no network access to the Hugging Face hub, and no such local folder). To connect one: run on "
+            f"a machine with network access (e.g. a Hugging Face Space) with the id '{DEFAULT_VLM}', or download it "
+            f"elsewhere (huggingface-cli download {DEFAULT_VLM} --local-dir DIR), copy DIR here and give DIR as the "
+            "model.")
 
 
 _LOCK = threading.Lock()
@@ -357,7 +329,7 @@ def load_vlm(model_id_or_path: str | None = None, device: str | torch.device | N
 def _load(ident: str, device: str, dtype: torch.dtype, prefill: str = "auto") -> VLM:
     from transformers import AutoConfig, AutoProcessor
 
-    from . import hub
+    from .. import hub
 
     if not hub.available(ident):  # offline: refused at once, not after the hub client's retries
         raise VLMError(hub.unavailable_message(ident, "model"))
@@ -368,11 +340,11 @@ def _load(ident: str, device: str, dtype: torch.dtype, prefill: str = "auto") ->
             raise VLMError(f"{ident} is not a model folder (no usable config.json)") from None
         raise VLMError(_how_to_connect(ident)) from None
     if cfg.model_type not in FAMILIES:
-        raise VLMError(f"'{ident}' is a {cfg.model_type!r} model; this panel needs a LLaVA-OneVision or a "
-                       "Qwen2.5-VL checkpoint")
+        raise VLMError(f"'{ident}' is a {cfg.model_type!r} model; the project drives "
+                       f"{', '.join(f.label for f in FAMILIES.values())} checkpoints")
     import transformers
 
-    cls = getattr(transformers, FAMILIES[cfg.model_type])
+    cls = getattr(transformers, FAMILIES[cfg.model_type].class_name)
     try:
         processor = AutoProcessor.from_pretrained(ident, trust_remote_code=False)
         model = cls.from_pretrained(ident, dtype=dtype, trust_remote_code=False)
@@ -385,7 +357,7 @@ def _load(ident: str, device: str, dtype: torch.dtype, prefill: str = "auto") ->
 
 def graph_prefill(model: Any, family: str, prefill: str = "auto") -> Any:
     """The `VLM.prefill` for a model: a GraphPrefill where "graph" (or "auto" on a GPU) applies, else None."""
-    from .prefill import GraphPrefill
+    from ..prefill import GraphPrefill
 
     on_gpu = next(model.parameters()).device.type == "cuda"
     if family != "llava_onevision" or prefill == "eager" or (prefill == "auto" and not on_gpu):

@@ -1,0 +1,40 @@
+"""Qwen2.5-VL: merged 2×2 patches, two frames per temporal patch, one contiguous run of video rows between
+<|vision_start|> and <|vision_end|>; 3-D M-RoPE, so the kept rows keep the positions the full prompt gives them
+(the model's own `get_rope_index`, the dropped places removed) and decoding continues from the last text position."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .family import Family, Video, register, rope_positions
+
+
+class Qwen2_5_VL(Family):
+    model_type = "qwen2_5_vl"
+    class_name = "Qwen2_5_VLForConditionalGeneration"
+    label = "Qwen2.5-VL"
+    eval_class = "EntropySelectQwen25VL"
+    hub_ids = ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
+
+    def features(self, vlm: Any, inputs: dict, t_: int) -> Video:
+        from . import VLMError
+
+        pix = inputs["pixel_values_videos"].to(vlm.device, vlm.dtype)
+        thw = inputs["video_grid_thw"].to(vlm.device)
+        feats = vlm.model.model.get_video_features(pix, thw, return_dict=True).pooler_output
+        feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
+        merge = vlm.model.config.vision_config.spatial_merge_size
+        t_, h_, w_ = (int(v) for v in thw[0])
+        n_grid = t_ * (h_ // merge) * (w_ // merge)
+        if feats.shape[0] != n_grid:
+            raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid}")
+        return Video(feats.reshape(t_, h_ // merge, w_ // merge, -1), feats[:0])
+
+    def positions(self, vlm: Any, inputs: dict, keep: torch.Tensor) -> tuple[torch.Tensor | None, int | None]:
+        pos = rope_positions(vlm.model, inputs, vlm.device)[:, :, keep]
+        return pos, int(pos.max()) + 1
+
+
+register(Qwen2_5_VL())

@@ -1,0 +1,103 @@
+"""Qwen3-VL (and its MoE checkpoints, same layout): each temporal patch (2 frames) of merged 2×2 patches is written
+as `<t.t seconds><|vision_start|> rows <|vision_end|>`, positions are 3-D (time, row, column) with the text after
+each patch continuing from it, and DeepStack adds intermediate vision features to the first decoder layers at the
+visual places.
+
+Compression keeps every timestamp and start/end token and drops only unselected rows: the positions are the model's
+own `get_rope_index` over the full prompt, sliced with the same keep index (so the text after the video and every
+generated token sit where the full prompt puts them); the DeepStack rows are sliced with the kept rows and given
+the compacted visual mask; the model's cached `rope_deltas` is cleared for every request. The language model runs
+without the top-level forward, which would recompute positions and DeepStack from pixels. The video's real frame
+times reach the processor as `video_metadata` (without them it assumes 24 fps and warns).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .family import Family, Video, lm_output, register, rope_positions
+
+#: frames per second assumed when the caller gives no frame times: Qwen3-VL's own sampling rate for videos
+DEFAULT_FPS = 2.0
+
+
+class Qwen3_VL(Family):
+    model_type = "qwen3_vl"
+    class_name = "Qwen3VLForConditionalGeneration"
+    label = "Qwen3-VL"
+    eval_class = "EntropySelectQwen3VL"
+    hub_ids = ("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct")
+    min_rows_per_patch = 1
+
+    def prepare(self, vlm: Any, frames: np.ndarray, question: str, timestamps: np.ndarray | None) -> dict:
+        from transformers.video_utils import VideoMetadata
+
+        conv = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        prompt = vlm.processor.apply_chat_template(conv, add_generation_prompt=True)
+        t = frames.shape[0]
+        if timestamps is None or len(timestamps) != t:
+            fps, idx = DEFAULT_FPS, np.arange(t)
+        else:  # frame times in milliseconds: index / fps gives each frame's own time
+            fps, idx = 1000.0, np.round(np.asarray(timestamps, float) * 1000).astype(int)
+        meta = VideoMetadata(total_num_frames=int(idx.max()) + 1, fps=fps, frames_indices=idx.tolist(),
+                             height=int(frames.shape[1]), width=int(frames.shape[2]))
+        from . import VLMError
+
+        try:
+            return vlm.processor(text=prompt, videos=[np.ascontiguousarray(frames)], video_metadata=[meta],
+                                 do_sample_frames=False, return_tensors="pt")
+        except ValueError as e:  # the processor's own refusals (a single frame: fewer than one temporal patch)
+            raise VLMError(f"{self.label}'s processor refused this video of {t} frame(s): {e}") from None
+
+    def features(self, vlm: Any, inputs: dict, t_: int) -> Video:
+        from . import VLMError
+
+        pix = inputs["pixel_values_videos"].to(vlm.device, vlm.dtype)
+        thw = inputs["video_grid_thw"].to(vlm.device)
+        out = vlm.model.model.get_video_features(pix, thw, return_dict=True)
+        feats, deep = (out.pooler_output, out.deepstack_features) if hasattr(out, "pooler_output") else out
+        feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
+        deep = [torch.cat(list(d), dim=0) if isinstance(d, (list, tuple)) else d for d in deep]
+        merge = vlm.model.config.vision_config.spatial_merge_size
+        t_, h_, w_ = (int(v) for v in thw[0])
+        n_grid = t_ * (h_ // merge) * (w_ // merge)
+        if feats.shape[0] != n_grid or any(d.shape[0] != n_grid for d in deep):
+            raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid}")
+        return Video(feats.reshape(t_, h_ // merge, w_ // merge, -1), feats[:0], deep)
+
+    def positions(self, vlm: Any, inputs: dict, keep: torch.Tensor) -> tuple[torch.Tensor | None, int | None]:
+        vlm.model.model.rope_deltas = None  # a value cached by an earlier call would shift this request
+        pos = rope_positions(vlm.model, inputs, vlm.device)[:, :, keep]
+        return pos, int(pos.max()) + 1
+
+    def prefill(self, vlm: Any, embeds: torch.Tensor, positions: torch.Tensor | None, video: Video,
+                video_mask: torch.Tensor, kept_rows: torch.Tensor) -> Any:
+        lm = vlm.model.model.language_model
+        out = lm(inputs_embeds=embeds, position_ids=positions, use_cache=True,
+                 attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
+                 visual_pos_masks=video_mask[None], deepstack_visual_embeds=[d[kept_rows] for d in video.extra])
+        return lm_output(out.last_hidden_state, out.past_key_values, vlm.model.lm_head)
+
+    def step(self, vlm: Any, token: torch.Tensor, past: Any, length: int, position: int | None) -> Any:
+        lm = vlm.model.model.language_model
+        out = lm(inputs_embeds=vlm.model.get_input_embeddings()(token.view(1, 1)), past_key_values=past,
+                 position_ids=torch.full((3, 1, 1), position, dtype=torch.long, device=vlm.device), use_cache=True,
+                 attention_mask=torch.ones((1, length), dtype=torch.long, device=vlm.device))
+        return lm_output(out.last_hidden_state, out.past_key_values, vlm.model.lm_head)
+
+
+class Qwen3_VL_MoE(Qwen3_VL):
+    """The MoE checkpoints share the layout: the same adapter serves them."""
+
+    model_type = "qwen3_vl_moe"
+    class_name = "Qwen3VLMoeForConditionalGeneration"
+    label = "Qwen3-VL-MoE"
+    eval_class = "EntropySelectQwen3VLMoe"
+    hub_ids = ("Qwen/Qwen3-VL-30B-A3B-Instruct",)
+
+
+register(Qwen3_VL())
+register(Qwen3_VL_MoE())
