@@ -32,15 +32,17 @@ def test_tasks_path_command_prints_the_folder_with_the_task_yaml(tmp_path):
     assert "task: entropy_select_synthetic" in yaml.read_text()
 
 
-def test_entry_point_registers_both_models():
+def test_entry_point_registers_one_model_per_family():
     from lmms_eval.models import get_model, list_available_models
 
-    from selector.eval.models import EntropySelectLlavaOneVision, EntropySelectQwen25VL
+    from selector.eval.models import EntropySelectLlavaOneVision, EntropySelectQwen3VL, EntropySelectQwen25VL
+    from selector.vlm import FAMILIES
 
     names = list_available_models()
-    assert "entropy_select_llava_onevision" in names and "entropy_select_qwen2_5_vl" in names
+    assert {f"entropy_select_{t}" for t in FAMILIES} <= set(names) and "entropy_select_qwen3_vl" in names
     assert get_model("entropy_select_llava_onevision") is EntropySelectLlavaOneVision
     assert get_model("entropy_select_qwen2_5_vl") is EntropySelectQwen25VL
+    assert get_model("entropy_select_qwen3_vl") is EntropySelectQwen3VL and EntropySelectQwen3VL.family == "qwen3_vl"
     assert not EntropySelectQwen25VL.is_simple  # a chat model: it reads the task's messages
 
 
@@ -50,7 +52,8 @@ def test_entry_point_works_whatever_is_imported_first():
     code = ("import selector.eval.manifest, selector.eval.models\nimport lmms_eval.models as m\n"
             "print(sorted(x for x in m.list_available_models() if x.startswith('entropy_select')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "['entropy_select_llava_onevision', 'entropy_select_qwen2_5_vl']" in out
+    assert ("['entropy_select_llava_onevision', 'entropy_select_qwen2_5_vl', 'entropy_select_qwen3_vl', "
+            "'entropy_select_qwen3_vl_moe']") in out
 
 
 def test_the_app_requirements_do_not_pull_lmms_eval_and_the_eval_extra_does():
@@ -136,7 +139,8 @@ def test_parse_letter(text, letter):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     base = tmp_path_factory.mktemp("eval-models")
-    return {"llava_onevision": build(base / "llava"), "qwen2_5_vl": build(base / "qwen", family="qwen2_5_vl")}
+    return {"llava_onevision": build(base / "llava"), "qwen2_5_vl": build(base / "qwen", family="qwen2_5_vl"),
+            "qwen3_vl": build(base / "qwen3", family="qwen3_vl")}
 
 
 def _model(cls_name: str, **kw):
@@ -258,7 +262,8 @@ def _run(launcher: list[str], model: str, checkpoint: Path, out: Path, data: Pat
     return samples, results[0], log
 
 
-FAMILY = {"entropy_select_llava_onevision": "llava_onevision", "entropy_select_qwen2_5_vl": "qwen2_5_vl"}
+FAMILY = {"entropy_select_llava_onevision": "llava_onevision", "entropy_select_qwen2_5_vl": "qwen2_5_vl",
+          "entropy_select_qwen3_vl": "qwen3_vl"}
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from ..limits import TimeLimitError, time_limit
 from ..lru import LRU
 from ..method.pipeline import MAP_FIELDS
 from ..video import VideoError, browser_playable, describe, read_clip, write_preview
-from ..vlm import DEFAULT_VLM, FAMILIES, KNOWN_VLMS, VLMError, load_vlm
+from ..vlm import DEFAULT_VLM, FAMILIES, VLMError, known_vlms, load_vlm
 from .files import OutputFiles
 from .service import DEFAULT, RETENTIONS, Analysis, Service, latency_rows, params_class
 from .settings import Settings, model_key
@@ -53,6 +53,7 @@ EXAMPLES = [e for e in EXAMPLES if e[0].exists() and e[1].exists()]
 _EXAMPLE_CLIPS = frozenset(os.path.realpath(clip) for clip, _, _ in EXAMPLES)
 #: the VLM families the Ask and Compare tabs drive ("LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL or Qwen3-VL-MoE")
 FAMILY_LABELS = ", ".join(f.label for f in list(FAMILIES.values())[:-1]) + f" or {list(FAMILIES.values())[-1].label}"
+#: (the labels of the families registered when the app module loads; the model menu reads the registry each time)
 USER_ERRORS = (SelectorError, VideoError, EncoderError, VLMError, TimeLimitError)
 #: colours stretched to each map's own range by default: at the paper's τ = 1 the entropy map spans a few thousandths,
 #: and a fixed [0, 1] scale shows one flat colour
@@ -479,13 +480,13 @@ class Explorer:
             return "local folder" if Path(ident).expanduser().is_dir() else \
                 "hub, cached" if hub.available(ident) and not hub.reachable() else \
                 "hub" if hub.available(ident) else "needs the hub: unavailable now"
-        return [(f"{ident} ({mark(ident)})", ident) for ident in dict.fromkeys((DEFAULT_VLM, *KNOWN_VLMS))]
+        return [(f"{ident} ({mark(ident)})", ident) for ident in dict.fromkeys((DEFAULT_VLM, *known_vlms()))]
 
     def model_availability(self) -> str:
         """The Ask tab's line on which models can be loaded now."""
         if hub.reachable():
             return f"The hub is reachable: any {FAMILY_LABELS} id on the allowlist loads."
-        ready = [m for m in (DEFAULT_VLM, *KNOWN_VLMS) if hub.available(m)]
+        ready = [m for m in (DEFAULT_VLM, *known_vlms()) if hub.available(m)]
         listed = "" if self.settings.allow_any_model else " (a folder must be on ENTROPY_SELECT_MODEL_ALLOWLIST)"
         return ("The hub is not reachable now: only local folders" + (" and the cached " + ", ".join(dict.fromkeys(
             ready)) if ready else "") + f" load{listed}.")
@@ -804,7 +805,7 @@ class Explorer:
         model = v["model"]
         if model is not None and not isinstance(model, str):
             raise SelectorError(f"model must be a hub id or a folder, got {type(model).__name__}")
-        name = self.allowed("model", (model or DEFAULT_VLM).strip(), {DEFAULT_VLM, *KNOWN_VLMS})
+        name = self.allowed("model", (model or DEFAULT_VLM).strip(), {DEFAULT_VLM, *known_vlms()})
         progress(0.0, desc=f"loading {name}")
         vlm = load_vlm(name)
         clip = read_clip(video, min(p.num_frames, self.service.max_frames))
@@ -865,7 +866,7 @@ class Explorer:
         if not isinstance(question, str) or not question.strip():
             raise SelectorError("write a question in the Ask tab first")
         name = self.allowed("model", (model or DEFAULT_VLM).strip() if isinstance(model, str) else DEFAULT_VLM,
-                            {DEFAULT_VLM, *KNOWN_VLMS})
+                            {DEFAULT_VLM, *known_vlms()})
         vlm = load_vlm(name)
         clip = read_clip(self.uploaded(video), min(p.num_frames, self.service.max_frames))
         rows = vlm.compare_methods(clip.frames, question, p.retention, names, max_new_tokens=32,

@@ -19,15 +19,13 @@ def build(folder: str | Path, real_sizes: bool = False, seed: int = 0, family: s
     family "qwen2_5_vl" gives a Qwen2.5-VL instead of a LLaVA-OneVision (real sizes: 3B), "qwen3_vl" a Qwen3-VL
     (real sizes: `size` "2b" or "8b"). The weights are initialized on `device` in `dtype` (real sizes: a GPU and
     bfloat16 make it quick)."""
-    if family == "qwen2_5_vl":
-        model, processor = make_qwen(seed, real_sizes, device, dtype)
-    elif family == "qwen3_vl":
-        model, processor = make_qwen3(seed, real_sizes, device, dtype, size)
-    elif family != "llava_onevision":
-        raise ValueError(f"no random-weight builder for the family {family!r} (llava_onevision, qwen2_5_vl, "
-                         "qwen3_vl)")
-    else:
-        model, processor = make(real_sizes, seed, device, dtype=dtype)
+    from ..vlm import FAMILIES
+
+    builders = [t for t, f in FAMILIES.items() if f.can_build]
+    if family not in builders:
+        raise ValueError(f"no random-weight builder for the family {family!r} ({', '.join(builders)})")
+    model, processor = FAMILIES[family].random_model(real_sizes, seed, device, dtype,
+                                                     size if family == "qwen3_vl" else "")
     folder = Path(folder)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

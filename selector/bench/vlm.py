@@ -23,8 +23,10 @@ import threading
 import numpy as np
 import torch
 
-from ..vlm import VLM, graph_prefill
-from .models import make, make_qwen, make_qwen3
+from ..vlm import FAMILIES, VLM, graph_prefill
+
+#: frame side of the benchmark's random clips: (tiny model, real sizes); the real sizes' processor input
+SIDES = {"llava_onevision": (112, 384), "qwen2_5_vl": (112, 448), "qwen3_vl": (128, 448)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--llm", default="0.5b", choices=["0.5b", "7b"], help="language model sizes")
-    ap.add_argument("--family", default="llava_onevision", choices=["llava_onevision", "qwen2_5_vl", "qwen3_vl"])
+    ap.add_argument("--family", default="llava_onevision", choices=[t for t, f in FAMILIES.items() if f.can_build])
     ap.add_argument("--size", default="8b", choices=["2b", "8b"], help="Qwen3-VL sizes")
     ap.add_argument("--tiny", action="store_true", help="tiny random model (a smoke test of this script)")
     ap.add_argument("--prefill", nargs="+", default=None, choices=["graph", "compiled", "eager"],
@@ -41,15 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     dev = torch.device(a.device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    if a.family == "qwen2_5_vl":
-        model, processor = make_qwen(real_sizes=not a.tiny, device=str(dev), dtype=dtype)
-        label, side = "Qwen2.5-VL-3B" if not a.tiny else "tiny Qwen2.5-VL", 448 if not a.tiny else 112
-    elif a.family == "qwen3_vl":
-        model, processor = make_qwen3(real_sizes=not a.tiny, device=str(dev), dtype=dtype, size=a.size)
-        label, side = f"Qwen3-VL-{a.size.upper()}" if not a.tiny else "tiny Qwen3-VL", 448 if not a.tiny else 128
-    else:
-        model, processor = make(real_sizes=not a.tiny, device=str(dev), llm=a.llm, dtype=dtype)
-        label, side = f"LLaVA-OV-{a.llm}" if not a.tiny else "tiny LLaVA-OV", 384 if not a.tiny else 112
+    fam = FAMILIES[a.family]
+    size = {"llava_onevision": a.llm, "qwen2_5_vl": "3b", "qwen3_vl": a.size}.get(a.family, "")
+    model, processor = fam.random_model(not a.tiny, 0, str(dev), dtype, size if a.family != "qwen2_5_vl" else "")
+    label = f"tiny {fam.label}" if a.tiny else f"{fam.label}-{size.upper()}"
+    side = SIDES.get(a.family, (112, 448))[0 if a.tiny else 1]
     model = model.to(dtype)
     modes = a.prefill or (["graph", "eager"] if dev.type == "cuda" and a.family == "llava_onevision" else ["eager"])
     if {"graph", "compiled"} & set(modes) and (dev.type != "cuda" or a.family != "llava_onevision"):

@@ -334,6 +334,18 @@ def _chat_class(family: Any) -> type:
 # one chat model per family, under the class name the registry gives (what the entry point's manifest names)
 for _family in FAMILIES.values():
     globals()[_family.eval_class] = _chat_class(_family)
+
+
+def __getattr__(name: str) -> type:
+    """The chat model of a family registered after this module was imported (lmms-eval imports it by the class
+    path the manifest gives)."""
+    for family in FAMILIES.values():
+        if family.eval_class == name:
+            globals()[name] = cls = _chat_class(family)
+            return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 EntropySelectLlavaOneVision = globals()["EntropySelectLlavaOneVision"]
 EntropySelectQwen25VL = globals()["EntropySelectQwen25VL"]
 EntropySelectQwen3VL = globals()["EntropySelectQwen3VL"]

@@ -29,7 +29,7 @@ from .. import SelectorConfig, select_tokens
 from ..limits import check
 from ..method.pipeline import Selection
 
-__all__ = ["VLM", "VLMError", "Answer", "load_vlm", "DEFAULT_VLM", "KNOWN_VLMS"]
+__all__ = ["VLM", "VLMError", "Answer", "load_vlm", "DEFAULT_VLM", "KNOWN_VLMS", "FAMILIES", "known_vlms"]
 
 DEFAULT_VLM = os.environ.get("ENTROPY_SELECT_VLM", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf")
 MAX_QUESTION_CHARS = 2000
@@ -42,8 +42,14 @@ class VLMError(ValueError):
 from . import llava_onevision, qwen2_5_vl, qwen3_vl  # noqa: E402,F401  (each registers its family)
 from .family import FAMILIES, Family, Video, family_of, rope_positions  # noqa: E402
 
-#: the checkpoints offered in the app's model menu, every family's
-KNOWN_VLMS = tuple(i for f in FAMILIES.values() for i in f.hub_ids)
+
+def known_vlms() -> tuple[str, ...]:
+    """The checkpoints offered in the app's model menu: every registered family's."""
+    return tuple(i for f in FAMILIES.values() for i in f.hub_ids)
+
+
+#: the checkpoints of the families registered at import (`known_vlms()` also sees families registered later)
+KNOWN_VLMS = known_vlms()
 
 
 @dataclass(frozen=True)

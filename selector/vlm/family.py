@@ -68,6 +68,16 @@ class Family:
                                                                          device=embeds.device),
                          use_cache=True, logits_to_keep=1, **extra)
 
+    def random_model(self, real_sizes: bool = False, seed: int = 0, device: str = "cpu", dtype: Any = None,
+                     size: str = "") -> tuple[Any, Any]:
+        """(model, processor) with random weights, built offline from a config (tests: tiny; real_sizes: the real
+        layer sizes, for timings); None where the family has no builder."""
+        raise NotImplementedError(f"no random-weight builder for {self.label}")
+
+    @property
+    def can_build(self) -> bool:
+        return type(self).random_model is not Family.random_model
+
     def step(self, vlm: Any, token: torch.Tensor, past: Any, length: int, position: int | None) -> Any:
         """One greedy decode step on the KV cache: `length` tokens in the sequence with this one."""
         extra = {} if position is None else {

@@ -42,4 +42,11 @@ class LlavaOnevision(Family):
         return super().prefill(vlm, embeds, positions, video, video_mask, kept_rows)
 
 
+    def random_model(self, real_sizes: bool = False, seed: int = 0, device: str = "cpu", dtype: Any = None,
+                     size: str = "") -> tuple[Any, Any]:
+        from ..bench.models import make
+
+        return make(real_sizes, seed, device, llm=size or "0.5b", dtype=dtype)
+
+
 register(LlavaOnevision())

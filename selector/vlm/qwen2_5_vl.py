@@ -37,4 +37,11 @@ class Qwen2_5_VL(Family):
         return pos, int(pos.max()) + 1
 
 
+    def random_model(self, real_sizes: bool = False, seed: int = 0, device: str = "cpu", dtype: Any = None,
+                     size: str = "") -> tuple[Any, Any]:
+        from ..bench.models import make_qwen
+
+        return make_qwen(seed, real_sizes, device, dtype)
+
+
 register(Qwen2_5_VL())

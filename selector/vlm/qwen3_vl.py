@@ -89,6 +89,13 @@ class Qwen3_VL(Family):
         return lm_output(out.last_hidden_state, out.past_key_values, vlm.model.lm_head)
 
 
+    def random_model(self, real_sizes: bool = False, seed: int = 0, device: str = "cpu", dtype: Any = None,
+                     size: str = "") -> tuple[Any, Any]:
+        from ..bench.models import make_qwen3
+
+        return make_qwen3(seed, real_sizes, device, dtype, size or "2b")
+
+
 class Qwen3_VL_MoE(Qwen3_VL):
     """The MoE checkpoints share the layout: the same adapter serves them."""
 
@@ -97,6 +104,7 @@ class Qwen3_VL_MoE(Qwen3_VL):
     label = "Qwen3-VL-MoE"
     eval_class = "EntropySelectQwen3VLMoe"
     hub_ids = ("Qwen/Qwen3-VL-30B-A3B-Instruct",)
+    random_model = Family.random_model  # no random-weight builder of the MoE layers
 
 
 register(Qwen3_VL())
