@@ -147,3 +147,24 @@ def test_an_unknown_family_is_named_with_the_ones_driven(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(VLMError, match="LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL"):
         load_vlm(str(tmp_path), device="cpu")
+
+
+def test_a_missing_or_mismatched_processor_is_named(vlm, tmp_path):
+    import shutil
+
+    from selector.bench.models import build
+
+    folder = tmp_path / "no-processor"
+    shutil.copytree(vlm.name, folder)
+    (folder / "processor_config.json").unlink()
+    with pytest.raises(VLMError, match="could not load"):
+        load_vlm(str(folder), device="cpu")
+    other = build(tmp_path / "qwen25", family="qwen2_5_vl")
+    mixed = tmp_path / "mixed"
+    shutil.copytree(vlm.name, mixed)
+    for f in ("processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json"):
+        (mixed / f).unlink(missing_ok=True)
+        if (other / f).exists():
+            shutil.copy(other / f, mixed / f)
+    with pytest.raises(VLMError, match="Qwen3-VL model, but its processor files give a Qwen2_5_VLProcessor"):
+        load_vlm(str(mixed), device="cpu")

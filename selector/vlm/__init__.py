@@ -351,9 +351,16 @@ def _load(ident: str, device: str, dtype: torch.dtype, prefill: str = "auto") ->
     import transformers
 
     cls = getattr(transformers, FAMILIES[cfg.model_type].class_name)
+    family = FAMILIES[cfg.model_type]
     try:
         processor = AutoProcessor.from_pretrained(ident, trust_remote_code=False)
+        if family.processor_class and type(processor).__name__ != family.processor_class:
+            raise VLMError(f"'{ident}' is a {family.label} model, but its processor files give a "
+                           f"{type(processor).__name__}, not a {family.processor_class}: the folder's processor "
+                           "files belong to another model")
         model = cls.from_pretrained(ident, dtype=dtype, trust_remote_code=False)
+    except VLMError:
+        raise
     except (OSError, ValueError) as e:
         raise VLMError(f"could not load '{ident}': {str(e).splitlines()[0]}") from None
     model = model.eval().to(device)

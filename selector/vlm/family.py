@@ -38,6 +38,7 @@ class Family:
 
     model_type: str = ""
     class_name: str = ""  # the transformers class
+    processor_class: str = ""  # the transformers processor its checkpoints come with
     label: str = ""  # for people: "Qwen3-VL"
     hub_ids: tuple[str, ...] = ()  # checkpoints offered in the app's model menu
     eval_class: str = ""  # its lmms-eval chat model in selector.eval.models (made from this registry)

@@ -13,6 +13,7 @@ from .family import Family, Video, register
 class LlavaOnevision(Family):
     model_type = "llava_onevision"
     class_name = "LlavaOnevisionForConditionalGeneration"
+    processor_class = "LlavaOnevisionProcessor"
     label = "LLaVA-OneVision"
     eval_class = "EntropySelectLlavaOneVision"
     hub_ids = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf")

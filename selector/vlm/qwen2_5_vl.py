@@ -14,6 +14,7 @@ from .family import Family, Video, register, rope_positions
 class Qwen2_5_VL(Family):
     model_type = "qwen2_5_vl"
     class_name = "Qwen2_5_VLForConditionalGeneration"
+    processor_class = "Qwen2_5_VLProcessor"
     label = "Qwen2.5-VL"
     eval_class = "EntropySelectQwen25VL"
     hub_ids = ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")

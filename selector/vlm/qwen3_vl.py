@@ -27,6 +27,7 @@ DEFAULT_FPS = 2.0
 class Qwen3_VL(Family):
     model_type = "qwen3_vl"
     class_name = "Qwen3VLForConditionalGeneration"
+    processor_class = "Qwen3VLProcessor"
     label = "Qwen3-VL"
     eval_class = "EntropySelectQwen3VL"
     hub_ids = ("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct")
