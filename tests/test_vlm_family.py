@@ -63,8 +63,13 @@ def test_a_registered_family_is_offered_everywhere(fake, tmp_path, capsys):
     assert "tiny Fake-VL" in capsys.readouterr().out
 
 
-def test_unknown_families_are_refused_by_the_builders():
+def test_families_without_a_builder_are_refused_by_the_builders(monkeypatch):
     from selector.bench.models import build
+    from selector.vlm.family import Family
 
-    with pytest.raises(ValueError, match="no random-weight builder for the family 'qwen3_vl_moe'"):
-        build("/nonexistent", family="qwen3_vl_moe")
+    class NoBuilder(Family):
+        model_type, label = "no_builder_vl", "NoBuilder-VL"
+
+    monkeypatch.setitem(FAMILIES, "no_builder_vl", NoBuilder())
+    with pytest.raises(ValueError, match="no random-weight builder for the family 'no_builder_vl'"):
+        build("/nonexistent", family="no_builder_vl")

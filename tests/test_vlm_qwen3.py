@@ -15,11 +15,12 @@ from selector.vlm import VLMError, load_vlm
 Q = "what is in the video"
 
 
-@pytest.fixture(scope="module")
-def vlm(tmp_path_factory):
+@pytest.fixture(scope="module", params=["qwen3_vl", "qwen3_vl_moe"])
+def vlm(tmp_path_factory, request):
+    """A tiny Qwen3-VL, and a tiny Qwen3-VL-MoE: the same adapter serves both."""
     from selector.bench.models import build
 
-    return load_vlm(str(build(tmp_path_factory.mktemp("tiny-qwen3"), family="qwen3_vl")), device="cpu")
+    return load_vlm(str(build(tmp_path_factory.mktemp(request.param), family=request.param)), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def _record(module):
 
 
 def test_family_and_real_frame_times_reach_the_prompt(vlm, clip):
-    assert vlm.family == "qwen3_vl" and type(vlm.model).__name__ == "Qwen3VLForConditionalGeneration"
+    assert type(vlm.model).__name__ == {"qwen3_vl": "Qwen3VLForConditionalGeneration",
+                                        "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration"}[vlm.family]
     inputs = vlm.prepare(clip.frames, Q, clip.timestamps)
     text = vlm.processor.tokenizer.decode(inputs["input_ids"][0])
     # each temporal patch (2 frames) is written at the mean time of its frames
@@ -166,5 +168,5 @@ def test_a_missing_or_mismatched_processor_is_named(vlm, tmp_path):
         (mixed / f).unlink(missing_ok=True)
         if (other / f).exists():
             shutil.copy(other / f, mixed / f)
-    with pytest.raises(VLMError, match="Qwen3-VL model, but its processor files give a Qwen2_5_VLProcessor"):
+    with pytest.raises(VLMError, match="Qwen3-VL(-MoE)? model, but its processor files give a Qwen2_5_VLProcessor"):
         load_vlm(str(mixed), device="cpu")

@@ -25,7 +25,7 @@ def build(folder: str | Path, real_sizes: bool = False, seed: int = 0, family: s
     if family not in builders:
         raise ValueError(f"no random-weight builder for the family {family!r} ({', '.join(builders)})")
     model, processor = FAMILIES[family].random_model(real_sizes, seed, device, dtype,
-                                                     size if family == "qwen3_vl" else "")
+                                                     size if family in ("qwen3_vl", "qwen3_vl_moe") else "")
     folder = Path(folder)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -143,17 +143,19 @@ QWEN3_SIZES = {
 }
 
 
-def make_qwen3(seed: int = 0, real_sizes: bool = False, device: str = "cpu", dtype=None, size: str = "2b"):
+def make_qwen3(seed: int = 0, real_sizes: bool = False, device: str = "cpu", dtype=None, size: str = "2b",
+               moe: bool = False):
     """(model, processor): a tiny Qwen3-VL with random weights (timestamps between temporal patches, DeepStack
     features, interleaved 3-D M-RoPE), for tests; with real_sizes the Qwen3-VL-2B or -8B sizes (for timings;
-    frames up to 448×448)."""
-    from transformers import (
-        Qwen2VLImageProcessor,
-        Qwen3VLConfig,
-        Qwen3VLForConditionalGeneration,
-        Qwen3VLProcessor,
-        Qwen3VLVideoProcessor,
-    )
+    frames up to 448×448). `moe`: a tiny Qwen3-VL-MoE (4 experts, 2 a token; tests only)."""
+    import transformers
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    if moe and real_sizes:
+        raise ValueError("the MoE checkpoints have no real-size builder here")
+    prefix = "Qwen3VLMoe" if moe else "Qwen3VL"
+    config_cls = getattr(transformers, f"{prefix}Config")
+    model_cls = getattr(transformers, f"{prefix}ForConditionalGeneration")
 
     specials = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     tokenizer, vocab = _tokenizer(specials, specials)
@@ -161,6 +163,8 @@ def make_qwen3(seed: int = 0, real_sizes: bool = False, device: str = "cpu", dty
                   deepstack_visual_indexes=[0, 1], num_position_embeddings=64)
     text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
                 num_key_value_heads=2, head_dim=16, vocab_size=len(vocab), tie_word_embeddings=False)
+    if moe:
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
     rope = {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [4, 2, 2], "mrope_interleaved": True}
     if real_sizes:
         vision, text = dict(QWEN3_SIZES[size]["vision"]), dict(QWEN3_SIZES[size]["text"])
@@ -169,10 +173,10 @@ def make_qwen3(seed: int = 0, real_sizes: bool = False, device: str = "cpu", dty
         rope = {**rope, "mrope_section": [24, 20, 20]}
     vision.update(patch_size=16, spatial_merge_size=2, temporal_patch_size=2)
     text.update(max_position_embeddings=32768, rope_parameters=rope)
-    cfg = Qwen3VLConfig(vision_config=vision, text_config=text, image_token_id=vocab["<|image_pad|>"],
+    cfg = config_cls(vision_config=vision, text_config=text, image_token_id=vocab["<|image_pad|>"],
                         video_token_id=vocab["<|video_pad|>"], vision_start_token_id=vocab["<|vision_start|>"],
                         vision_end_token_id=vocab["<|vision_end|>"], tie_word_embeddings=text["tie_word_embeddings"])
-    model = _init(Qwen3VLForConditionalGeneration, cfg, seed, device, dtype)
+    model = _init(model_cls, cfg, seed, device, dtype)
     model.generation_config.eos_token_id = vocab["<|im_end|>"]
     side = 448 if real_sizes else 128
     pixels = {"shortest_edge": 32 * 32, "longest_edge": side * side}

@@ -105,7 +105,12 @@ class Qwen3_VL_MoE(Qwen3_VL):
     label = "Qwen3-VL-MoE"
     eval_class = "EntropySelectQwen3VLMoe"
     hub_ids = ("Qwen/Qwen3-VL-30B-A3B-Instruct",)
-    random_model = Family.random_model  # no random-weight builder of the MoE layers
+
+    def random_model(self, real_sizes: bool = False, seed: int = 0, device: str = "cpu", dtype: Any = None,
+                     size: str = "") -> tuple[Any, Any]:
+        from ..bench.models import make_qwen3
+
+        return make_qwen3(seed, real_sizes, device, dtype, size or "2b", moe=True)
 
 
 register(Qwen3_VL())
