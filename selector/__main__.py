@@ -28,9 +28,9 @@ def add_knob_flags(ap: argparse.ArgumentParser, config_cls: type = SelectorConfi
 
 
 def knob_values(a: argparse.Namespace, config_cls: type = SelectorConfig) -> dict:
-    """The knobs' values from parsed flags; 0 for an optional knob means none (as in the app)."""
-    return {k.name: None if k.optional and getattr(a, k.name) == 0 else getattr(a, k.name)
-            for k in knobs(config_cls)}
+    """The knobs' values from parsed flags (`Knob.parse`, as in the app and the lmms-eval plugin: 0 for an optional
+    knob means none)."""
+    return {k.name: k.parse(getattr(a, k.name)) for k in knobs(config_cls)}
 
 
 def _out_path(out: str, retention: float, several: bool) -> Path:

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SelectorConfig", "SelectorError", "Knob", "knob", "knobs", "MIN_TEMPERATURE"]
+__all__ = ["SelectorConfig", "SelectorError", "Knob", "knob", "knobs", "config_from", "MIN_TEMPERATURE"]
 
 #: smallest τ and τ_alloc: below it 1/τ takes float32 past its range (1e-40 gives NaN maps) and long before that
 #: every neighbour distribution is one-hot (Ĥ = 0 everywhere at τ = 1e-6 already)
@@ -53,6 +53,33 @@ class Knob:
     log: bool = False
     section: str = "more"
 
+    def parse(self, value: object) -> Any:
+        """A value as a page, a client, the command line or a harness sends it, in this knob's type: whole numbers
+        for ints (2.0 is 2), numbers for floats, bools for bools; 0 or None for an optional knob means "no limit"
+        (None). The one place where user input becomes a knob value: SelectorError names a refused one (the range
+        is checked by `check`, when the config is built).
+
+        >>> knobs()[-3].parse(0), knobs()[0].parse(1)
+        (None, 1.0)
+        """
+        if self.optional and (value is None or (not isinstance(value, bool) and value == 0)):
+            return None
+        if self.kind == "bool":
+            if not isinstance(value, (bool, int)) or isinstance(value, float):
+                raise SelectorError(f"{self.name} must be true or false, got {value!r}")
+            return bool(value)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SelectorError(f"{self.name} must be a {'whole ' if self.kind == 'int' else ''}number, got {value!r}")
+        if self.kind == "int":
+            if not math.isfinite(value) or value != int(value):
+                raise SelectorError(f"{self.name} must be a whole number, got {value!r}")
+            if abs(value) > MAX_INT:
+                raise SelectorError(f"{self.name} must be <= {MAX_INT:,}, got {value:.4g}")
+            return int(value)
+        if not math.isfinite(value):
+            raise SelectorError(f"{self.name} must be a finite number, got {value!r}")
+        return float(value)
+
     def check(self, value: object) -> None:
         """Raise SelectorError naming this knob when `value` is not one it accepts."""
         if value is None and self.optional:
@@ -87,6 +114,21 @@ def knob(default: Any, kind: str, label: str, help: str, **spec: Any) -> Any:
     """A SelectorConfig field declared as a knob (see Knob for `spec`)."""
     return dataclasses.field(default=default, metadata={"knob": {"kind": kind, "label": label, "help": help,
                                                                   **spec}})
+
+
+def config_from(values: dict[str, Any], cls: type | None = None) -> Any:
+    """A SelectorConfig (or `cls`) from raw values by knob name (each through `Knob.parse`; a knob left out keeps
+    its default); SelectorError names an unknown name or a refused value.
+
+    >>> config_from({"tau": 0.05, "max_tokens": 0, "window": 3.0}).window
+    3
+    """
+    cls = SelectorConfig if cls is None else cls
+    table = {k.name: k for k in knobs(cls)}
+    unknown = sorted(set(values) - set(table))
+    if unknown:
+        raise SelectorError(f"unknown knob(s) {', '.join(unknown)}; the knobs are {', '.join(table)}")
+    return cls(**{n: table[n].parse(v) for n, v in values.items()})
 
 
 def knobs(cls: type | None = None) -> tuple[Knob, ...]:

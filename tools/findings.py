@@ -28,8 +28,7 @@ def clips(folder: Path) -> dict[str, Path]:
 
 
 def main() -> int:
-    from selector.compare import METHODS
-    from selector.compare.__main__ import rows_for
+    from selector.compare import METHODS, rows_for
     from selector.features import extract
 
     ap = argparse.ArgumentParser(description=__doc__)

@@ -26,8 +26,7 @@ import gradio.utils
 import torch
 
 from .. import SelectorConfig, SelectorError, hub
-from ..compare import DEFAULT_METHODS, METHODS, compress, result_row
-from ..compare.__main__ import parse_methods
+from ..compare import DEFAULT_METHODS, METHODS, compress, parse_methods, result_row, rows_for
 from ..config import Knob, knobs
 from ..encoders import DEFAULT_ENCODER, EncoderError, available_encoders
 from ..encoders import OFFLINE as OFFLINE_ENCODERS
@@ -62,8 +61,6 @@ STRETCH = True
 DEFAULT_FRAMES = 16
 #: the summary before any video (and after the video is cleared)
 START = "Upload a video or pick an example to start."
-#: int knob values beyond this are refused by name: a frame never has that many tokens, and JSON writers stop at 64 bits
-MAX_INT = 2**31 - 1
 
 
 INTRO = """# ENTROPY-SELECT Explorer
@@ -87,28 +84,6 @@ VIEWS = ("summary_md", "overlay", "entropy", "gradient", "score", "budgets", "su
 
 def _ordered(names: list[str], legacy: tuple[str, ...]) -> list[str]:
     return [n for n in legacy if n in names] + [n for n in names if n not in legacy]
-
-
-def _coerce(k: Knob, v: Any) -> Any:
-    """A knob's value as sent by a page or a client: whole numbers for ints, numbers for floats, bools for
-    bools; 0 or None for an optional knob means none. SelectorError names a refused value."""
-    if k.optional and v in (None, 0):
-        return None
-    if k.kind == "bool":
-        if not isinstance(v, (bool, int)) or isinstance(v, float):
-            raise SelectorError(f"{k.name} must be true or false, got {v!r}")
-        return bool(v)
-    if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise SelectorError(f"{k.name} must be a {'whole ' if k.kind == 'int' else ''}number, got {v!r}")
-    if k.kind == "int":
-        if not math.isfinite(v) or v != int(v):
-            raise SelectorError(f"{k.name} must be a whole number, got {v!r}")
-        if abs(v) > MAX_INT:
-            raise SelectorError(f"{k.name} must be <= {MAX_INT:,}, got {v:.4g}")
-        return int(v)
-    if not math.isfinite(v):
-        raise SelectorError(f"{k.name} must be a finite number, got {v!r}")
-    return float(v)
 
 
 def _signature(names: list[str], defaults: dict[str, Any]) -> inspect.Signature:
@@ -497,12 +472,12 @@ class Explorer:
         enc = v.get("encoder")
         if enc is not None and not isinstance(enc, str):
             raise SelectorError(f"encoder must be the name of an encoder, got {type(enc).__name__} {enc!r}")
-        retention = _coerce(Knob("retention", 0.35, "float", "", ""), v["retention"])
-        frames = _coerce(Knob("num_frames", 16, "int", "", ""), v["num_frames"])
+        retention = Knob("retention", 0.35, "float", "", "").parse(v["retention"])
+        frames = Knob("num_frames", 16, "int", "", "").parse(v["num_frames"])
         encoder = self.allowed("encoder", (enc or DEFAULT_ENCODER).strip(),
                                set(available_encoders()) | {DEFAULT_ENCODER}) if "encoder" in v else DEFAULT_ENCODER
         return self.Params(retention=retention, num_frames=frames, encoder=encoder,
-                           **{n: _coerce(k, v.get(n, k.default)) for n, k in self.knobs.items()})
+                           **{n: k.parse(v.get(n, k.default)) for n, k in self.knobs.items()})
 
     def page_values(self, ui: tuple) -> dict[str, Any]:
         """The UI handlers' positional inputs by name, log-scale knobs turned into their values."""
@@ -799,7 +774,7 @@ class Explorer:
         video = self.uploaded(v["video"])
         p = self.params({**v, "encoder": None})
         cfg = p.config()  # bad knobs are named before a model is loaded
-        n_new = _coerce(Knob("max_new_tokens", 64, "int", "", ""), v["max_new_tokens"])
+        n_new = Knob("max_new_tokens", 64, "int", "", "").parse(v["max_new_tokens"])
         if not 1 <= n_new <= 512:
             raise SelectorError(f"max_new_tokens must be in [1, 512], got {v['max_new_tokens']}")
         model = v["model"]
@@ -881,8 +856,6 @@ class Explorer:
                progress: Any = gr.Progress()) -> dict:  # noqa: B008 (gradio fills in a parameter with this default)
         """Coverage and time of each method at every retention of SWEEP; the progress bar names the method."""
         from viz import sweep_chart
-
-        from ..compare.__main__ import rows_for
 
         a, names = self._compare_inputs({"video": video, "methods": methods, "retention": 0.35,
                                        "num_frames": num_frames, "encoder": encoder})

@@ -20,7 +20,7 @@ from . import methods
 from .methods import Method
 
 __all__ = ["METHODS", "Method", "Compression", "compress", "coverage", "coverage_report", "result_row",
-           "DEFAULT_METHODS"]
+           "DEFAULT_METHODS", "parse_methods", "rows_for"]
 
 
 @dataclass(frozen=True)
@@ -135,3 +135,24 @@ def result_row(tokens: torch.Tensor, compression: Compression) -> dict[str, Any]
             "merged": int(compression.merged.sum()), "coverage": round(rep["coverage"], 5),
             "frames_covered": round(rep["frames_covered"], 4), "cells_covered": round(rep["cells_covered"], 4),
             "ms": round(compression.timings_ms["total"], 2)}
+
+
+def rows_for(tokens, methods: list[str], retentions: list[float], progress=None) -> list[dict]:
+    """One result row per (method, retention) on a (T, H, W, D) grid."""
+    out = []
+    for i, r in enumerate(retentions):
+        for j, name in enumerate(methods):
+            if progress:
+                progress((i * len(methods) + j) / (len(methods) * len(retentions)), f"{name} at r = {r:g}")
+            out.append({"retention": r, **result_row(tokens, compress(name, tokens, r))})
+    return out
+
+
+def parse_methods(text: str) -> list[str]:
+    """Method names from a comma-separated list; ValueError names unknown ones (and an empty list)."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if not names or unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; the methods are "
+                         f"{', '.join(METHODS)}")
+    return names

@@ -13,31 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import DEFAULT_METHODS, METHODS
+from . import DEFAULT_METHODS, METHODS, parse_methods, rows_for
 
 FIELDS = ("method", "retention", "tokens_kept", "merged", "coverage", "frames_covered", "cells_covered", "ms")
-
-
-def rows_for(tokens, methods: list[str], retentions: list[float], progress=None) -> list[dict]:
-    """One result row per (method, retention) on a (T, H, W, D) grid."""
-    from . import compress, result_row
-
-    out = []
-    for i, r in enumerate(retentions):
-        for j, name in enumerate(methods):
-            if progress:
-                progress((i * len(methods) + j) / (len(methods) * len(retentions)), f"{name} at r = {r:g}")
-            out.append({"retention": r, **result_row(tokens, compress(name, tokens, r))})
-    return out
-
-
-def parse_methods(text: str) -> list[str]:
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if not names or unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; the methods are "
-                         f"{', '.join(METHODS)}")
-    return names
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from ..config import SelectorConfig, SelectorError, knobs
+from ..config import SelectorConfig, SelectorError, config_from, knobs
 from ..video import VideoError, read_clip
 from ..vlm import FAMILIES, VLMError, load_vlm
 
@@ -137,16 +137,8 @@ def _parse_knobs(raw: dict[str, Any], method: str) -> SelectorConfig:
                          f"{', '.join(table)}")
     if raw and method != "entropy_select":
         raise ValueError(f"the selector knobs ({', '.join(raw)}) apply to method=entropy_select, not {method}")
-    values: dict[str, Any] = {}
-    for name, v in raw.items():
-        k = table[name]
-        if k.kind == "float" and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if k.optional and v == 0:
-            v = None
-        values[name] = v
     try:
-        return SelectorConfig(**values)
+        return config_from(raw)
     except SelectorError as e:
         raise ValueError(f"model_args: {e}") from None
 
