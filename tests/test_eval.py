@@ -368,12 +368,12 @@ def test_summary_command_prints_the_table(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_smoke_run_works_as_written(tmp_path):
-    """The README's offline smoke run (its three commands, /tmp/ replaced by a test folder, `python` by this
-    interpreter) makes a checkpoint, runs lmms-eval and prints the timing table."""
+def test_docs_smoke_run_works_as_written(tmp_path):
+    """The offline smoke run of docs/lmms-eval.md (its three commands, /tmp/ replaced by a test folder, `python` by
+    this interpreter) makes a checkpoint, runs lmms-eval and prints the timing table."""
     import re
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "lmms-eval.md").read_text()
     block = next(b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "entropy_select_synthetic" in b)
     script = block.replace("/tmp/", f"{tmp_path}/").replace("python -m", f"{sys.executable} -m")
     p = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, cwd=tmp_path,
