@@ -21,7 +21,10 @@ class FakeVL(LlavaOnevision):
 
 @pytest.fixture
 def fake(monkeypatch):
+    from selector.bench.models import BUILDERS
+
     monkeypatch.setitem(FAMILIES, "fake_vl", FakeVL())
+    monkeypatch.setitem(BUILDERS, "fake_vl", BUILDERS["llava_onevision"])  # a random-weight builder for tests
     yield FAMILIES["fake_vl"]
 
 
@@ -64,12 +67,13 @@ def test_a_registered_family_is_offered_everywhere(fake, tmp_path, capsys):
 
 
 def test_families_without_a_builder_are_refused_by_the_builders(monkeypatch):
-    from selector.bench.models import build
+    from selector.bench.models import BUILDERS, build
     from selector.vlm.family import Family
 
     class NoBuilder(Family):
         model_type, label = "no_builder_vl", "NoBuilder-VL"
 
     monkeypatch.setitem(FAMILIES, "no_builder_vl", NoBuilder())
+    assert "no_builder_vl" not in BUILDERS
     with pytest.raises(ValueError, match="no random-weight builder for the family 'no_builder_vl'"):
         build("/nonexistent", family="no_builder_vl")

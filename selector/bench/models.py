@@ -15,17 +15,13 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {% for c in m['c
 
 def build(folder: str | Path, real_sizes: bool = False, seed: int = 0, family: str = "llava_onevision",
           device: str = "cpu", dtype=None, size: str = "2b") -> Path:
-    """Save a random checkpoint (model + processor) to `folder`, loadable with `load_vlm(folder)`;
-    family "qwen2_5_vl" gives a Qwen2.5-VL instead of a LLaVA-OneVision (real sizes: 3B), "qwen3_vl" a Qwen3-VL
-    (real sizes: `size` "2b" or "8b"). The weights are initialized on `device` in `dtype` (real sizes: a GPU and
-    bfloat16 make it quick)."""
-    from ..vlm import FAMILIES
-
-    builders = [t for t, f in FAMILIES.items() if f.can_build]
-    if family not in builders:
-        raise ValueError(f"no random-weight builder for the family {family!r} ({', '.join(builders)})")
-    model, processor = FAMILIES[family].random_model(real_sizes, seed, device, dtype,
-                                                     size if family in ("qwen3_vl", "qwen3_vl_moe") else "")
+    """Save a random checkpoint (model + processor) of a family of BUILDERS to `folder`, loadable with
+    `load_vlm(folder)`: LLaVA-OneVision (real sizes: 0.5B), Qwen2.5-VL (3B), Qwen3-VL (`size` "2b" or "8b"), a
+    tiny Qwen3-VL-MoE. The weights are initialized on `device` in `dtype` (real sizes: a GPU and bfloat16 make it
+    quick)."""
+    if family not in BUILDERS:
+        raise ValueError(f"no random-weight builder for the family {family!r} ({', '.join(BUILDERS)})")
+    model, processor = BUILDERS[family](real_sizes, seed, device, dtype, size)
     folder = Path(folder)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -214,3 +210,16 @@ def _tokenizer(specials: list[str], additional: list[str]):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>",
                                    additional_special_tokens=additional), vocab
+
+
+#: random-weight builders by the families' model_type: (real_sizes, seed, device, dtype, size) → (model, processor);
+#: `python -m selector.eval tiny-model --family` and `python -m selector.bench_vlm --family` offer these
+BUILDERS = {
+    "llava_onevision": lambda real, seed, device, dtype, size: make(real, seed, device,
+                                                                    llm=size if size in LLM_SIZES else "0.5b",
+                                                                    dtype=dtype),
+    "qwen2_5_vl": lambda real, seed, device, dtype, size: make_qwen(seed, real, device, dtype),
+    "qwen3_vl": lambda real, seed, device, dtype, size: make_qwen3(seed, real, device, dtype,
+                                                                   size if size in QWEN3_SIZES else "2b"),
+    "qwen3_vl_moe": lambda real, seed, device, dtype, size: make_qwen3(seed, real, device, dtype, moe=True),
+}

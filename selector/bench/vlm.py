@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..vlm import FAMILIES, VLM, graph_prefill
+from .models import BUILDERS
 
 #: frame side of the benchmark's random clips: (tiny model, real sizes); the real sizes' processor input
 SIDES = {"llava_onevision": (112, 384), "qwen2_5_vl": (112, 448), "qwen3_vl": (128, 448)}
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--llm", default="0.5b", choices=["0.5b", "7b"], help="language model sizes")
-    ap.add_argument("--family", default="llava_onevision", choices=[t for t, f in FAMILIES.items() if f.can_build])
+    ap.add_argument("--family", default="llava_onevision", choices=[t for t in BUILDERS if t in FAMILIES])
     ap.add_argument("--size", default="8b", choices=["2b", "8b"], help="Qwen3-VL sizes")
     ap.add_argument("--tiny", action="store_true", help="tiny random model (a smoke test of this script)")
     ap.add_argument("--prefill", nargs="+", default=None, choices=["graph", "compiled", "eager"],
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     fam = FAMILIES[a.family]
     size = {"llava_onevision": a.llm, "qwen2_5_vl": "3b", "qwen3_vl": a.size}.get(a.family, "")
-    model, processor = fam.random_model(not a.tiny, 0, str(dev), dtype, size if a.family != "qwen2_5_vl" else "")
+    model, processor = BUILDERS[a.family](not a.tiny, 0, str(dev), dtype, size)
     label = f"tiny {fam.label}" if a.tiny else f"{fam.label}-{size.upper()}"
     side = SIDES.get(a.family, (112, 448))[0 if a.tiny else 1]
     model = model.to(dtype)

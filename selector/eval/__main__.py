@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("make-clips", help="write the synthetic clips")
     tiny = sub.add_parser("tiny-model", help="save a random-weight checkpoint")
     tiny.add_argument("folder")
-    from ..vlm import FAMILIES
+    from ..bench.models import BUILDERS
 
-    tiny.add_argument("--family", choices=[t for t, f in FAMILIES.items() if f.can_build], default="llava_onevision")
+    tiny.add_argument("--family", choices=list(BUILDERS), default="llava_onevision")
     tiny.add_argument("--real-sizes", action="store_true",
                       help="the real layer sizes (random weights): LLaVA-OV 0.5B, Qwen2.5-VL 3B, Qwen3-VL --size")
     tiny.add_argument("--size", choices=["2b", "8b"], default="2b", help="Qwen3-VL's real sizes")

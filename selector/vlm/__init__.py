@@ -35,12 +35,8 @@ DEFAULT_VLM = os.environ.get("ENTROPY_SELECT_VLM", "llava-hf/llava-onevision-qwe
 MAX_QUESTION_CHARS = 2000
 
 
-class VLMError(ValueError):
-    """A model that cannot be loaded or a request it cannot answer; the message says what to do."""
-
-
 from . import llava_onevision, qwen2_5_vl, qwen3_vl  # noqa: E402,F401  (each registers its family)
-from .family import FAMILIES, Family, Video, family_of, rope_positions  # noqa: E402
+from .family import FAMILIES, Family, Video, VLMError, family_of, rope_positions  # noqa: E402
 
 
 def known_vlms() -> tuple[str, ...]:

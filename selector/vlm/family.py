@@ -4,8 +4,8 @@ A family answers five questions (ToMe's `tome/patch/*.py` layout: one small modu
 names a model): how the stock processor is called (`prepare`), which (T', h', w') grid the model's own video
 features form and what else comes with them (`features`), which positions the kept rows and the text after them get
 (`positions`), and how the prefill and one decode step run (`prefill`, `step`). Adding a family is one module with
-a `Family` subclass and one `register(...)` line; `load_vlm`, the app's model menu, the lmms-eval models and the
-tiny-model builder read the registry.
+a `Family` subclass and one `register(...)` line; `load_vlm`, the app's model menu and the lmms-eval models read the
+registry (random-weight builders for tests live in `selector.bench.models.BUILDERS`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Family", "Video", "FAMILIES", "register", "family_of"]
+__all__ = ["Family", "Video", "VLMError", "FAMILIES", "register", "family_of"]
+
+
+class VLMError(ValueError):
+    """A model that cannot be loaded or a request it cannot answer; the message says what to do."""
 
 
 @dataclass
@@ -69,16 +73,6 @@ class Family:
                                                                          device=embeds.device),
                          use_cache=True, logits_to_keep=1, **extra)
 
-    def random_model(self, real_sizes: bool = False, seed: int = 0, device: str = "cpu", dtype: Any = None,
-                     size: str = "") -> tuple[Any, Any]:
-        """(model, processor) with random weights, built offline from a config (tests: tiny; real_sizes: the real
-        layer sizes, for timings); None where the family has no builder."""
-        raise NotImplementedError(f"no random-weight builder for {self.label}")
-
-    @property
-    def can_build(self) -> bool:
-        return type(self).random_model is not Family.random_model
-
     def step(self, vlm: Any, token: torch.Tensor, past: Any, length: int, position: int | None) -> Any:
         """One greedy decode step on the KV cache: `length` tokens in the sequence with this one."""
         extra = {} if position is None else {
@@ -96,8 +90,6 @@ def register(family: Family) -> Family:
 
 
 def family_of(model_type: str) -> Family:
-    from . import VLMError
-
     if model_type not in FAMILIES:
         labels = ", ".join(f.label for f in FAMILIES.values())
         raise VLMError(f"this is a {model_type!r} model; the project drives {labels} checkpoints")

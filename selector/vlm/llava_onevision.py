@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .family import Family, Video, register
+from .family import Family, Video, VLMError, register
 
 
 class LlavaOnevision(Family):
@@ -19,8 +19,6 @@ class LlavaOnevision(Family):
     hub_ids = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf")
 
     def features(self, vlm: Any, inputs: dict, t_: int) -> Video:
-        from . import VLMError
-
         pix = inputs["pixel_values_videos"].to(vlm.device, vlm.dtype)
         # positional: the keyword is pixel_values_videos in transformers 5.23, pixel_values in 5.17
         feats = vlm.model.get_video_features(pix, return_dict=True).pooler_output
@@ -42,12 +40,6 @@ class LlavaOnevision(Family):
             return vlm.prefill(embeds)
         return super().prefill(vlm, embeds, positions, video, video_mask, kept_rows)
 
-
-    def random_model(self, real_sizes: bool = False, seed: int = 0, device: str = "cpu", dtype: Any = None,
-                     size: str = "") -> tuple[Any, Any]:
-        from ..bench.models import make
-
-        return make(real_sizes, seed, device, llm=size or "0.5b", dtype=dtype)
 
 
 register(LlavaOnevision())

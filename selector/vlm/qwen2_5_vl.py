@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .family import Family, Video, register, rope_positions
+from .family import Family, Video, VLMError, register, rope_positions
 
 
 class Qwen2_5_VL(Family):
@@ -20,8 +20,6 @@ class Qwen2_5_VL(Family):
     hub_ids = ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
 
     def features(self, vlm: Any, inputs: dict, t_: int) -> Video:
-        from . import VLMError
-
         pix = inputs["pixel_values_videos"].to(vlm.device, vlm.dtype)
         thw = inputs["video_grid_thw"].to(vlm.device)
         feats = vlm.model.model.get_video_features(pix, thw, return_dict=True).pooler_output
@@ -37,12 +35,6 @@ class Qwen2_5_VL(Family):
         pos = rope_positions(vlm.model, inputs, vlm.device)[:, :, keep]
         return pos, int(pos.max()) + 1
 
-
-    def random_model(self, real_sizes: bool = False, seed: int = 0, device: str = "cpu", dtype: Any = None,
-                     size: str = "") -> tuple[Any, Any]:
-        from ..bench.models import make_qwen
-
-        return make_qwen(seed, real_sizes, device, dtype)
 
 
 register(Qwen2_5_VL())

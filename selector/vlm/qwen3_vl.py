@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .family import Family, Video, lm_output, register, rope_positions
+from .family import Family, Video, VLMError, lm_output, register, rope_positions
 
 #: frames per second assumed when the caller gives no frame times: Qwen3-VL's own sampling rate for videos
 DEFAULT_FPS = 2.0
@@ -45,8 +45,6 @@ class Qwen3_VL(Family):
             fps, idx = 1000.0, np.round(np.asarray(timestamps, float) * 1000).astype(int)
         meta = VideoMetadata(total_num_frames=int(idx.max()) + 1, fps=fps, frames_indices=idx.tolist(),
                              height=int(frames.shape[1]), width=int(frames.shape[2]))
-        from . import VLMError
-
         try:
             return vlm.processor(text=prompt, videos=[np.ascontiguousarray(frames)], video_metadata=[meta],
                                  do_sample_frames=False, return_tensors="pt")
@@ -54,8 +52,6 @@ class Qwen3_VL(Family):
             raise VLMError(f"{self.label}'s processor refused this video of {t} frame(s): {e}") from None
 
     def features(self, vlm: Any, inputs: dict, t_: int) -> Video:
-        from . import VLMError
-
         pix = inputs["pixel_values_videos"].to(vlm.device, vlm.dtype)
         thw = inputs["video_grid_thw"].to(vlm.device)
         out = vlm.model.model.get_video_features(pix, thw, return_dict=True)
@@ -90,12 +86,6 @@ class Qwen3_VL(Family):
         return lm_output(out.last_hidden_state, out.past_key_values, vlm.model.lm_head)
 
 
-    def random_model(self, real_sizes: bool = False, seed: int = 0, device: str = "cpu", dtype: Any = None,
-                     size: str = "") -> tuple[Any, Any]:
-        from ..bench.models import make_qwen3
-
-        return make_qwen3(seed, real_sizes, device, dtype, size or "2b")
-
 
 class Qwen3_VL_MoE(Qwen3_VL):
     """The MoE checkpoints share the layout: the same adapter serves them."""
@@ -105,12 +95,6 @@ class Qwen3_VL_MoE(Qwen3_VL):
     label = "Qwen3-VL-MoE"
     eval_class = "EntropySelectQwen3VLMoe"
     hub_ids = ("Qwen/Qwen3-VL-30B-A3B-Instruct",)
-
-    def random_model(self, real_sizes: bool = False, seed: int = 0, device: str = "cpu", dtype: Any = None,
-                     size: str = "") -> tuple[Any, Any]:
-        from ..bench.models import make_qwen3
-
-        return make_qwen3(seed, real_sizes, device, dtype, size or "2b", moe=True)
 
 
 register(Qwen3_VL())
