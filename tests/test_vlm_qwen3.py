@@ -136,11 +136,22 @@ def test_odd_frame_counts_are_padded_as_the_processor_pads_them(vlm, n):
     assert b.visual_tokens < a.visual_tokens
 
 
-def test_time_limit_stops_the_answer_between_tokens(vlm, clip):
+def test_time_limit_stops_the_answer_between_tokens(vlm, clip, monkeypatch):
+    import time
+
+    import selector.vlm
     from selector.limits import TimeLimitError, time_limit
 
-    with pytest.raises(TimeLimitError), time_limit(1e-9):
-        vlm.answer(clip.frames, Q, 0.5, max_new_tokens=64, timestamps=clip.timestamps)
+    seen = []
+
+    def slow(text, ttft):  # each token takes 0.1 s more: the 0.35 s limit falls after a few tokens
+        seen.append(text)
+        time.sleep(0.1)
+
+    monkeypatch.setattr(selector.vlm, "_eos_ids", lambda *a: set())  # no early end: only the limit stops it
+    with pytest.raises(TimeLimitError, match="generating the answer"), time_limit(0.35):
+        vlm.answer(clip.frames, Q, 0.5, max_new_tokens=64, on_token=slow, timestamps=clip.timestamps)
+    assert 1 <= len(seen) < 64
 
 
 def test_an_unknown_family_is_named_with_the_ones_driven(tmp_path):
