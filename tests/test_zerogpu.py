@@ -102,4 +102,4 @@ print("imported", type(app.demo).__name__)
 
     env["TMPDIR"] = env["HOME"] = os.environ.get("TMPDIR", "/tmp")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "imported _Blocks" in r.stdout, r.stderr[-3000:]
+    assert r.returncode == 0 and "imported Blocks" in r.stdout, r.stderr[-3000:]
