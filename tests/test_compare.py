@@ -126,6 +126,47 @@ def test_llava_scissor_and_fastvid_merge_what_is_similar():
         compress("fastvid", x, 0.5, tau=2.0)
 
 
+def _evs_reference(x: torch.Tensor, keep: int) -> torch.Tensor:
+    """vLLM's EVS mask, written out per token: dissimilarity 1 − cos to the same place in the previous frame, the
+    first frame 255, stable descending order, the first `keep` (vllm/multimodal/evs.py compute_retention_mask)."""
+    t_, h_, w_, _ = x.shape
+    dis = []
+    for t in range(t_):
+        for i in range(h_):
+            for j in range(w_):
+                if t == 0:
+                    dis.append(255.0)
+                else:
+                    a, b = x[t, i, j].double(), x[t - 1, i, j].double()
+                    dis.append(1.0 - float(a @ b / max(float(a.norm() * b.norm()), 1e-8)))
+    order = sorted(range(len(dis)), key=lambda n: -dis[n])  # Python's sort is stable
+    mask = torch.zeros(len(dis), dtype=torch.bool)
+    mask[order[:keep]] = True
+    return mask
+
+
+@pytest.mark.parametrize("r", [0.17, 0.25, 0.35, 0.5, 0.9])
+def test_evs_keeps_what_vllm_keeps_where_k_holds_a_frame(r):
+    x = tensor((6, 5, 7, 16), 11)
+    x[3] = x[2] + 0.05 * tensor((5, 7, 16), 2)  # a near-static frame: EVS drops it first
+    n, m = 6 * 5 * 7, 5 * 7
+    k = num_kept(r, n)
+    vllm_keep = max(m, int(n * r))  # compute_retained_tokens_count with q = 1 − r
+    c = compress("evs", x, r)
+    ours = torch.zeros(n, dtype=torch.bool)
+    ours[c.positions] = True
+    assert k >= m and vllm_keep == k
+    assert torch.equal(ours, _evs_reference(x, k))
+    assert bool(ours[:m].all())  # the first frame whole
+    assert int(ours[3 * m: 4 * m].sum()) <= int(ours[2 * m: 3 * m].sum())  # the static frame keeps the least
+
+
+def test_evs_below_one_frame_keeps_exactly_k_from_the_first_frame():
+    x = tensor((4, 5, 6, 8), 5)
+    c = compress("evs", x, 7 / 120)
+    assert c.num_tokens == 7 and torch.equal(c.positions, torch.arange(7))
+
+
 def test_bad_inputs_are_named():
     x = tensor((2, 3, 3, 4), 0)
     for args, kw, msg in ((("nope", x, 0.5), {}, "unknown method 'nope'"), (("random", x, 0), {}, "retention"),

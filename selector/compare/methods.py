@@ -461,6 +461,23 @@ def _tome(tokens: torch.Tensor, k: int) -> tuple:
     return x.to(tokens.dtype), pos, size > 1
 
 
+# ---- EVS (serving engines) ---------------------------------------------------------------------------------------
+
+def _evs(tokens: torch.Tensor, k: int) -> tuple:
+    """Efficient Video Sampling, the video pruning built into vLLM (`--video-pruning-rate`) and SGLang: each token's
+    dissimilarity 1 − cos to the token at the same place in the previous frame, the first frame's tokens first
+    (dissimilarity 255), a stable descending sort, the top K (vllm/multimodal/evs.py, compute_retention_mask). Same
+    arithmetic, in the input's dtype. Where K ≥ one frame's tokens this is vLLM's mask for q = 1 − K/N. vLLM never
+    keeps less than one whole frame (max(tokens_per_frame, int(N·(1 − q)))); the registry keeps exactly K rows, so
+    below one frame these are the first K tokens of the first frame in raster order, which is what the stable order
+    puts first."""
+    sim = F.cosine_similarity(tokens[1:], tokens[:-1], dim=-1)
+    first = torch.full_like(sim[:1] if sim.shape[0] else tokens[:1, :, :, 0], 255)
+    dissimilarity = torch.cat([first, 1 - sim], dim=0).reshape(-1)
+    order = torch.argsort(dissimilarity, descending=True, stable=True)
+    return _gather(tokens, order[:k])
+
+
 def _m(name: str, run, description: str, reference: str, options: tuple[str, ...] = ()) -> Method:
     return Method(name, run, description, reference, options)
 
@@ -490,6 +507,8 @@ def _methods() -> list:
            ("c", "tau", "p", "alpha", "knn")),
         _m("llava_scissor", _llava_scissor, "LLaVA-Scissor: semantic connected components, spatial then temporal",
            "Sun et al., LLaVA-Scissor, 2025; HumanMLLM/LLaVA-Scissor llava_arch_zip.py"),
+        _m("evs", _evs, "EVS (vLLM / SGLang): tokens least like the same place in the previous frame, first frame "
+           "first", "Efficient Video Sampling, arXiv 2510.14624; vllm/multimodal/evs.py compute_retention_mask"),
         _m("tome", _tome, "ToMe bipartite soft matching, repeated to K rows",
            "Bolya et al., Token Merging, ICLR 2023, Sec. 3; facebookresearch/ToMe tome/merge.py"),
     ]
