@@ -167,6 +167,30 @@ def test_evs_below_one_frame_keeps_exactly_k_from_the_first_frame():
     assert c.num_tokens == 7 and torch.equal(c.positions, torch.arange(7))
 
 
+def test_frame_rows_count_each_methods_rows_per_frame():
+    """The budgets side by side: EVS keeps the first frame whole, frame sampling keeps whole frames, ENTROPY-SELECT's
+    counts are its frame budgets b_t, a merged row counts at its anchor's frame; every method's counts sum to K."""
+    from selector.compare import frame_rows, result_row
+    from viz import frame_rows_chart
+
+    x = tensor((8, 6, 6, 16), 4)
+    k = num_kept(0.3, 8 * 36)
+    rows = []
+    for name in METHODS:
+        c = compress(name, x, 0.3)
+        counts = frame_rows(c)
+        expect = torch.bincount(c.positions // 36, minlength=8).tolist()
+        assert counts == expect and sum(counts) == k and len(counts) == 8, name
+        rows.append(result_row(x, c))
+    assert frame_rows(compress("evs", x, 0.3))[0] == 36
+    assert sorted(set(frame_rows(compress("frame_sample", x, 0.3)))) <= [0, 36] or \
+        sum(v not in (0, 36) for v in frame_rows(compress("frame_sample", x, 0.3))) == 1  # whole frames and a rest
+    sel = select_tokens(x, 0.3, SelectorConfig())
+    assert frame_rows(compress("entropy_select", x, 0.3)) == sel.budgets.tolist()
+    fig = frame_rows_chart(rows)
+    assert [t.name for t in fig.data] == list(METHODS) and list(fig.data[0].y) == rows[0]["frame_rows"]
+
+
 def test_bad_inputs_are_named():
     x = tensor((2, 3, 3, 4), 0)
     for args, kw, msg in ((("nope", x, 0.5), {}, "unknown method 'nope'"), (("random", x, 0), {}, "retention"),
@@ -203,12 +227,16 @@ def test_cli_writes_one_row_per_method_and_retention(tmp_path):
     assert [(row["method"], row["retention"]) for row in rows] == [
         (m, rr) for rr in ("0.1", "0.35") for m in ("entropy_select", "random", "tome")]
     assert all(int(row["tokens_kept"]) == num_kept(float(row["retention"]), 576) for row in rows)
+    for row in rows:  # the rows kept in each of the 4 frames, space-separated, summing to K
+        per_frame = [int(v) for v in row["frame_rows"].split()]
+        assert len(per_frame) == 4 and sum(per_frame) == int(row["tokens_kept"])
     assert "[" in r.stderr and "%]" in r.stderr  # progress on stderr
     js = tmp_path / "r.json"
     r = subprocess.run([sys.executable, "-m", "selector.compare", str(SAMPLE), "--encoder", "efficientnet-lite0",
                         "--frames", "4", "--methods", "uniform_pool", "--retention", "0.2", "--out", str(js)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0 and json.loads(js.read_text())[0]["tokens_kept"] == num_kept(0.2, 576)
+    assert sum(json.loads(js.read_text())[0]["frame_rows"]) == num_kept(0.2, 576)
     bad = subprocess.run([sys.executable, "-m", "selector.compare", str(SAMPLE), "--methods", "nope"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "unknown method(s) nope" in bad.stderr and "Traceback" not in bad.stderr

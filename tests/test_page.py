@@ -297,11 +297,14 @@ def test_frame_slider_range_follows_the_clip(visitor):
 
 
 @pytest.mark.browser
-def test_sweep_progress_is_where_the_user_looks_and_labels_leave_the_tags_free(visitor):
+def test_compare_shows_rows_per_frame_and_sweep_progress_where_the_user_looks(visitor):
     v, page = visitor, visitor.page
     v.example()
     assert page.locator("#overlay label").filter(has_text="Kept-token overlay").count() == 0  # no badge on F0
     page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-btn").click()  # the rows each method keeps per frame: one line per default method (5)
+    page.wait_for_function("() => document.querySelectorAll('#frame-rows .legend .traces').length === 5",
+                           timeout=120_000)
     page.locator("#sweep-btn").click()
     progress = page.locator("#sweep").get_by_text(re.compile(r"of \d+ methods"))
     progress.first.wait_for(timeout=60_000)

@@ -12,11 +12,11 @@ from PIL import Image
 
 from selector import Selection
 
-from .charts import budget_chart, empty_chart, latency_chart, sweep_chart
+from .charts import budget_chart, empty_chart, frame_rows_chart, latency_chart, sweep_chart
 from .images import compression_overlay, frame_detail, heatmap_mosaic, map_range, overlay_mosaic, thumbnails
 
 __all__ = ["Views", "render_views", "render_frame", "flatness_notes", "summary_markdown", "thumbnails",
-           "latency_chart", "budget_chart", "empty_chart", "sweep_chart", "compression_overlay"]
+           "latency_chart", "budget_chart", "empty_chart", "sweep_chart", "compression_overlay", "frame_rows_chart"]
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,18 @@ def sweep_chart(rows: Sequence[dict]) -> go.Figure:
                       legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0),
                       margin=dict(l=50, r=60, t=60, b=40))
     return fig
+
+
+def frame_rows_chart(rows: Sequence[dict]) -> go.Figure:
+    """rows: {'method', 'frame_rows'} (selector.compare.result_row): the rows each method keeps in each frame, one
+    line per method (ENTROPY-SELECT's is its frame budgets b_t), so the spreads compare at a glance: a method that
+    keeps whole frames shows peaks, one that spreads a flat line."""
+    fig = go.Figure()
+    for row in rows:
+        counts = row.get("frame_rows") or []
+        fig.add_scatter(x=[f"F{i}" for i in range(len(counts))], y=counts, name=row["method"], mode="lines+markers")
+    fig.update_layout(title="Rows kept per frame (a merged row counted at its anchor's frame)",
+                      xaxis_title="frame", yaxis_title="rows kept", height=360,
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+                      margin=dict(l=50, r=20, t=50, b=40))
+    return fig

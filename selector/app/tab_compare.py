@@ -29,6 +29,13 @@ def compare_answers_seconds(model: Any = "", methods: Any = "", num_frames: Any 
     return answer_seconds(num_frames, 64, model, 1 + max(1, len(str(methods or "x").split(","))))
 
 
+def frame_rows_plot(rows: Any) -> Any:
+    """The Compare tab's chart of the rows each method keeps per frame (from the /compare JSON)."""
+    from viz import frame_rows_chart
+
+    return frame_rows_chart(rows or []) if rows else None
+
+
 def table_rows(rows: Any) -> list[list[Any]]:
     return [[row.get(k) for k in TABLE] for row in rows or []]
 
@@ -121,9 +128,11 @@ class CompareTab:
         c["sweep_plot"] = gr.Plot(label="Coverage and time against retention", elem_id="sweep")
         c["compare_table"] = gr.Dataframe(headers=list(TABLE), label="Methods at this retention", interactive=False,
                                           elem_id="compare-table")
+        c["frame_rows_plot"] = gr.Plot(label="Rows kept per frame, per method", elem_id="frame-rows")
         c["compare_json"] = gr.JSON(label="Methods at this retention (JSON)")
         gr.Markdown("**Kept tokens per method**")
-        c["compare_gallery"] = gr.Gallery(label="Kept tokens per method", columns=1, height="auto", show_label=False)
+        c["compare_gallery"] = gr.Gallery(label="Kept tokens per method", columns=1, height="auto", show_label=False,
+                                          object_fit="contain")  # each overlay whole, at any page width
         c["compare_answers"] = gr.JSON(label="Answers: KL of the first token from the full answer's, same answer, "
                                              "time to first token")
 
@@ -137,6 +146,8 @@ class CompareTab:
                                concurrency_limit=s.concurrency, concurrency_id="compute", time_limit=s.time_limit
                                ).then(lambda: True, None, c["compare_on"], api_visibility="private", queue=False)
         c["compare_json"].change(table_rows, c["compare_json"], c["compare_table"], api_visibility="private",
+                                 queue=False)
+        c["compare_json"].change(frame_rows_plot, c["compare_json"], c["frame_rows_plot"], api_visibility="private",
                                  queue=False)
         c["retention"].release(self.compare_if_shown, [c["compare_on"], *compare_inputs], compare_outputs,
                                api_visibility="private", concurrency_id="compute", show_progress="hidden")

@@ -141,8 +141,8 @@ class ViewsTab:
     def reset(self) -> dict:
         """The × of the video box: the whole page back to its first state, the other tabs' results too."""
         c = self.c
-        cleared = ("frame_img", "lat_plot", "compare_gallery", "compare_json", "compare_table", "sweep_plot",
-                   "compare_answers", "ask_json")
+        cleared = ("frame_img", "lat_plot", "compare_gallery", "compare_json", "compare_table", "frame_rows_plot",
+                   "sweep_plot", "compare_answers", "ask_json")
         return {**self.first_state(), **{c[n]: None for n in cleared}, c["full_md"]: "", c["comp_md"]: "",
                 c["compare_on"]: False}
 
@@ -294,7 +294,7 @@ class ViewsTab:
                                  api_visibility="private", concurrency_limit=s.concurrency, concurrency_id="compute",
                                  time_limit=s.time_limit, show_progress="minimal", show_progress_on=shown_on
                                  ).then(**frame)
-        cleared = ["frame_img", "lat_plot", "compare_gallery", "compare_json", "compare_table", "sweep_plot",
-                   "compare_answers", "full_md", "comp_md", "ask_json", "compare_on"]
+        cleared = ["frame_img", "lat_plot", "compare_gallery", "compare_json", "compare_table", "frame_rows_plot",
+                   "sweep_plot", "compare_answers", "full_md", "comp_md", "ask_json", "compare_on"]
         c["video"].clear(self.reset, None, [*page_outputs[1:], *[c[n] for n in cleared]], api_visibility="private",
                          queue=False)

@@ -20,7 +20,7 @@ from . import methods
 from .methods import Method
 
 __all__ = ["METHODS", "Method", "Compression", "compress", "coverage", "coverage_report", "result_row",
-           "DEFAULT_METHODS", "parse_methods", "rows_for"]
+           "DEFAULT_METHODS", "parse_methods", "rows_for", "frame_rows"]
 
 
 @dataclass(frozen=True)
@@ -128,13 +128,27 @@ def coverage_report(tokens: torch.Tensor, compression: Compression, grid: int = 
             "cells_covered": float((has[:, real].float().mean(1)).mean())}
 
 
+def frame_rows(compression: Compression) -> list[int]:
+    """Rows the compression keeps in each frame, a merged row counted at its anchor's frame: ENTROPY-SELECT's frame
+    budgets b_t, and the same count for every other method.
+
+    >>> c = compress("frame_sample", torch.randn(4, 3, 3, 8), 0.5)
+    >>> frame_rows(c)  # two whole frames of 3×3, uniformly spaced
+    [0, 9, 0, 9]
+    """
+    t_, h_, w_ = compression.grid
+    frames = torch.div(compression.positions, h_ * w_, rounding_mode="floor")
+    return torch.bincount(frames.cpu(), minlength=t_).tolist()
+
+
 def result_row(tokens: torch.Tensor, compression: Compression) -> dict[str, Any]:
-    """What the CLI, the /compare endpoint and the app's table report of one compression of `tokens`."""
+    """What the CLI, the /compare endpoint and the app's table report of one compression of `tokens` (with
+    `frame_rows`: the rows kept in each frame)."""
     rep = coverage_report(tokens, compression)
     return {"method": compression.method, "tokens_kept": compression.num_tokens,
             "merged": int(compression.merged.sum()), "coverage": round(rep["coverage"], 5),
             "frames_covered": round(rep["frames_covered"], 4), "cells_covered": round(rep["cells_covered"], 4),
-            "ms": round(compression.timings_ms["total"], 2)}
+            "ms": round(compression.timings_ms["total"], 2), "frame_rows": frame_rows(compression)}
 
 
 def rows_for(tokens, methods: list[str], retentions: list[float], progress=None) -> list[dict]:

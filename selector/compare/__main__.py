@@ -1,8 +1,9 @@
 """python -m selector.compare VIDEO [--methods a,b,c] [--retention R ...] [--frames N] [--encoder NAME] [--out F]
 
 Every method at every retention on the video's features (encoded once): one row per method and retention with
-the rows kept, merged rows, coverage, frames and g×g cells covered, and the time; a table on stdout, progress on
-stderr, and with --out a .csv or .json file.
+the rows kept, merged rows, coverage, frames and g×g cells covered, the time and the rows kept in each frame
+(`frame_rows`: ENTROPY-SELECT's budgets b_t, the same count for the others); a table on stdout, progress on stderr,
+and with --out a .csv or .json file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from . import DEFAULT_METHODS, METHODS, parse_methods, rows_for
 
-FIELDS = ("method", "retention", "tokens_kept", "merged", "coverage", "frames_covered", "cells_covered", "ms")
+FIELDS = ("method", "retention", "tokens_kept", "merged", "coverage", "frames_covered", "cells_covered", "ms",
+          "frame_rows")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except (VideoError, EncoderError, ValueError) as e:
         return fail(str(e))
     progress(1.0, f"{len(rows)} results on {tuple(feats.tokens.shape)} tokens from {feats.encoder}")
-    print(" ".join(f"{f:>14s}" for f in FIELDS))
+    print(" ".join(f"{f:>14s}" for f in FIELDS[:-1]) + "  frame_rows")
     for row in rows:
-        print(" ".join(f"{row[f]:>14}" for f in FIELDS))
+        print(" ".join(f"{row[f]:>14}" for f in FIELDS[:-1]) + "  " + " ".join(map(str, row["frame_rows"])))
     if a.out:
         try:
             with open(a.out, "w", newline="") as f:
@@ -67,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                     json.dump(rows, f, indent=1)
                 else:
                     w = csv.DictWriter(f, fieldnames=FIELDS)
-                    w.writeheader()
-                    w.writerows(rows)
+                    w.writeheader()  # frame_rows: the rows kept in each frame, separated by spaces
+                    w.writerows({**row, "frame_rows": " ".join(map(str, row["frame_rows"]))} for row in rows)
         except OSError as e:
             return fail(f"could not write {a.out}: {e.strerror or e}")
         print(f"wrote {a.out}", file=sys.stderr)
