@@ -294,7 +294,5 @@ class ViewsTab:
                                  api_visibility="private", concurrency_limit=s.concurrency, concurrency_id="compute",
                                  time_limit=s.time_limit, show_progress="minimal", show_progress_on=shown_on
                                  ).then(**frame)
-        cleared = ["frame_img", "lat_plot", "compare_gallery", "compare_json", "compare_table", "frame_rows_plot",
-                   "sweep_plot", "compare_answers", "full_md", "comp_md", "ask_json", "compare_on"]
-        c["video"].clear(self.reset, None, [*page_outputs[1:], *[c[n] for n in cleared]], api_visibility="private",
-                         queue=False)
+        # the × answers every component `reset` names (the page's views and the other tabs' results)
+        c["video"].clear(self.reset, None, list(self.reset()), api_visibility="private", queue=False)

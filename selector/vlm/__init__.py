@@ -214,7 +214,7 @@ class VLM:
         t2 = time.perf_counter()
         keep, embeds, video_mask, kept_rows = self._splice(ids, video, kept, rows)
         positions, next_position = self.fam.positions(self, inputs, keep)
-        out, gpu_ms, setup = self._prefill(embeds, positions, video, video_mask, kept_rows)
+        out, token, gpu_ms, setup = self._prefill(embeds, positions, video, video_mask, kept_rows)
         first_logits = out.logits[0, -1].float()
         t3 = time.perf_counter()
         # LLM prefill: GPU time between CUDA events, else wall time of the splice, positions and prefill
@@ -222,7 +222,7 @@ class VLM:
         ttft = video.ms + (t3 - t1) * 1e3 - setup
         emit = None if on_token is None else \
             (lambda ids: on_token(self.processor.decode(ids, skip_special_tokens=True).strip(), ttft))
-        generated = self._decode(out, first_logits.argmax(), embeds.shape[1], max_new_tokens, next_position, emit)
+        generated = self._decode(out, token, embeds.shape[1], max_new_tokens, next_position, emit)
         self._sync()
         total_ms = video.ms + (time.perf_counter() - t1) * 1e3 - setup
         k = int(kept.sum())
@@ -233,20 +233,20 @@ class VLM:
                       first_logits=first_logits.cpu(), setup_ms=setup, prompt_tokens=int(embeds.shape[1]))
 
     def _prefill(self, embeds: torch.Tensor, positions: torch.Tensor | None, video: Video, video_mask: torch.Tensor,
-                 kept_rows: torch.Tensor) -> tuple[Any, float | None, float]:
-        """(the family's prefill output, its GPU time in ms between CUDA events or None (a CPU, or the first
-        capture of a graph bucket: the caller counts wall time less the capture), one-time set-up ms)."""
+                 kept_rows: torch.Tensor) -> tuple[Any, torch.Tensor, float | None, float]:
+        """(the family's prefill output, the first token, its GPU time in ms between CUDA events or None (a CPU, or
+        the first capture of a graph bucket: the caller counts wall time less the capture), one-time set-up ms)."""
         events = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if self.device.type == "cuda" else None
         if events:
             events[0].record()
         out = self.fam.prefill(self, embeds, positions, video, video_mask, kept_rows)
-        out.logits[0, -1].argmax()
+        token = out.logits[0, -1].argmax()
         if events:
             events[1].record()
         self._sync()
         setup = self.prefill.last_capture_ms if self.prefill is not None and self.family == "llava_onevision" \
             else 0.0
-        return out, events[0].elapsed_time(events[1]) if events and not setup else None, setup
+        return out, token, events[0].elapsed_time(events[1]) if events and not setup else None, setup
 
     def _decode(self, out: Any, token: torch.Tensor, length: int, max_new_tokens: int,
                 next_position: int | None = None, emit: Callable[[list[int]], None] | None = None) -> list[int]:

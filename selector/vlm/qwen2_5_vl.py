@@ -22,19 +22,27 @@ class Qwen2_5_VL(Family):
     def features(self, vlm: Any, inputs: dict, t_: int) -> Video:
         pix = inputs["pixel_values_videos"].to(vlm.device, vlm.dtype)
         thw = inputs["video_grid_thw"].to(vlm.device)
-        feats = vlm.model.model.get_video_features(pix, thw, return_dict=True).pooler_output
-        feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
-        merge = vlm.model.config.vision_config.spatial_merge_size
-        t_, h_, w_ = (int(v) for v in thw[0])
-        n_grid = t_ * (h_ // merge) * (w_ // merge)
-        if feats.shape[0] != n_grid:
-            raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid}")
-        return Video(feats.reshape(t_, h_ // merge, w_ // merge, -1), feats[:0])
+        return merged_grid(vlm, vlm.model.model.get_video_features(pix, thw, return_dict=True).pooler_output, thw)
 
     def positions(self, vlm: Any, inputs: dict, keep: torch.Tensor) -> tuple[torch.Tensor | None, int | None]:
         pos = rope_positions(vlm.model, inputs, vlm.device)[:, :, keep]
         return pos, int(pos.max()) + 1
 
+
+
+def merged_grid(vlm: Any, feats: Any, thw: torch.Tensor, extra: list | None = None) -> Video:
+    """The merged video rows of one clip (a tensor, or one per video) as its (T', h', w', D) grid, with `extra`
+    rows of the same places (Qwen3-VL's DeepStack features); VLMError when the counts do not match the grid."""
+    def rows(x: Any) -> torch.Tensor:
+        return torch.cat(list(x), dim=0) if isinstance(x, (list, tuple)) else x
+
+    feats, extra = rows(feats), [rows(x) for x in extra or []]
+    merge = vlm.model.config.vision_config.spatial_merge_size
+    t_, h_, w_ = (int(v) for v in thw[0])
+    n_grid = t_ * (h_ // merge) * (w_ // merge)
+    if feats.shape[0] != n_grid or any(x.shape[0] != n_grid for x in extra):
+        raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid}")
+    return Video(feats.reshape(t_, h_ // merge, w_ // merge, -1), feats[:0], extra)
 
 
 register(Qwen2_5_VL())

@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .family import Family, Video, VLMError, lm_output, register, rope_positions
+from .family import Video, VLMError, lm_output, register
+from .qwen2_5_vl import Qwen2_5_VL, merged_grid
 
 #: frames per second assumed when the caller gives no frame times: Qwen3-VL's own sampling rate for videos
 DEFAULT_FPS = 2.0
 
 
-class Qwen3_VL(Family):
+class Qwen3_VL(Qwen2_5_VL):
+    """Qwen2.5-VL's grid and positions, with its own prompt (timestamps), DeepStack and language-model calls."""
+
     model_type = "qwen3_vl"
     class_name = "Qwen3VLForConditionalGeneration"
     processor_class = "Qwen3VLProcessor"
@@ -56,19 +59,11 @@ class Qwen3_VL(Family):
         thw = inputs["video_grid_thw"].to(vlm.device)
         out = vlm.model.model.get_video_features(pix, thw, return_dict=True)
         feats, deep = (out.pooler_output, out.deepstack_features) if hasattr(out, "pooler_output") else out
-        feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
-        deep = [torch.cat(list(d), dim=0) if isinstance(d, (list, tuple)) else d for d in deep]
-        merge = vlm.model.config.vision_config.spatial_merge_size
-        t_, h_, w_ = (int(v) for v in thw[0])
-        n_grid = t_ * (h_ // merge) * (w_ // merge)
-        if feats.shape[0] != n_grid or any(d.shape[0] != n_grid for d in deep):
-            raise VLMError(f"video features have {feats.shape[0]} rows, expected {n_grid}")
-        return Video(feats.reshape(t_, h_ // merge, w_ // merge, -1), feats[:0], deep)
+        return merged_grid(vlm, feats, thw, list(deep))
 
     def positions(self, vlm: Any, inputs: dict, keep: torch.Tensor) -> tuple[torch.Tensor | None, int | None]:
         vlm.model.model.rope_deltas = None  # a value cached by an earlier call would shift this request
-        pos = rope_positions(vlm.model, inputs, vlm.device)[:, :, keep]
-        return pos, int(pos.max()) + 1
+        return super().positions(vlm, inputs, keep)
 
     def prefill(self, vlm: Any, embeds: torch.Tensor, positions: torch.Tensor | None, video: Video,
                 video_mask: torch.Tensor, kept_rows: torch.Tensor) -> Any:
