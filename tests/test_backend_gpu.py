@@ -128,7 +128,7 @@ def test_cuda_grids_the_fused_path_does_not_take_use_the_banded_backend():
 
     x = tensor((3, 6, 40, 32), 4).cuda()  # 40 tokens wide: more than the Triton kernels take
     cfg = SelectorConfig()
-    assert backends.choose(x, cfg) == "banded"
+    assert backends.choose(x, cfg).name == "banded"
     ref = maps.entropy_map(maps.normalize(x), cfg)
     assert float((entropy_banded_raw(x, cfg) - ref).abs().max()) < 2e-5
     assert select_tokens(x, 0.3).num_tokens == num_kept(0.3, 3 * 6 * 40)
@@ -167,7 +167,7 @@ def test_cuda_fused_pipeline_stages_equal_torch_stages(shape, dtype):
     """Each kernel of the fused GPU path against the torch stage it replaces, on the same inputs: maps
     within float rounding, scores bit for bit, pick (keep, rank, quota) and gather exactly."""
     from selector.backends import triton as triton_maps
-    from selector.method.pipeline import _flat_indices
+    from selector.method.allocate import flat_indices as _flat_indices
 
     if not triton_maps.available():
         pytest.skip("triton is not installed")
@@ -342,7 +342,8 @@ def test_fused_gpu_pipeline_in_interpreter_matches_torch_stages():
 import math, torch
 from selector import SelectorConfig
 from selector.method import allocate, maps
-from selector.method.pipeline import num_kept, _flat_indices
+from selector.method.pipeline import num_kept
+from selector.method.allocate import flat_indices as _flat_indices
 from selector.backends import triton as tm
 torch.manual_seed(0)
 worst = 0.0

@@ -109,3 +109,10 @@ def test_readme_python_snippets_run_as_written(tmp_path):
                            env={**__import__("os").environ, "PYTHONPATH": ""})
         assert r.returncode == 0, f"{code}\n{r.stderr[-2000:]}"
         assert r.stdout.strip(), f"the snippet prints nothing:\n{code}"
+
+
+def test_the_method_imports_nothing_from_its_backends():
+    """The backends import the method and register their objects; no import runs back up from the method."""
+    found = {_module(p): {m for m in _imports(p) if m.startswith("selector.backends")}
+             for p in (PKG / "method").rglob("*.py")}
+    assert "selector.method.pipeline" in found and not any(found.values()), found

@@ -16,8 +16,8 @@ def test_app_service_computes_maps_on_the_fast_path_once_per_map_config(monkeypa
     """select_cached (app, API): the maps come from the fast path (never the one-op-per-offset reference), once
     per (video, τ, windows); moving r, α, ρ or g reuses them and selects what a fresh run selects."""
     from selector.app import service
+    from selector.backends import cpu as core
     from selector.features import Features
-    from selector.method import pipeline as core
 
     calls = []
     real = core.entropy_banded_raw

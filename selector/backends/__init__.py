@@ -1,31 +1,22 @@
-"""Backends of the selector's map stages, chosen in one place (`choose`).
+"""Backends of the selector's stages: `method.stages.Backend` objects that register themselves.
 
-- "triton" (`backends.triton`): the fused GPU pipeline, features to kept indices in six kernels, on CUDA
-  tensors with Triton installed, for grids it supports;
-- "banded" (`backends.cpu`): banded-matmul window entropy, on a CPU and for every grid the Triton path does
-  not take (it runs on a GPU too);
-- "hooks": a caller's own entropy/gradient functions (the reference, `method.maps`, in tests);
-- "reuse": maps of an earlier Selection (slider moves).
-`backends.graphs` replays a whole selection as a CUDA graph (select_tokens(..., cuda_graph=True)).
+- `triton.Fused` ("triton"): the fused GPU pipeline, features to kept indices in six kernels, on CUDA tensors
+  with Triton installed, for grids it supports;
+- `cpu.Banded` ("banded"): banded-matmul window entropy, on a CPU and for every grid the Triton path does not
+  take (it runs on a GPU too);
+- `graphs.Graphed`: what both share, a whole selection replayed as a CUDA graph (select_tokens(...,
+  cuda_graph=True)).
+`choose(tokens, cfg)` returns the backend object a selection runs on (the portable `method.stages.Reference`
+when none takes it). A new backend is a module with a `Graphed` (or `Backend`) subclass, plus its line below.
 Imports torch only (Triton lazily).
 """
 
 from __future__ import annotations
 
-import torch
+from ..method.stages import Backend, choose, register, registered
+from . import cpu, triton
 
-from ..config import SelectorConfig
-from . import triton
+__all__ = ["Backend", "choose", "register", "registered"]
 
-__all__ = ["choose"]
-
-
-def choose(tokens: torch.Tensor, cfg: SelectorConfig, hooks: bool = False, reused: bool = False) -> str:
-    """Which backend computes the maps of `tokens` under `cfg`: "reuse", "hooks", "triton" or "banded"."""
-    if reused:
-        return "reuse"
-    if hooks:
-        return "hooks"
-    if triton.fused_usable(tokens, cfg):
-        return "triton"
-    return "banded"
+register(triton.Fused())
+register(cpu.Banded())

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
 import time
 
 import torch
 
-from ..config import SelectorConfig, SelectorError
+from ..config import SelectorConfig
 from ..method.maps import entropy_from_logits, frames_per_chunk
+from ..settings import current
+from .graphs import Graphed
+from .triton import budgets_on_device
 
-__all__ = ["entropy_banded", "entropy_banded_raw", "band_layout", "strip_plan", "strip_choice", "pinned_strip_cols",
-           "release_scratch"]
+__all__ = ["Banded", "entropy_banded", "entropy_banded_raw", "band_layout", "strip_plan", "strip_choice",
+           "pinned_strip_cols", "release_scratch"]
 
 _scratch = threading.local()  # per thread on a CPU: the last layout's ring buffers (see _ring)
 
@@ -136,16 +138,7 @@ def pinned_strip_cols() -> int | None:
     """The pinned query columns per strip (STRIP_COLS, else ENTROPY_SELECT_STRIP_COLS), or None: tuned."""
     if STRIP_COLS is not None:
         return STRIP_COLS
-    env = os.environ.get("ENTROPY_SELECT_STRIP_COLS", "").strip()
-    if not env:
-        return None
-    try:
-        cols = int(env)
-    except ValueError:
-        cols = 0
-    if cols < 1:
-        raise SelectorError(f"ENTROPY_SELECT_STRIP_COLS must be an int >= 1 (query columns per strip), got {env!r}")
-    return cols
+    return current().strip_cols
 
 
 def _tune_key(h_: int, w_: int, d_: int, cfg: SelectorConfig) -> tuple:
@@ -299,3 +292,16 @@ def release_scratch() -> None:
     """Free this thread's cached CPU buffers of the banded entropy (they are reused by the next call with
     the same grid and window; a call with another layout replaces them)."""
     _scratch.__dict__.clear()
+
+
+class Banded(Graphed):
+    """The banded entropy and the gradient in torch: every device, every grid (budgets by kernel on a GPU)."""
+
+    name = "banded"
+    priority = 10
+
+    def entropy(self, tokens: torch.Tensor, cfg: SelectorConfig) -> torch.Tensor:
+        return entropy_banded_raw(tokens, cfg)
+
+    def budgets(self, weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int) -> torch.Tensor:
+        return budgets_on_device(weights, k, b_min, b_max, m)

@@ -10,25 +10,31 @@
    indices  per (frame, chunk of positions): ascending kept indices (rows are gathered by the consumer)
 
 Grids it does not take (wider than 32 tokens, more than 1024 tokens a frame or 256 frames, more than 16 key rows)
-go to the banded backend (`backends.cpu`), which runs on a GPU as well. Imports torch and triton only;
-`available()` says whether it can run here.
+go to the banded backend (`backends.cpu`), which runs on a GPU as well. `Fused` is the backend object. Imports
+torch (Triton lazily, in `triton_kernels`); `available()` says whether it can run here.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 
 from ..config import SelectorConfig
+from ..method import allocate
+from ..method.stages import Backend, Lap, Maps
+from ..settings import current
+from .graphs import Graphed
 
-__all__ = ["available", "fused_supports", "fused_usable", "maps_fused", "scores_fused", "pick_fused",
-           "indices_fused", "budgets_triton", "ENABLED"]
+__all__ = ["Fused", "available", "fused_supports", "fused_usable", "maps_fused", "scores_fused", "pick_fused",
+           "indices_fused", "budgets_triton", "budgets_on_device", "enabled"]
 
-#: ENTROPY_SELECT_TRITON=0 switches the kernels off (the banded torch path is used instead).
-ENABLED = os.environ.get("ENTROPY_SELECT_TRITON", "1") != "0"
+
+def enabled() -> bool:
+    """ENTROPY_SELECT_TRITON=0 (`settings`) switches the kernels off (the banded torch path is used instead)."""
+    return current().triton
+
 
 BLOCK_W = 32
 MAX_KEY_ROWS = 16
@@ -72,6 +78,13 @@ def budgets_triton(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int
     return out
 
 
+def budgets_on_device(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int) -> torch.Tensor:
+    """`allocate.spread_budgets` in one launch for CUDA weights where the kernel runs, else the torch code."""
+    if weights.is_cuda and enabled() and available() and weights.numel() <= MAX_BUDGET_FRAMES:
+        return budgets_triton(weights, k, b_min, b_max, m)
+    return allocate.spread_budgets(weights, k, b_min, b_max, m)
+
+
 #: launch parameters of the kernels, swept on the GPU machine (`tools/gpu_entropy_sweep.py`; figures in
 #: docs/benchmarks.md): fp32 features take 4×4 query patches with key parts of 64, half-precision ones 4×8 with
 #: key parts of 128 and D chunks of 64 (BD16)
@@ -96,7 +109,7 @@ def fused_supports(shape: tuple[int, ...], cfg: SelectorConfig) -> bool:
 
 
 def fused_usable(x: torch.Tensor, cfg: SelectorConfig) -> bool:
-    return ENABLED and x.is_cuda and available() and fused_supports(tuple(x.shape), cfg)
+    return x.is_cuda and enabled() and available() and fused_supports(tuple(x.shape), cfg)
 
 
 def aligned(x: torch.Tensor) -> torch.Tensor:
@@ -196,3 +209,45 @@ def indices_fused(keep: torch.Tensor, budgets: torch.Tensor, k: int, **launch: i
     _kernels().index_kernel[(t_, -(-m // mc))](keep, budgets, idx, t_, m, BM=bm, BT=_pow2(t_), MC=mc,
                                                num_warps=c["num_warps"])
     return idx
+
+
+class Fused(Graphed):
+    """The six-kernel GPU pipeline as a backend: CUDA tensors with Triton installed, grids `fused_supports`.
+    With `tab` its kernels read the features at the address tab[0] (a CUDA graph replayed on new tensors)."""
+
+    name = "triton"
+    priority = 20
+    checks_values = True
+
+    def __init__(self, tab: torch.Tensor | None = None) -> None:
+        self.tab = tab
+
+    def usable(self, tokens: torch.Tensor, cfg: SelectorConfig) -> bool:
+        return fused_usable(tokens, cfg)
+
+    def prepare(self, tokens: torch.Tensor) -> torch.Tensor:
+        return aligned(tokens)
+
+    def addressed(self, tab: torch.Tensor, cfg: SelectorConfig) -> Backend | None:
+        return None if cfg.grid_fusion else Fused(tab)
+
+    def entropy(self, tokens: torch.Tensor, cfg: SelectorConfig) -> torch.Tensor:
+        return maps_fused(tokens, cfg, tab=self.tab)[0]
+
+    def maps(self, tokens: torch.Tensor, cfg: SelectorConfig, clock: Lap) -> Maps:
+        entropy, raw, stats = maps_fused(tokens, cfg, tab=self.tab)
+        clock.lap("entropy")
+        ranked = 1.0 - entropy if cfg.invert_entropy else entropy  # the score's Ĥ term (Selection keeps Ĥ)
+        gradient, score, saliency, amax = scores_fused(ranked, raw, stats, cfg)
+        clock.lap("gradient")
+        return Maps(entropy, gradient, score, saliency, amax)
+
+    def budgets(self, weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int) -> torch.Tensor:
+        return budgets_on_device(weights, k, b_min, b_max, m)
+
+    def pick(self, score: torch.Tensor, budgets: torch.Tensor, hw: tuple[int, int],
+             cfg: SelectorConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return pick_fused(score, budgets, hw, cfg)
+
+    def indices(self, keep: torch.Tensor, budgets: torch.Tensor, k: int) -> torch.Tensor:
+        return indices_fused(keep, budgets, k)

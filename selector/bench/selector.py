@@ -79,7 +79,7 @@ def bench_selector(device: torch.device, dtype: torch.dtype, shapes: list[tuple[
     from .. import cpu_tuning
 
     probe = torch.zeros(1, 1, 1, 1, device=device)
-    path = "fused Triton kernels" if backends.choose(probe, cfg) == "triton" else "banded GEMM entropy"
+    path = "fused Triton kernels" if backends.choose(probe, cfg).name == "triton" else "banded GEMM entropy"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name} · torch {torch.__version__} · "
           f"dtype {dtype} · threads {torch.get_num_threads()} · fast path: {path} · malloc "

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 
-from ..backends import triton as triton_maps
 from ..config import SelectorConfig, SelectorError
 
-__all__ = ["frame_budgets", "cell_ids", "pick", "fuse"]
+__all__ = ["frame_budgets", "spread_budgets", "cell_ids", "pick", "fuse", "flat_indices"]
 
 _MAX_BITS = 0x7FFFFFFF
 
@@ -50,8 +50,12 @@ def _round_robin(cap: torch.Tensor, order: torch.Tensor, amount: torch.Tensor, m
     return out
 
 
+Spread = Callable[[torch.Tensor, int, int, int, int], torch.Tensor]
+
+
 def frame_budgets(
-    score: torch.Tensor, k: int, cfg: SelectorConfig, saliency: torch.Tensor | None = None
+    score: torch.Tensor, k: int, cfg: SelectorConfig, saliency: torch.Tensor | None = None,
+    spread: Spread | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-frame budgets B_f (sum exactly k), frame saliency S̄_f and softmax weights w_f.
 
@@ -60,7 +64,8 @@ def frame_budgets(
     frame per pass: missing tokens to the highest-weight frames below B_max, surplus tokens taken
     from the lowest-weight frames above B_min. When K < T·B_min no allocation can honour B_min;
     then every frame gets floor(K/T) and the K mod T highest-weight frames one more. `saliency`, when
-    given, is S̄_f already computed (the fused GPU path computes it with the scores).
+    given, is S̄_f already computed (the fused GPU path computes it with the scores); `spread`, when given,
+    replaces `spread_budgets` (a backend's kernel for the same rule).
 
     >>> s = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.2, 0.1, 0.0, 0.0]])
     >>> b, sal, w = frame_budgets(s, 4, SelectorConfig(min_tokens=1))
@@ -83,8 +88,12 @@ def frame_budgets(
         nq = max(1, math.ceil(cfg.q * m))
         saliency = score.topk(nq, dim=1).values.mean(1)
     weights = torch.softmax(saliency / cfg.tau_alloc, dim=0)
-    if score.is_cuda and triton_maps.ENABLED and triton_maps.available() and t_ <= triton_maps.MAX_BUDGET_FRAMES:
-        return triton_maps.budgets_triton(weights, k, b_min, b_max, m), saliency, weights
+    return (spread or spread_budgets)(weights, k, b_min, b_max, m), saliency, weights
+
+
+def spread_budgets(weights: torch.Tensor, k: int, b_min: int, b_max: int, m: int) -> torch.Tensor:
+    """B_f = clamp(floor(w_f·K), b_min, b_max), then the difference to K handed out one token per frame per
+    pass (missing tokens to the highest weights below b_max, surplus taken from the lowest above b_min)."""
     budgets = torch.floor(weights.double() * k).to(torch.int64).clamp(b_min, b_max)
     # highest weight first, ties by frame index; a stable sort keeps that order
     desc = torch.sort(-weights, stable=True).indices
@@ -92,7 +101,7 @@ def frame_budgets(
     diff = k - budgets.sum()
     add = _round_robin(b_max - budgets, desc, diff.clamp_min(0), m)
     cut = _round_robin(budgets - b_min, asc, (-diff).clamp_min(0), m)
-    return budgets + add - cut, saliency, weights
+    return budgets + add - cut
 
 
 def cell_ids(h: int, w: int, g: int, device: torch.device) -> torch.Tensor:
@@ -219,3 +228,12 @@ def fuse(
     # index_add, not assignment: an empty cell's start equals its neighbour's, and duplicate writes race
     anchor = torch.zeros(t_ * m, dtype=torch.int64, device=device).index_add_(0, first, chosen.to(torch.int64)) > 0
     return keep | anchor.view(t_, m), anchor.view(t_, m), fused[seg].view(t_, m, -1)
+
+
+def flat_indices(keep: torch.Tensor, k: int) -> torch.Tensor:
+    """Ascending positions of the k True entries of a flat mask, without a host sync (k is known)."""
+    pos = torch.cumsum(keep.to(torch.int64), 0) - 1
+    target = torch.where(keep, pos, torch.full_like(pos, k))
+    out = torch.empty(k + 1, dtype=torch.int64, device=keep.device)
+    out.scatter_(0, target, torch.arange(keep.numel(), device=keep.device))
+    return out[:k]

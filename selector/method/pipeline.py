@@ -1,24 +1,21 @@
 """The method on checked inputs (Algorithm 1 of the paper): maps, score, frame budgets, pick, and the result type.
 
-`run_selector` takes its map stages from the backend `backends.choose` names; `select.select_tokens` is the
-public entry that checks inputs and picks eager or CUDA-graph execution. Imports torch only.
+`run_selector` takes its stages from a `stages.Backend` object; `select.select_tokens` is the public entry that
+checks inputs, chooses the backend and picks eager or CUDA-graph execution. Imports torch only.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .. import backends
-from ..backends import triton as triton_maps
-from ..backends.cpu import entropy_banded_raw
 from ..config import SelectorConfig, SelectorError
-from . import allocate, maps
+from . import allocate
+from .stages import Backend, EntropyFn
 
 __all__ = ["Selection", "run_selector", "num_kept", "check_finite", "rescale_for", "Clock", "MAP_FIELDS", "EntropyFn"]
 
@@ -150,120 +147,57 @@ def rescale_for(amax: float, tokens: torch.Tensor) -> float:
     return 2.0 ** -math.ceil(math.log2(amax))
 
 
-EntropyFn = Callable[[torch.Tensor, SelectorConfig], torch.Tensor]
-
-
 #: the config fields the maps depend on (τ, k, K_t, k_past); α, ρ, g, the budget knobs and fusion do not
 MAP_FIELDS = ("tau", "window", "temporal_window", "past_window")
 
 
-def run_selector(
-    tokens: torch.Tensor,
-    k: int,
-    retention: float,
-    cfg: SelectorConfig,
-    clock: Clock,
-    entropy_fn: EntropyFn | None = None,
-    gradient_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    scale: float = 1.0,
-    stats_out: list[torch.Tensor] | None = None,
-    tab: torch.Tensor | None = None,
-    reused: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> Selection:
-    """The method on checked inputs; no host synchronisation (so a CUDA graph can capture it). The maps
-    and fused rows are computed on tokens·scale (see `check_finite`); kept rows are the input's own.
-    On the fused GPU path max |x| (NaN when the input has NaN/Inf; computed by the kernels on the way) is
-    appended to `stats_out` when given, so callers check the input after the run without another pass.
-    `tab` (fused GPU path, no grid fusion; used by `graphs`): an int64 device tensor holding the address of
-    the features to read (tokens then only give shape and dtype; the caller sets the Selection's `source`).
-    The kept rows are not copied here (see `Selection.tokens`), except with grid fusion. `reused`: (Ĥ, Ĝ)
-    taken as they are (see select_tokens' `reuse`); the map stages are skipped."""
+def run_selector(tokens: torch.Tensor, k: int, retention: float, cfg: SelectorConfig, backend: Backend,
+                 clock: Clock, scale: float = 1.0) -> tuple[Selection, torch.Tensor | None]:
+    """The method on checked inputs, its stages taken from `backend` (`stages.choose`); no host
+    synchronisation, so a CUDA graph can capture it. The maps and fused rows are computed on tokens·scale (see
+    `check_finite`); kept rows are the input's own and are not copied here (see `Selection.tokens`), except
+    merged rows with grid fusion. Returns the Selection and the backend's max |x| (None when it does not check
+    the values; NaN when the input holds NaN/Inf)."""
     original = tokens
     if scale != 1.0:
         tokens = tokens.float() * scale
-    t_, h_, w_, d_ = tokens.shape
-    n, m = t_ * h_ * w_, h_ * w_
-    saliency = None
-    backend = backends.choose(tokens, cfg, hooks=entropy_fn is not None or gradient_fn is not None,
-                              reused=reused is not None)
-    fused_gpu = backend == "triton"
-    if tab is not None and not (fused_gpu and not cfg.grid_fusion and scale == 1.0):
-        raise ValueError("tab is only for the fused GPU path without grid fusion")
-    if reused is not None:  # no map stages: the clock has no entropy or gradient lap
-        entropy, gradient = reused
-    elif fused_gpu:  # six kernels from features to rows (triton_maps.select_fused's stages)
-        entropy, raw, stats = triton_maps.maps_fused(tokens, cfg, tab=tab)
-        clock.lap("entropy")
-        ranked = 1.0 - entropy if cfg.invert_entropy else entropy  # the score's Ĥ term (Selection keeps Ĥ)
-        gradient, score, saliency, amax = triton_maps.scores_fused(ranked, raw, stats, cfg)
-        if stats_out is not None:
-            stats_out.append(amax)
-        clock.lap("gradient")
-    elif entropy_fn is None:
-        entropy = entropy_banded_raw(tokens, cfg)
-        clock.lap("entropy")
-        gradient = (gradient_fn or maps.gradient_map)(tokens)
-        clock.lap("gradient")
-    else:
-        entropy = entropy_fn(maps.normalize(tokens), cfg)
-        clock.lap("entropy")
-        gradient = (gradient_fn or maps.gradient_map)(tokens)
-        clock.lap("gradient")
-    if saliency is None:
-        ranked = 1.0 - entropy if cfg.invert_entropy else entropy
-        score = (cfg.alpha * ranked + (1.0 - cfg.alpha) * gradient).clamp_(0.0, 1.0)
-    flat = score.reshape(t_, m)
-    budgets, saliency, weights = allocate.frame_budgets(flat, k, cfg, saliency)
+    t_, h_, w_, _ = tokens.shape
+    found = backend.maps(tokens, cfg, clock)
+    score = found.score
+    if score is None:
+        ranked = 1.0 - found.entropy if cfg.invert_entropy else found.entropy  # the score's Ĥ term
+        score = (cfg.alpha * ranked + (1.0 - cfg.alpha) * found.gradient).clamp_(0.0, 1.0)
+    flat = score.reshape(t_, h_ * w_)
+    budgets, saliency, weights = allocate.frame_budgets(flat, k, cfg, found.saliency, backend.budgets)
     clock.lap("budgets")
-    if fused_gpu:
-        keep, rank, quota = triton_maps.pick_fused(flat, budgets, (h_, w_), cfg)
-    else:
-        keep, rank, quota = allocate.pick(flat, budgets, (h_, w_), cfg)
+    keep, rank, quota = backend.pick(flat, budgets, (h_, w_), cfg)
     clock.lap("select")
-    anchor = torch.zeros_like(keep)
-    fused_feat = None
     if cfg.grid_fusion:
-        cells = allocate.cell_ids(h_, w_, cfg.grid, tokens.device)
-        keep, anchor, fused_feat = allocate.fuse(
-            tokens, flat, keep, rank, quota, budgets, cells, cfg.grid * cfg.grid
-        )
-    rows = None
-    if fused_gpu and not cfg.grid_fusion:
-        indices = triton_maps.indices_fused(keep.reshape(t_, m), budgets, k)
-        fused = anchor.reshape(-1)[:k]  # all False
+        keep, indices, fused, rows = _fuse(original, tokens, flat, keep, rank, quota, budgets, k, cfg, scale)
     else:
-        indices = _flat_indices(keep.reshape(-1), k)
-        fused = anchor.reshape(-1)[indices]
-    if fused_feat is not None:  # merged rows are not the input's: computed here
-        rows = torch.index_select(original.reshape(n, d_), 0, indices)
-        fused_rows = fused_feat.reshape(n, d_)[indices] / scale
-        rows = torch.where(fused[:, None], fused_rows.to(rows.dtype), rows)
+        indices, rows = backend.indices(keep, budgets, k), None
+        fused = torch.zeros(k, dtype=torch.bool, device=tokens.device)
     clock.lap("indices")
-    return Selection(
-        keep=keep.view(t_, h_, w_),
-        indices=indices,
-        entropy=entropy,
-        gradient=gradient,
-        score=score,
-        budgets=budgets,
-        fused=fused,
-        frame_saliency=saliency,
-        frame_weights=weights,
-        config=cfg,
-        retention=retention,
-        timings_ms=clock.result(),
-        source=original,
-        rows=rows,
-    )
+    sel = Selection(keep=keep.view(t_, h_, w_), indices=indices, entropy=found.entropy, gradient=found.gradient,
+                    score=score, budgets=budgets, fused=fused, frame_saliency=saliency, frame_weights=weights,
+                    config=cfg, retention=retention, timings_ms=clock.result(), source=original, rows=rows)
+    return sel, found.amax
 
 
-def _flat_indices(keep: torch.Tensor, k: int) -> torch.Tensor:
-    """Ascending positions of the k True entries, without a host sync (k is known)."""
-    pos = torch.cumsum(keep.to(torch.int64), 0) - 1
-    target = torch.where(keep, pos, torch.full_like(pos, k))
-    out = torch.empty(k + 1, dtype=torch.int64, device=keep.device)
-    out.scatter_(0, target, torch.arange(keep.numel(), device=keep.device))
-    return out[:k]
+def _fuse(original: torch.Tensor, tokens: torch.Tensor, flat: torch.Tensor, keep: torch.Tensor,
+          rank: torch.Tensor, quota: torch.Tensor, budgets: torch.Tensor, k: int, cfg: SelectorConfig,
+          scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Grid fusion after the pick: (keep, indices, fused-row mask, rows), the merged rows computed here (they
+    are not the input's)."""
+    t_, h_, w_, d_ = tokens.shape
+    n = t_ * h_ * w_
+    cells = allocate.cell_ids(h_, w_, cfg.grid, tokens.device)
+    keep, anchor, fused_feat = allocate.fuse(tokens, flat, keep, rank, quota, budgets, cells, cfg.grid * cfg.grid)
+    indices = allocate.flat_indices(keep.reshape(-1), k)
+    fused = anchor.reshape(-1)[indices]
+    rows = torch.index_select(original.reshape(n, d_), 0, indices)
+    fused_rows = fused_feat.reshape(n, d_)[indices] / scale
+    return keep, indices, fused, torch.where(fused[:, None], fused_rows.to(rows.dtype), rows)
 
 
 class Clock:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
-from .. import backends
-from ..backends.graphs import graph_select
 from ..config import SelectorConfig, SelectorError
-from .pipeline import MAP_FIELDS, Clock, EntropyFn, Selection, check_finite, num_kept, rescale_for, run_selector
+from . import stages
+from .pipeline import MAP_FIELDS, Clock, Selection, check_finite, num_kept, rescale_for, run_selector
+from .stages import EntropyFn, GradientFn
 
 __all__ = ["select_tokens"]
 
@@ -39,7 +38,7 @@ def select_tokens(
     *,
     timed: bool = True,
     entropy_fn: EntropyFn | None = None,
-    gradient_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    gradient_fn: GradientFn | None = None,
     cuda_graph: bool = False,
     reuse: Selection | None = None,
 ) -> Selection:
@@ -47,14 +46,15 @@ def select_tokens(
 
     Computed in float32 on the device of `tokens`. On a CUDA device with Triton, one fused kernel
     computes both maps (`backends.triton`); elsewhere the entropy stage is the banded-matmul one
-    (`backends.cpu.entropy_banded_raw`); `backends.choose` decides. `method.maps.entropy_map` is the
-    one-op-per-offset reference. `entropy_fn` / `gradient_fn` replace those stages; `timed=False` skips the
-    per-stage clock (and its CUDA syncs); `cuda_graph=True` on a CUDA tensor captures the selector once per shape,
-    retention and config and replays it (`backends.graphs.graph_select`). `reuse`: an earlier Selection of the same
-    tokens whose maps still hold — same grid, the same τ, k, K_t, k_past, and the same tensor or one with
-    equal values (raises SelectorError otherwise): its Ĥ and Ĝ are taken as they are, and only the score,
-    budgets and pick are computed, so a sweep over r, α, ρ or g pays for the maps once (the app does this
-    on every slider move; `cuda_graph` does not apply then).
+    (`backends.cpu`); `stages.choose` returns the backend object that runs the stages, and
+    `method.maps.entropy_map` is the one-op-per-offset reference. `entropy_fn` / `gradient_fn` replace those
+    stages; `timed=False` skips the per-stage clock (and its CUDA syncs); `cuda_graph=True` on a CUDA tensor
+    captures the selector once per shape, retention and config and replays it (the backend's `select_graphed`,
+    `backends.graphs`; eager where the backend has none, and with entropy_fn / gradient_fn). `reuse`: an earlier
+    Selection of the same tokens whose maps still hold — same grid, the same τ, k, K_t, k_past, and the same
+    tensor or one with equal values (raises SelectorError otherwise): its Ĥ and Ĝ are taken as they are, and only
+    the score, budgets and pick are computed, so a sweep over r, α, ρ or g pays for the maps once (the app does
+    this on every slider move; `cuda_graph` does not apply then).
 
     >>> x = torch.randn(4, 6, 6, 8, generator=torch.Generator().manual_seed(0))
     >>> sel = select_tokens(x, retention=0.25)
@@ -67,34 +67,37 @@ def select_tokens(
     if not isinstance(cfg, SelectorConfig):
         raise SelectorError(f"config must be a SelectorConfig, got {type(cfg).__name__}")
     _check(tokens, retention)
-    k = num_kept(float(retention), tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
+    r = float(retention)
+    k = num_kept(r, tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
+    backend = stages.choose(tokens, cfg)
     if reuse is not None:
         scale = check_finite(tokens)  # bad values are named before any question of reuse
-        reused = _reused_maps(reuse, tokens, cfg, entropy_fn is not None or gradient_fn is not None)
-        return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), scale=scale,
-                            reused=reused)
-    if cuda_graph and tokens.is_cuda:
-        return graph_select(tokens, float(retention), cfg)
-    if backends.choose(tokens, cfg, hooks=entropy_fn is not None or gradient_fn is not None) == "triton":
-        # the fused GPU path checks the values with its own row statistics after the run: no extra pass
-        # over the features and no host sync before the kernels are queued
-        stats: list[torch.Tensor] = []
-        sel = run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), stats_out=stats)
-        scale = rescale_for(float(stats[0]), tokens)  # raises on NaN/Inf
+        backend = stages.Reused(backend, *_reused_maps(reuse, tokens, cfg, entropy_fn, gradient_fn))
+        return run_selector(tokens, k, r, cfg, backend, Clock(tokens.device, timed), scale)[0]
+    if entropy_fn is not None or gradient_fn is not None:
+        backend = stages.Hooks(backend, entropy_fn, gradient_fn)
+    elif cuda_graph and tokens.is_cuda:
+        graphed = backend.select_graphed(tokens, r, cfg)
+        if graphed is not None:
+            return graphed
+    if backend.checks_values:
+        # the backend checks the values with its own row statistics after the run: no extra pass over the
+        # features and no host sync before its kernels are queued
+        sel, amax = run_selector(tokens, k, r, cfg, backend, Clock(tokens.device, timed))
+        scale = rescale_for(float(amax), tokens)  # type: ignore[arg-type]  # raises on NaN/Inf
         if scale == 1.0:
             return sel
-        return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), scale=scale)
-    scale = check_finite(tokens)
-    return run_selector(tokens, k, float(retention), cfg, Clock(tokens.device, timed), entropy_fn, gradient_fn,
-                        scale)
+    else:
+        scale = check_finite(tokens)
+    return run_selector(tokens, k, r, cfg, backend, Clock(tokens.device, timed), scale)[0]
 
 
-def _reused_maps(reuse: Selection, tokens: torch.Tensor, cfg: SelectorConfig,
-                 hooks: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _reused_maps(reuse: Selection, tokens: torch.Tensor, cfg: SelectorConfig, entropy_fn: EntropyFn | None,
+                 gradient_fn: GradientFn | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(Ĥ, Ĝ) of `reuse` after checking that they are the maps select_tokens would compute for tokens and cfg."""
     if not isinstance(reuse, Selection):
         raise SelectorError(f"reuse must be a Selection, got {type(reuse).__name__}")
-    if hooks:
+    if entropy_fn is not None or gradient_fn is not None:
         raise SelectorError("reuse takes the maps of an earlier Selection: do not pass entropy_fn or gradient_fn too")
     if tuple(reuse.entropy.shape) != tuple(tokens.shape[:3]):
         raise SelectorError(f"reuse: its maps are for a {tuple(reuse.entropy.shape)} grid, the tokens are "
