@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import SelectorError, select_tokens
     from .cpu_tuning import tune_malloc
-    from .encoders import DEFAULT_ENCODER, EncoderError
+    from .encoders import EncoderError, default_encoder
     from .features import extract
     from .video import VideoError, describe
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     several = len(a.retention) > 1
     try:
         cfg = SelectorConfig(**knob_values(a))
-        progress(0.0, f"loading encoder {a.encoder or DEFAULT_ENCODER}")
+        progress(0.0, f"loading encoder {a.encoder or default_encoder()}")
         feats = extract(a.video, a.encoder, a.frames, progress=progress)
         progress(1.0, f"{describe(feats.clip)}; tokens {tuple(feats.tokens.shape)} in {feats.encode_ms:.0f} ms")
         first = None

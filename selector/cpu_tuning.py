@@ -29,6 +29,8 @@ import ctypes.util
 import os
 import sys
 
+from .settings import current
+
 __all__ = ["tune_malloc", "MALLOC_TUNED", "huge_pages_asked"]
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
@@ -46,7 +48,7 @@ def tune_malloc() -> bool:
     global MALLOC_TUNED
     if MALLOC_TUNED:
         return True
-    if os.environ.get("ENTROPY_SELECT_MALLOC_TUNING", "1").strip() == "0" or not sys.platform.startswith("linux"):
+    if not current().malloc_tuning or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

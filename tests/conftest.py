@@ -47,7 +47,20 @@ def _cache_dir(tmp_path_factory):
     # converted weights go to a per-run folder unless the user's cache is asked for
     if "ENTROPY_SELECT_CACHE" not in os.environ:
         os.environ["ENTROPY_SELECT_CACHE"] = str(tmp_path_factory.mktemp("weights"))
+    from selector import settings
+
+    settings.reload()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _settings_follow_the_environment():
+    """A test that changes ENTROPY_SELECT_* variables reloads the settings; after it they are read again."""
+    from selector import settings
+
+    yield
+    if settings.current() != settings.Settings.from_env():
+        settings.reload()
 
 
 @pytest.fixture(scope="session")

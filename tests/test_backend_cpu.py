@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import configs, shapes, tensor
 
-from selector import SelectorConfig, SelectorError, select_tokens
+from selector import SelectorConfig, SelectorError
+from selector import settings as es_settings
 from selector.method import maps
 
 
@@ -90,6 +91,7 @@ def test_cpu_strip_width_is_timed_once_per_grid_and_gives_the_reference(monkeypa
 
     monkeypatch.setattr(fast, "STRIP_COLS", None)
     monkeypatch.delenv("ENTROPY_SELECT_STRIP_COLS", raising=False)
+    es_settings.reload()
     monkeypatch.setattr(fast, "_tuned", {})
     monkeypatch.setattr(fast, "STRIP_CANDIDATES", (4, 6, 1 << 30, 12))  # 12 is one strip too: 3 layouts timed
     monkeypatch.setattr(fast, "TUNE_FRAMES", 2)
@@ -129,6 +131,7 @@ def test_cpu_strip_width_pinned_by_the_environment(monkeypatch):
     monkeypatch.setattr(fast, "STRIP_COLS", None)
     monkeypatch.setattr(fast, "_tuned", {})
     monkeypatch.setenv("ENTROPY_SELECT_STRIP_COLS", "4")
+    es_settings.reload()  # the environment is read once: a launcher that changes it reloads
     cfg = SelectorConfig()
     x = tensor((3, 5, 24, 8), 5)
     assert fast.strip_choice(5, 24, 8, cfg) == 4
@@ -137,8 +140,9 @@ def test_cpu_strip_width_pinned_by_the_environment(monkeypatch):
     assert float((got - maps.entropy_map(maps.normalize(x), cfg)).abs().max()) < 1e-5
     for bad in ("0", "nine", "-3"):
         monkeypatch.setenv("ENTROPY_SELECT_STRIP_COLS", bad)
-        with pytest.raises(SelectorError, match="ENTROPY_SELECT_STRIP_COLS must be an int >= 1"):
-            select_tokens(x, 0.5, cfg)
+        with pytest.raises(SelectorError, match="ENTROPY_SELECT_STRIP_COLS must be an int >= 1, or empty, got"):
+            es_settings.reload()
+    assert fast.strip_choice(5, 24, 8, cfg) == 4  # a refused value leaves the settings as they were
 
 
 def test_strip_plan_of_the_benchmark_grids():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, SCRATCH, require_tool
 
+from selector import settings
 from selector.bench.models import build
 from selector.eval import TASKS_PATH, synthetic
 from selector.video import read_clip
@@ -110,6 +111,7 @@ def test_written_clips_show_the_answers_they_state(tmp_path, monkeypatch):
     """Decode every clip as the model will and check the answer from the pixels: the count of squares, the
     colour of the one that moved."""
     monkeypatch.setenv("ENTROPY_SELECT_EVAL_DATA", str(tmp_path))
+    settings.reload()
     docs = synthetic.docs()
     assert len(docs) == synthetic.CLIPS and len({d["id"] for d in docs}) == synthetic.CLIPS
     assert {d["kind"] for d in docs} == {"colour", "count"}
@@ -171,6 +173,7 @@ def test_a_checkpoint_of_the_other_family_is_refused(checkpoints):
 
 def test_knobs_reach_the_selector_and_records_count_what_was_kept(checkpoints, tmp_path, monkeypatch):
     monkeypatch.setenv("ENTROPY_SELECT_EVAL_DATA", str(tmp_path))
+    settings.reload()
     doc = synthetic.docs(limit=1)[0]
     lm = _model("EntropySelectLlavaOneVision", pretrained=str(checkpoints["llava_onevision"]), device="cpu",
                 retention=0.25, alpha=1, max_tokens=0, window=3, num_frames=8, max_new_tokens=3)

@@ -54,7 +54,7 @@ def lasting(notes: list[str]) -> list[str]:
     """The analysis notes the summary keeps showing (they also come as a pop-up when the video is first read): what
     was read differs from what was asked (fewer frames, a cap, another decoder). The downscaling note is left out:
     the summary's video line gives both sizes."""
-    return [n for n in notes if not n.startswith("frames downscaled")]
+    return [n for n in notes if getattr(n, "kind", "") != "downscaled"]
 
 
 def examples_as_they_are(video: gr.Video, ours: Callable[[str], bool] = lambda path: False) -> gr.Video:

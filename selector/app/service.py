@@ -18,16 +18,16 @@ import numpy as np
 
 from .. import SelectorConfig, SelectorError, select_tokens
 from ..config import knobs
-from ..encoders import DEFAULT_ENCODER
+from ..encoders import default_encoder
 from ..features import FeatureCache, Features, cached, extract
 from ..lru import LRU
 from ..method.pipeline import MAP_FIELDS, Selection
+from ..settings import current
+from ..video import Note
 from .zerogpu import encode_seconds, gpu_task
 
-__all__ = ["Params", "params_class", "Analysis", "Service", "analyze", "latency_rows", "MAX_FRAMES", "RETENTIONS"]
+__all__ = ["Params", "params_class", "Analysis", "Service", "analyze", "latency_rows", "RETENTIONS"]
 
-MAX_FRAMES = int(os.environ.get("ENTROPY_SELECT_MAX_FRAMES", "64"))
-CACHE_MB = float(os.environ.get("ENTROPY_SELECT_CACHE_MB", "1024"))
 RETENTIONS = (0.05, 0.1, 0.35, 0.5, 0.9)
 
 
@@ -37,7 +37,7 @@ def params_class(config_cls: type = SelectorConfig) -> type:
     ks = knobs(config_cls)
     fields = ([("retention", float, field(default=0.35))]
               + [(k.name, Any, field(default=k.default)) for k in ks]
-              + [("num_frames", int, field(default=16)), ("encoder", str, field(default=DEFAULT_ENCODER))])
+              + [("num_frames", int, field(default=16)), ("encoder", str, field(default_factory=default_encoder))])
 
     def config(self: Any) -> SelectorConfig:
         return config_cls(**{k.name: getattr(self, k.name) for k in ks})
@@ -57,7 +57,7 @@ class Analysis:
     features: Features
     selection: Selection
     params: Any  # a Params
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         s = self.selection.summary()
@@ -66,7 +66,7 @@ class Analysis:
                  features_cached=self.features.from_cache,
                  device=str(self.selection.indices.device), video_digest=self.features.digest,
                  frames=int(c.frames.shape[0]), timestamps=[round(float(x), 3) for x in c.timestamps],
-                 params=asdict(self.params), notes=self.notes)
+                 params=asdict(self.params), notes=[str(n) for n in self.notes])
         return s
 
 
@@ -80,9 +80,11 @@ class Service:
     """The pipeline and its caches: features per (content, encoder, frames), the first Selection per (video, τ,
     windows) whose maps later calls reuse, Ĝ per video (CPU features), thumbnails per video."""
 
-    def __init__(self, max_frames: int = MAX_FRAMES, cache_mb: float = CACHE_MB) -> None:
-        self.max_frames = max_frames
-        self.features = FeatureCache(int(cache_mb * 2**20))
+    def __init__(self, max_frames: int | None = None, cache_mb: float | None = None) -> None:
+        """max_frames, cache_mb: ENTROPY_SELECT_MAX_FRAMES and _CACHE_MB (`settings`) when not given."""
+        s = current()
+        self.max_frames = s.max_frames if max_frames is None else max_frames
+        self.features = FeatureCache(int((s.cache_mb if cache_mb is None else cache_mb) * 2**20))
         self.maps = LRU(16)
         self.gradients = LRU(16)
         self.thumbs = LRU(8)
@@ -98,11 +100,11 @@ class Service:
                 progress: Callable[[float, str], None] | None = None) -> Analysis:
         """Decode + encode (cached by file content) and select. Frames above max_frames are capped, with a note."""
         params = Params() if params is None else params
-        notes = []
+        notes: list[Note] = []
         n = _check_frames(params.num_frames)
         if n > self.max_frames:
-            notes.append(f"frames capped at {self.max_frames} (asked for {n}); set ENTROPY_SELECT_MAX_FRAMES to "
-                         "change it")
+            notes.append(Note(f"frames capped at {self.max_frames} (asked for {n}); set ENTROPY_SELECT_MAX_FRAMES "
+                              "to change it", "capped"))
             n = self.max_frames
         cfg = params.config()  # validates before the expensive part
         feats = cached(path, params.encoder, n, self.features) or \
@@ -110,7 +112,7 @@ class Service:
         if feats.clip.downscaled:
             sh, sw = feats.clip.source_size
             h, w = feats.clip.frames.shape[1:3]
-            notes.append(f"frames downscaled on read from {sw}×{sh} to {w}×{h} to bound memory")
+            notes.append(Note(f"frames downscaled on read from {sw}×{sh} to {w}×{h} to bound memory", "downscaled"))
         notes += list(feats.clip.notes)
         sel = self.select_cached(feats, params.retention, cfg)
         return Analysis(feats, sel, replace(params, num_frames=n), notes)
@@ -177,6 +179,12 @@ def latency_rows(feats: Features, cfg: SelectorConfig, retentions: tuple[float, 
     return rows
 
 
-#: the Service of this process (the app's, and the Python API's `analyze`)
-DEFAULT = Service()
-analyze = DEFAULT.analyze
+_scripts: list[Service] = []  # the service of `analyze`, made at its first call
+
+
+def analyze(path: str | os.PathLike[str], params: Any = None,
+            progress: Callable[[float, str], None] | None = None) -> Analysis:
+    """`Service.analyze` for scripts, on a service of their own made at the first call (an app builds its own)."""
+    if not _scripts:
+        _scripts.append(Service())
+    return _scripts[0].analyze(path, params, progress)

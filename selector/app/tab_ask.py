@@ -17,7 +17,7 @@ from ..config import Knob
 from ..export import finite
 from ..limits import time_limit
 from ..video import read_clip
-from ..vlm import DEFAULT_VLM, known_vlms, load_vlm
+from ..vlm import known_vlms, load_vlm
 from .page import FAMILY_LABELS
 
 
@@ -48,9 +48,9 @@ class AskTab:
     def ask_model_default(self) -> tuple[str, str]:
         """The Ask tab's model box: the default model when it can load here, else empty with a sentence saying what
         to give instead (shown before the first question)."""
-        if hub.available(DEFAULT_VLM):
-            return DEFAULT_VLM, ""
-        return "", (f"⚠️ The default model `{DEFAULT_VLM}` cannot load here: {self.model_availability()} Give a "
+        if hub.available(self.settings.vlm):
+            return self.settings.vlm, ""
+        return "", (f"⚠️ The default model `{self.settings.vlm}` cannot load here: {self.model_availability()} Give a "
                     f"local folder of a {FAMILY_LABELS} checkpoint in the box below.")
 
     def _ask_stream(self, v: dict, progress: Any) -> Iterator[dict]:
@@ -92,7 +92,7 @@ class AskTab:
         model = v["model"]
         if model is not None and not isinstance(model, str):
             raise SelectorError(f"model must be a hub id or a folder, got {type(model).__name__}")
-        name = self.allowed("model", (model or DEFAULT_VLM).strip(), {DEFAULT_VLM, *known_vlms()})
+        name = self.allowed("model", (model or self.settings.vlm).strip(), {self.settings.vlm, *known_vlms()})
         progress(0.0, desc=f"loading {name}")
         vlm = load_vlm(name)
         clip = read_clip(video, min(p.num_frames, self.service.max_frames))

@@ -11,7 +11,7 @@ from .. import SelectorError
 from ..compare import DEFAULT_METHODS, METHODS, compress, parse_methods, result_row, rows_for
 from ..export import finite
 from ..video import read_clip
-from ..vlm import DEFAULT_VLM, known_vlms, load_vlm
+from ..vlm import known_vlms, load_vlm
 from .service import Analysis
 from .zerogpu import answer_seconds
 
@@ -87,8 +87,9 @@ class CompareTab:
         p = self.params({"retention": retention, "num_frames": num_frames, "encoder": None})
         if not isinstance(question, str) or not question.strip():
             raise SelectorError("write a question in the Ask tab first")
-        name = self.allowed("model", (model or DEFAULT_VLM).strip() if isinstance(model, str) else DEFAULT_VLM,
-                            {DEFAULT_VLM, *known_vlms()})
+        default = self.settings.vlm
+        name = self.allowed("model", (model or default).strip() if isinstance(model, str) else default,
+                            {default, *known_vlms()})
         vlm = load_vlm(name)
         clip = read_clip(self.uploaded(video), min(p.num_frames, self.service.max_frames))
         rows = vlm.compare_methods(clip.frames, question, p.retention, names, max_new_tokens=32,

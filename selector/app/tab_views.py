@@ -11,7 +11,7 @@ import gradio as gr
 
 from .. import SelectorConfig, SelectorError
 from ..config import Knob
-from ..encoders import DEFAULT_ENCODER, EncoderError
+from ..encoders import EncoderError
 from ..export import finite, to_json, to_npz
 from ..limits import TimeLimitError
 from ..method.pipeline import MAP_FIELDS
@@ -53,7 +53,7 @@ class ViewsTab:
             if shown is not None:  # the page: the box goes back to its upload area, the sentence says why
                 return self.unreadable(e)
             raise
-        if not a.features.from_cache or any("capped" in n for n in a.notes):
+        if not a.features.from_cache or any(getattr(n, "kind", "") == "capped" for n in a.notes):
             for note in a.notes:
                 gr.Warning(note)
         keys = self._map_keys(a, stretch)
@@ -143,7 +143,8 @@ class ViewsTab:
         c = self.c
         cleared = ("frame_img", "lat_plot", "compare_gallery", "compare_json", "compare_table", "frame_rows_plot",
                    "sweep_plot", "compare_answers", "ask_json")
-        return {**self.first_state(), **{c[n]: None for n in cleared}, c["full_md"]: "", c["comp_md"]: "",
+        return {**self.first_state(), **{c[n]: None for n in cleared + ("frame_drawn",)}, c["full_md"]: "",
+                c["comp_md"]: "",
                 c["compare_on"]: False}
 
     def downloads_of(self, a: Analysis) -> tuple[str, str]:
@@ -246,7 +247,7 @@ class ViewsTab:
                 if k.section != "main" and k.ui != "number":
                     c[k.name] = self._knob_input(k, d)
             c["num_frames"] = gr.Slider(4, self.service.max_frames, DEFAULT_FRAMES, step=1, label="Frames sampled")
-            c["encoder"] = gr.Dropdown(self.encoder_choices(), value=DEFAULT_ENCODER, allow_custom_value=True,
+            c["encoder"] = gr.Dropdown(self.encoder_choices(), value=self.settings.encoder, allow_custom_value=True,
                                        label="Encoder (offline: dinov2-s, efficientnet-lite0; others need the hub)")
         with gr.Accordion("Frame budgets: q, τ_alloc, B_min, B_max", open=False, elem_classes="settings-acc"):
             for k in ks:
@@ -281,7 +282,8 @@ class ViewsTab:
             comp = c[k.name]
             triggers += [comp.change] if k.ui == "checkbox" else [comp.submit, comp.blur] if k.ui == "number" \
                 else [comp.release]
-        frame = {"fn": self.frame_view, "inputs": [*ui_inputs, c["shown"]], "outputs": c["frame_img"],
+        frame = {"fn": self.frame_view, "inputs": [*ui_inputs, c["shown"], c["frame_drawn"]],
+                 "outputs": [c["frame_img"], c["frame_drawn"]],
                  "api_visibility": "private", "show_progress": "hidden"}
         gr.on(triggers, self.ui_run, [*ui_inputs, c["shown"], downloads_open], page_outputs,
               api_visibility="private", concurrency_limit=s.concurrency, concurrency_id="compute",

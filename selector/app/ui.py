@@ -25,12 +25,12 @@ import gradio.utils
 from .. import SelectorConfig, SelectorError, hub
 from ..compare import DEFAULT_METHODS
 from ..config import Knob, knobs
-from ..encoders import DEFAULT_ENCODER, available_encoders
 from ..encoders import OFFLINE as OFFLINE_ENCODERS
+from ..encoders import available_encoders
 from ..limits import time_limit
 from ..lru import LRU
 from ..video import browser_playable, write_preview
-from ..vlm import DEFAULT_VLM, known_vlms
+from ..vlm import known_vlms
 from .api import ANALYZE_ORDER, ASK_ORDER, ordered, signature, with_signature
 from .files import OutputFiles
 from .page import (
@@ -48,8 +48,8 @@ from .page import (
     show_log_value,
     user_error,
 )
-from .service import DEFAULT, Analysis, Service, params_class
-from .settings import Settings, model_key
+from .service import Analysis, Service, params_class
+from .settings import Settings, current, model_key
 from .tab_ask import AskTab
 from .tab_compare import CompareTab, compare_answers_seconds
 from .tab_downloads import DownloadsTab
@@ -67,8 +67,8 @@ class Explorer(ViewsTab, FrameTab, LatencyTab, AskTab, CompareTab, DownloadsTab)
 
     def __init__(self, service: Service | None = None, settings: Settings | None = None,
                  config_cls: type = SelectorConfig) -> None:
-        self.service = DEFAULT if service is None else service
-        self.settings = Settings.from_env() if settings is None else settings
+        self.service = Service() if service is None else service  # each app its own caches
+        self.settings = current() if settings is None else settings
         self.config_cls = config_cls
         self.knobs = {k.name: k for k in knobs(config_cls)}
         self.Params = params_class(config_cls)
@@ -87,7 +87,7 @@ class Explorer(ViewsTab, FrameTab, LatencyTab, AskTab, CompareTab, DownloadsTab)
         self.analyze_endpoint = self.guard(with_signature(
             self._analyze, signature(["video", *ordered([*self.knobs, "retention", "num_frames", "encoder",
                                                            "stretch"], ANALYZE_ORDER)],
-                                      {"retention": 0.35, "num_frames": 16, "encoder": DEFAULT_ENCODER,
+                                      {"retention": 0.35, "num_frames": 16, "encoder": self.settings.encoder,
                                        "stretch": STRETCH, **self._api_defaults(d)}),
             "analyze", "Decode + encode the video (cached by file content) and run ENTROPY-SELECT; returns the views "
             "and a JSON summary. Knobs take SelectorConfig's names and defaults; max_tokens 0 means no cap."))
@@ -104,7 +104,7 @@ class Explorer(ViewsTab, FrameTab, LatencyTab, AskTab, CompareTab, DownloadsTab)
         compare = with_signature(
             self._compare, signature(["video", "retention", "methods", "num_frames", "encoder"],
                                       {"retention": 0.35, "methods": ",".join(DEFAULT_METHODS), "num_frames": 16,
-                                       "encoder": DEFAULT_ENCODER}),
+                                       "encoder": self.settings.encoder}),
             "compare", "Run several token-compression methods at the same retention on the video's (cached) features: "
             "methods is a comma-separated list of selector.compare.METHODS names. Returns one kept-token overlay per "
             "method and a JSON list (method, tokens_kept, merged, coverage, frames_covered, cells_covered, ms). "
@@ -201,13 +201,13 @@ class Explorer(ViewsTab, FrameTab, LatencyTab, AskTab, CompareTab, DownloadsTab)
             return "local folder" if Path(ident).expanduser().is_dir() else \
                 "hub, cached" if hub.available(ident) and not hub.reachable() else \
                 "hub" if hub.available(ident) else "needs the hub: unavailable now"
-        return [(f"{ident} ({mark(ident)})", ident) for ident in dict.fromkeys((DEFAULT_VLM, *known_vlms()))]
+        return [(f"{ident} ({mark(ident)})", ident) for ident in dict.fromkeys((self.settings.vlm, *known_vlms()))]
 
     def model_availability(self) -> str:
         """The Ask tab's line on which models can be loaded now."""
         if hub.reachable():
             return f"The hub is reachable: any {FAMILY_LABELS} id on the allowlist loads."
-        ready = [m for m in (DEFAULT_VLM, *known_vlms()) if hub.available(m)]
+        ready = [m for m in (self.settings.vlm, *known_vlms()) if hub.available(m)]
         listed = "" if self.settings.allow_any_model else " (a folder must be on ENTROPY_SELECT_MODEL_ALLOWLIST)"
         return ("The hub is not reachable now: only local folders" + (" and the cached " + ", ".join(dict.fromkeys(
             ready)) if ready else "") + f" load{listed}.")
@@ -220,8 +220,9 @@ class Explorer(ViewsTab, FrameTab, LatencyTab, AskTab, CompareTab, DownloadsTab)
             raise SelectorError(f"encoder must be the name of an encoder, got {type(enc).__name__} {enc!r}")
         retention = Knob("retention", 0.35, "float", "", "").parse(v["retention"])
         frames = Knob("num_frames", 16, "int", "", "").parse(v["num_frames"])
-        encoder = self.allowed("encoder", (enc or DEFAULT_ENCODER).strip(),
-                               set(available_encoders()) | {DEFAULT_ENCODER}) if "encoder" in v else DEFAULT_ENCODER
+        default = self.settings.encoder
+        encoder = self.allowed("encoder", (enc or default).strip(),
+                               set(available_encoders()) | {default}) if "encoder" in v else default
         return self.Params(retention=retention, num_frames=frames, encoder=encoder,
                            **{n: k.parse(v.get(n, k.default)) for n, k in self.knobs.items()})
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ..settings import current
+
 __all__ = ["CLIPS", "FRAMES", "SIZE", "COLOURS", "data_dir", "docs", "make_clip", "parse_letter"]
 
 CLIPS = 32
@@ -36,7 +38,7 @@ POST_PROMPT = "Answer with the option's letter from the given choices directly."
 
 def data_dir() -> Path:
     """Where the clips live: $ENTROPY_SELECT_EVAL_DATA, else ~/.cache/entropy-select/synthetic-v1."""
-    base = os.environ.get("ENTROPY_SELECT_EVAL_DATA")
+    base = current().eval_data
     if base:
         return Path(base).expanduser() / f"synthetic-{VERSION}"
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
