@@ -188,6 +188,8 @@ def test_knobs_reach_the_selector_and_records_count_what_was_kept(checkpoints, t
     for f in ("read_ms", "vision_ms", "selection_ms", "prefill_ms", "e2e_ms"):
         assert getattr(rec, f) > 0, f
     assert rec.e2e_ms >= rec.selection_ms + rec.prefill_ms
+    # the answer's tokens after the first: their time per token (None for a one-token answer)
+    assert (rec.decode_ms_per_token is None) if rec.output_tokens == 1 else rec.decode_ms_per_token > 0
     d = rec.to_dict()
     assert d["method"] == "entropy_select" and d["kept_visual_tokens"] == rec.kept_visual_tokens
 
@@ -319,6 +321,10 @@ def _two_processes(model: str, checkpoint: Path, one_process, tmp_path: Path, la
         assert summary["e2e_ms"]["p90"] == pytest.approx(np.percentile(e2e, 90), abs=0.01)
         for field in ("selection_ms", "prefill_ms"):
             assert summary[field]["median"] > 0
+        per = [s["token_counts"][0]["decode_ms_per_token"] for s in samples]
+        per = [p for p in per if p is not None]
+        if per:  # answers of more than one token: their decode time per token, summarised like the rest
+            assert summary["decode_ms_per_token"]["median"] == pytest.approx(np.median(per), abs=0.01)
 
 
 @pytest.mark.slow

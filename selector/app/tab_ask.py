@@ -30,15 +30,20 @@ def streaming_md(title: str, text: str, ttft_ms: float | None, done: bool = Fals
 def answer_md(title: str, a) -> str:
     return (f"### {title}\n\n{a.text or '*(empty answer)*'}\n\n"
             f"visual tokens **{a.visual_tokens:,}** of {a.full_visual_tokens:,} · time to first token "
-            f"**{a.prefill_ms:.0f} ms** · total {a.total_ms:.0f} ms for {a.new_tokens} tokens"
-            + (f" · (+ {a.setup_ms:.0f} ms once: CUDA graph for this prompt length, not counted)"
+            f"**{a.prefill_ms:.0f} ms** · "
+            + (f"**{a.tokens_per_s:.0f} tokens/s** after it ({a.ms_per_token:.1f} ms a token, {a.decode_path}) · "
+               if a.tokens_per_s else "")
+            + f"total {a.total_ms:.0f} ms for {a.new_tokens} tokens"
+            + (f" · (+ {a.setup_ms:.0f} ms once: CUDA graphs for this length, not counted)"
                if a.setup_ms > 0 else ""))
 
 
 def answer_dict(a) -> dict:
     return {"text": a.text, "visual_tokens": a.visual_tokens, "full_visual_tokens": a.full_visual_tokens,
             "prefill_ms": round(a.prefill_ms, 2), "total_ms": round(a.total_ms, 2), "new_tokens": a.new_tokens,
-            "setup_ms": round(a.setup_ms, 2)}
+            "setup_ms": round(a.setup_ms, 2), "decode_ms_per_token": None if a.ms_per_token is None
+            else round(a.ms_per_token, 3), "tokens_per_s": None if a.tokens_per_s is None else round(a.tokens_per_s, 1),
+            "decode_path": a.decode_path}
 
 
 class AskTab:

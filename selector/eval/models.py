@@ -43,7 +43,8 @@ from ..vlm import FAMILIES, VLMError, load_vlm
 __all__ = ["EntropySelectLlavaOneVision", "EntropySelectQwen25VL", "SampleRecord", "summarize", "TIMING_FIELDS"]
 
 #: per-sample fields summarised per task (median, p90)
-TIMING_FIELDS = ("kept_visual_tokens", "full_visual_tokens", "selection_ms", "prefill_ms", "e2e_ms")
+TIMING_FIELDS = ("kept_visual_tokens", "full_visual_tokens", "selection_ms", "prefill_ms", "decode_ms_per_token",
+                 "e2e_ms")
 
 
 @dataclass
@@ -60,6 +61,7 @@ class SampleRecord(TokenCounts):
     vision_ms: float | None = None  # vision tower + projector (+ pooling)
     selection_ms: float | None = None
     prefill_ms: float | None = None  # LLM prefill with the kept tokens
+    decode_ms_per_token: float | None = None  # the answer's tokens after the first (None: a one-token answer)
     e2e_ms: float | None = None  # video read to last answer token
     rank: int | None = None  # the process that answered
     error: str | None = None
@@ -286,6 +288,7 @@ class _EntropySelectChat(lmms):
         record.vision_ms = a.stages_ms["vision"]
         record.selection_ms = a.stages_ms["select"]
         record.prefill_ms = a.stages_ms["llm_prefill"]
+        record.decode_ms_per_token = a.ms_per_token
         record.e2e_ms = (time.perf_counter() - t0) * 1e3 - a.setup_ms
         return text, record
 

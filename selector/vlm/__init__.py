@@ -14,7 +14,7 @@ which gives an exact time to first token.
 from __future__ import annotations
 
 import functools
-import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,10 +28,22 @@ import torch
 from .. import SelectorConfig, select_tokens
 from ..limits import check
 from ..method.pipeline import Selection
+from ..settings import current
 
-__all__ = ["VLM", "VLMError", "Answer", "load_vlm", "DEFAULT_VLM", "KNOWN_VLMS", "FAMILIES", "known_vlms"]
+__all__ = ["VLM", "VLMError", "Answer", "load_vlm", "default_vlm", "KNOWN_VLMS", "FAMILIES", "known_vlms"]
 
-DEFAULT_VLM = os.environ.get("ENTROPY_SELECT_VLM", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf")
+
+def default_vlm() -> str:
+    """The VLM load_vlm() loads when none is named: ENTROPY_SELECT_VLM (`settings`), else LLaVA-OneVision 0.5B."""
+    return current().vlm
+
+
+def __getattr__(name: str) -> str:  # DEFAULT_VLM: the setting as it is now
+    if name == "DEFAULT_VLM":
+        return default_vlm()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 MAX_QUESTION_CHARS = 2000
 
 
@@ -63,6 +75,20 @@ class Answer:
     #: bucket (the first question of that length; later ones replay it)
     setup_ms: float = 0.0
     prompt_tokens: int = 0  # tokens the language model received (text + video), the answer not counted
+    #: wall ms from the first token to the last (the tokens after the first), one-time set-up left out
+    decode_ms: float = 0.0
+    #: "graph": static cache, CUDA-graph step (`selector.decode`); "static": the same step eagerly; "eager": the loop
+    decode_path: str = "eager"
+
+    @property
+    def ms_per_token(self) -> float | None:
+        """Decode time per generated token after the first (None for a one-token answer)."""
+        return self.decode_ms / (self.new_tokens - 1) if self.new_tokens > 1 else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        per = self.ms_per_token
+        return 1e3 / per if per else None
 
 
 @dataclass
@@ -76,6 +102,8 @@ class VLM:
     family: str = "llava_onevision"  # or "qwen2_5_vl"
     #: LLaVA-OneVision on a GPU: the LLM prefill replayed from CUDA graphs (`prefill.GraphPrefill`); None: stock
     prefill: Any = None
+    #: on a GPU: the static-cache, CUDA-graph decode (`decode.StaticDecoder`); None: the eager loop
+    decoder: Any = None
 
     @property
     def video_token_id(self) -> int:
@@ -222,15 +250,19 @@ class VLM:
         ttft = video.ms + (t3 - t1) * 1e3 - setup
         emit = None if on_token is None else \
             (lambda ids: on_token(self.processor.decode(ids, skip_special_tokens=True).strip(), ttft))
-        generated = self._decode(out, token, embeds.shape[1], max_new_tokens, next_position, emit)
+        t4 = time.perf_counter()
+        generated, path, capture = self._decode(out, token, embeds.shape[1], max_new_tokens, next_position, emit)
         self._sync()
-        total_ms = video.ms + (time.perf_counter() - t1) * 1e3 - setup
+        t5 = time.perf_counter()
+        setup += capture
+        total_ms = video.ms + (t5 - t1) * 1e3 - setup
         k = int(kept.sum())
         return Answer(text=self.processor.decode(generated, skip_special_tokens=True).strip(),
                       visual_tokens=k + int(video.tail.shape[0]), full_visual_tokens=kept.numel() + video.tail.shape[0],
                       prefill_ms=ttft, total_ms=total_ms, new_tokens=len(generated), selection=sel,
                       stages_ms={"vision": video.ms, "select": (t2 - t1) * 1e3, "llm_prefill": prefill_ms},
-                      first_logits=first_logits.cpu(), setup_ms=setup, prompt_tokens=int(embeds.shape[1]))
+                      first_logits=first_logits.cpu(), setup_ms=setup, prompt_tokens=int(embeds.shape[1]),
+                      decode_ms=(t5 - t4) * 1e3 - capture, decode_path=path)
 
     def _prefill(self, embeds: torch.Tensor, positions: torch.Tensor | None, video: Video, video_mask: torch.Tensor,
                  kept_rows: torch.Tensor) -> tuple[Any, torch.Tensor, float | None, float]:
@@ -249,9 +281,25 @@ class VLM:
         return out, token, events[0].elapsed_time(events[1]) if events and not setup else None, setup
 
     def _decode(self, out: Any, token: torch.Tensor, length: int, max_new_tokens: int,
-                next_position: int | None = None, emit: Callable[[list[int]], None] | None = None) -> list[int]:
-        """Greedy decoding on the KV cache after the prefill `out`; with next_position (3-D RoPE models
-        given explicit positions), each new token gets the next text position on all three axes."""
+                next_position: int | None = None,
+                emit: Callable[[list[int]], None] | None = None) -> tuple[list[int], str, float]:
+        """(greedy tokens, "graph" or "eager", ms spent capturing a new graph) after the prefill `out`: on the
+        static-cache graph decoder where it applies, else the eager loop."""
+        d = self.decoder
+        if d is not None and d.fits(length, max_new_tokens):
+            try:
+                tokens = d.decode(out.past_key_values, token, length, max_new_tokens, next_position,
+                                  _eos_ids(self.model, self.processor), emit, check)
+                return tokens, "graph" if d.graphs else "static", d.last_capture_ms
+            except RuntimeError:  # no graph for this model or no memory for one more: the eager loop answers
+                if d.disabled is None and not isinstance(sys.exc_info()[1], torch.cuda.OutOfMemoryError):
+                    raise
+        return self._decode_eager(out, token, length, max_new_tokens, next_position, emit), "eager", 0.0
+
+    def _decode_eager(self, out: Any, token: torch.Tensor, length: int, max_new_tokens: int,
+                      next_position: int | None = None, emit: Callable[[list[int]], None] | None = None) -> list[int]:
+        """Greedy decoding on the KV cache after the prefill `out`, one eager forward a token; with next_position
+        (3-D RoPE models given explicit positions), each new token gets the next text position on all three axes."""
         generated = [int(token)]
         if emit is not None:
             emit(generated)
@@ -295,8 +343,8 @@ def _check_inputs(frames: object, question: object) -> None:
 def _how_to_connect(ident: str) -> str:
     return (f"No {', '.join(f.label for f in FAMILIES.values())} model could be loaded from '{ident}' on this "
             "machine (no network access to the Hugging Face hub, and no such local folder). To connect one: run on "
-            f"a machine with network access (e.g. a Hugging Face Space) with the id '{DEFAULT_VLM}', or download it "
-            f"elsewhere (huggingface-cli download {DEFAULT_VLM} --local-dir DIR), copy DIR here and give DIR as the "
+            f"a machine with network access (e.g. a Hugging Face Space) with the id '{default_vlm()}', or download it "
+            f"elsewhere (huggingface-cli download {default_vlm()} --local-dir DIR), copy DIR here and give DIR as the "
             "model.")
 
 
@@ -305,16 +353,17 @@ _LOCK = threading.Lock()
 
 def load_vlm(model_id_or_path: str | None = None, device: str | torch.device | None = None,
              dtype: torch.dtype | None = None, prefill: str | None = None) -> VLM:
-    """Load (once, then cached) a LLaVA-OneVision or Qwen2.5-VL checkpoint: bf16 on a GPU (fp16 if bf16 is
-    missing), fp32 on CPU.
+    """Load (once, then cached) a checkpoint of a registered family (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL): bf16
+    on a GPU (fp16 if bf16 is missing), fp32 on CPU.
 
-    prefill: "graph" replays the LLM prefill of LLaVA-OneVision from CUDA graphs (`selector.prefill`; the
-    default on a GPU), "compiled" captures the graphs of the torch.compile'd forward (~30 % faster prefill, about
-    a minute of compilation at the first question, bf16 rounding no longer that of the stock forward), "eager"
-    keeps the stock forward (the default on a CPU, and always for Qwen2.5-VL, whose
-    3-D positions the graphs do not take). Default from the environment variable ENTROPY_SELECT_PREFILL."""
-    ident = (model_id_or_path or DEFAULT_VLM).strip()
-    prefill = (prefill or os.environ.get("ENTROPY_SELECT_PREFILL") or "auto").strip().lower()
+    prefill: "graph" replays the LLM prefill of LLaVA-OneVision from CUDA graphs (`selector.prefill`) and every
+    family's answer loop from a CUDA graph on a static KV cache (`selector.decode`): the default on a GPU;
+    "compiled" captures the graphs of the torch.compile'd forward and decode step (~30 % faster prefill, about
+    half the decode time of "graph", compilation at the first question of a length bucket, bf16 rounding no longer
+    that of the stock forward); "eager" keeps the stock forward and the eager answer loop (the default on a CPU;
+    the Qwen families' prefill is always the stock one). Default from ENTROPY_SELECT_PREFILL."""
+    ident = (model_id_or_path or default_vlm()).strip()
+    prefill = (prefill or current().prefill).strip().lower()
     if prefill not in ("auto", "graph", "compiled", "eager"):
         raise VLMError(f"prefill must be 'graph', 'compiled', 'eager' or 'auto', got {prefill!r}")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -361,7 +410,21 @@ def _load(ident: str, device: str, dtype: torch.dtype, prefill: str = "auto") ->
         raise VLMError(f"could not load '{ident}': {str(e).splitlines()[0]}") from None
     model = model.eval().to(device)
     return VLM(ident, model, processor, torch.device(device), dtype, threading.Lock(), cfg.model_type,
-               graph_prefill(model, cfg.model_type, prefill))
+               graph_prefill(model, cfg.model_type, prefill), graph_decoder(model, prefill))
+
+
+def graph_decoder(model: Any, prefill: str = "auto") -> Any:
+    """The `VLM.decoder` for a model: a StaticDecoder on a GPU (prefill="compiled": its step through torch.compile,
+    "eager": every stage eager), else None (a CPU, or a model whose layers the static cache does not take: the eager
+    loop)."""
+    from ..decode import StaticDecoder
+
+    if prefill == "eager" or next(model.parameters()).device.type != "cuda":
+        return None
+    try:
+        return StaticDecoder(model, compile=prefill == "compiled")
+    except ValueError:
+        return None
 
 
 def graph_prefill(model: Any, family: str, prefill: str = "auto") -> Any:
