@@ -188,7 +188,7 @@ def test_handler_turns_errors_into_gr_error(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:frames downscaled")  # gr.Warning outside an event is a UserWarning
-def test_slider_path_redraws_only_the_images_that_change():
+def test_slider_path_redraws_only_the_images_that_change(monkeypatch):
     """The UI's slider handler sends an image only when it changes: moving r redraws the overlay alone; moving α
     redraws the score map too (S = αĤ + (1-α)Ĝ); entropy and gradient stay (left out of the answer) for both.
     Settings the selector refuses keep the views on the page and say why; the other handlers take the same inputs
@@ -253,6 +253,19 @@ def test_slider_path_redraws_only_the_images_that_change():
     assert s["budgets"] != [cap] * 4 and min(s["budgets"]) >= 10
     assert (s["config"]["q"], s["config"]["tau_alloc"], s["config"]["max_tokens"]) == (0.5, 0.02, None)
     assert Image.open(E.frame_view(*args(**capped), {})[c["frame_img"]]).size[0] > 0
+    # the frame view draws once per set of page values: the repeated event of an example click (the video box's
+    # change after the click's own answer) finds the state it left and sends nothing
+    import viz
+
+    draws = []
+    real = viz.render_frame
+    monkeypatch.setattr(viz, "render_frame", lambda *a, **k: draws.append(1) or real(*a, **k))
+    once = E.frame_view(*args(**capped), {}, None)
+    again = E.frame_view(*args(**capped), {}, once[c["frame_drawn"]])
+    assert Image.open(once[c["frame_img"]]).size[0] > 0 and isinstance(once[c["frame_drawn"]], str)
+    assert again == {c["frame_img"]: gr.skip(), c["frame_drawn"]: gr.skip()} and len(draws) == 1
+    other = E.frame_view(*args(**{**capped, "frame_index": 2}), {}, once[c["frame_drawn"]])
+    assert len(draws) == 2 and other[c["frame_drawn"]] != once[c["frame_drawn"]]
     for bad, why in (({"max_tokens": 2}, r"max_tokens \(2\) must be >= min_tokens \(4\)"),  # nothing on the page yet
                      ({**capped, "retention": 0.5}, f"allows at most {4 * cap} tokens")):
         with pytest.warns(UserWarning, match="Not applied"):

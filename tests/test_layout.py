@@ -116,3 +116,16 @@ def test_the_method_imports_nothing_from_its_backends():
     found = {_module(p): {m for m in _imports(p) if m.startswith("selector.backends")}
              for p in (PKG / "method").rglob("*.py")}
     assert "selector.method.pipeline" in found and not any(found.values()), found
+
+
+def test_units_stay_small_enough_to_read():
+    """No function over 80 lines outside the tests, no file of the web app over 400 lines, a README of ≤ 170 lines."""
+    long = []
+    for path in [*PKG.rglob("*.py"), *(ROOT / "viz").rglob("*.py"), *(ROOT / "tools").rglob("*.py"), ROOT / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, long
+    big = {p.name: n for p in (PKG / "app").glob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not big, big
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 170

@@ -305,6 +305,19 @@ def test_compare_shows_rows_per_frame_and_sweep_progress_where_the_user_looks(vi
     page.locator("#compare-btn").click()  # the rows each method keeps per frame: one line per default method (5)
     page.wait_for_function("() => document.querySelectorAll('#frame-rows .legend .traces').length === 5",
                            timeout=120_000)
+    # the per-method gallery shows each overlay whole (its right-hand column of frames too) at 1100 and 1400 px
+    for width in (1100, 1400):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_timeout(500)
+        page.evaluate("""() => Promise.all([...document.querySelectorAll('#compare-gallery img')].map(img => {
+            img.loading = 'eager'; return img.decode().catch(() => null); }))""")  # every tile loaded, not lazily
+        shown = page.evaluate("""() => [...document.querySelectorAll('#compare-gallery img')].map(img => {
+            const r = img.getBoundingClientRect(), box = img.parentElement.getBoundingClientRect();
+            const k = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);  // object-fit: contain
+            return {fit: getComputedStyle(img).objectFit, inside: r.left >= box.left - 1 && r.right <= box.right + 1,
+                    drawn: img.naturalWidth * k, wide: r.width}; })""")
+        assert shown and all(s["fit"] == "contain" and s["inside"] and s["drawn"] <= s["wide"] + 1 for s in shown), \
+            (width, shown)
     page.locator("#sweep-btn").click()
     progress = page.locator("#sweep").get_by_text(re.compile(r"of \d+ methods"))
     progress.first.wait_for(timeout=60_000)

@@ -134,6 +134,7 @@ class CompareTab:
         c["compare_json"] = gr.JSON(label="Methods at this retention (JSON)")
         gr.Markdown("**Kept tokens per method**")
         c["compare_gallery"] = gr.Gallery(label="Kept tokens per method", columns=1, height="auto", show_label=False,
+                                          elem_id="compare-gallery",
                                           object_fit="contain")  # each overlay whole, at any page width
         c["compare_answers"] = gr.JSON(label="Answers: KL of the first token from the full answer's, same answer, "
                                              "time to first token")
