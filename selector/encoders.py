@@ -15,6 +15,7 @@ token covers the same rectangle of the original frame and overlays line up with 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -95,6 +96,14 @@ class Encoder:
     device: torch.device
     dtype: torch.dtype = torch.float32
     batch_size: int = 8
+    #: the arithmetic of the forward: "fp32", "bf16" (autocast on a CPU with bf16 instructions: `cpu_precision`), or
+    #: "fp16" (the hub encoders on a GPU)
+    precision: str = "fp32"
+
+    @property
+    def key(self) -> str:
+        """What features are cached under: the name, and the precision where it is not fp32."""
+        return self.name if self.precision == "fp32" else f"{self.name}@{self.precision}"
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
@@ -115,7 +124,11 @@ class Encoder:
         with torch.inference_mode():
             for i in range(0, t, self.batch_size):
                 x = self.preprocess(frames[i : i + self.batch_size]).to(self.device, self.dtype)
-                out.append(self.forward(x).float().cpu())
+                if self.precision == "bf16" and self.dtype == torch.float32 and self.device.type == "cpu":
+                    with torch.autocast("cpu", torch.bfloat16):  # convolutions and matmuls in bf16 (oneDNN)
+                        out.append(self.forward(x).float().cpu())
+                else:
+                    out.append(self.forward(x).float().cpu())
                 if progress:
                     progress(min(i + self.batch_size, t), t)
         return torch.cat(out)
@@ -124,23 +137,60 @@ class Encoder:
 _LOCK = threading.Lock()
 
 
-def load_encoder(name: str | None = None, device: str | torch.device | None = None) -> Encoder:
-    """Load (once, then cached) an encoder by name; None means the offline default ``dinov2-s``."""
+@functools.lru_cache(maxsize=1)
+def bf16_instructions() -> bool:
+    """Whether this CPU has the bf16 dot-product instructions oneDNN uses (AVX-512 BF16 or AMX), as PyTorch or the
+    kernel reports them (PyTorch's own probe misses them in some VMs whose /proc/cpuinfo lists them)."""
+    cpu = getattr(torch._C, "_cpu", None)
+    if cpu is not None and (getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                            or getattr(cpu, "_is_amx_tile_supported", lambda: False)()):
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+#: offline encoders whose bf16 features keep ≥ 99 % of fp32's kept/dropped decisions (docs/benchmarks.md,
+#: "Encoders in bf16 on a CPU"): DINOv2-S 99.7–99.8 % on the bundled clip, 99.1–99.4 % on the moving test pattern;
+#: EfficientNet-Lite0 97.8–98.9 %, so it stays fp32 unless forced
+BF16_BY_DEFAULT = ("dinov2-s",)
+
+
+def cpu_precision(setting: str | None = None, name: str = "dinov2-s") -> str:
+    """The precision of offline encoder `name` on a CPU: ENTROPY_SELECT_ENCODER_PRECISION (`settings`) when it
+    names one, else bf16 for the encoders of BF16_BY_DEFAULT where the CPU has bf16 instructions, fp32 elsewhere
+    (bf16 without them is emulated, and slower)."""
+    setting = current().encoder_precision if setting is None else setting
+    if setting in ("fp32", "bf16"):
+        return setting
+    return "bf16" if name in BF16_BY_DEFAULT and bf16_instructions() else "fp32"
+
+
+def load_encoder(name: str | None = None, device: str | torch.device | None = None,
+                 precision: str | None = None) -> Encoder:
+    """Load (once, then cached) an encoder by name; None means the offline default ``dinov2-s``. `precision`
+    ("fp32", "bf16", None: `cpu_precision()`) applies to the offline encoders on a CPU; elsewhere fp32 (or the hub
+    encoders' fp16 on a GPU)."""
     name = default_encoder() if name is None else name
     if not isinstance(name, str) or not name.strip():
         raise EncoderError(f"encoder name must be a non-empty string, got {name!r}")
+    if precision not in (None, "fp32", "bf16"):
+        raise EncoderError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = name.strip()
+    prec = (precision or cpu_precision(name=name)) if dev.type == "cpu" and name in OFFLINE else "fp32"
     with _LOCK:
-        return _load(name.strip(), str(dev))
+        return _load(name, str(dev), prec)
 
 
-@functools.lru_cache(maxsize=4)
-def _load(name: str, device: str) -> Encoder:
+@functools.lru_cache(maxsize=6)
+def _load(name: str, device: str, precision: str = "fp32") -> Encoder:
     dev = torch.device(device)
-    if name == "dinov2-s":
-        return _dinov2_s(dev)
-    if name == "efficientnet-lite0":
-        return _effnet_lite0(dev)
+    if name in OFFLINE:  # bf16: autocast, GEMMs and convolutions in bf16, norms and softmax in fp32 (Encoder.encode)
+        return dataclasses.replace(_dinov2_s(dev) if name == "dinov2-s" else _effnet_lite0(dev), precision=precision)
     ident = name.split(":", 1)[1] if name.startswith("llava-onevision:") else name
     if not hub.available(ident):  # offline: refused at once, not after the hub client's retries
         raise EncoderError(hub.unavailable_message(ident, "encoder"))
@@ -390,7 +440,8 @@ def _hub(ident: str, dev: torch.device) -> Encoder:
         h = model(pixel_values=x).last_hidden_state
         return h[:, prefix + (h.shape[1] - prefix - g * g):].reshape(x.shape[0], g, g, -1)
 
-    return Encoder(ident, size, (g, g), int(vcfg.hidden_size), mean, std, fwd, dev, dtype)
+    return Encoder(ident, size, (g, g), int(vcfg.hidden_size), mean, std, fwd, dev, dtype,
+                   precision="fp16" if dtype == torch.float16 else "fp32")
 
 
 def _llava_onevision(ident: str, dev: torch.device) -> Encoder:
@@ -412,4 +463,4 @@ def _llava_onevision(ident: str, dev: torch.device) -> Encoder:
         return feats.reshape(x.shape[0], pooled, pooled, -1)
 
     return Encoder(f"llava-onevision:{ident}", size, (pooled, pooled), int(model.config.text_config.hidden_size),
-                   mean, std, fwd, dev, dtype, batch_size=32)
+                   mean, std, fwd, dev, dtype, batch_size=32, precision="fp16" if dtype == torch.float16 else "fp32")

@@ -46,6 +46,7 @@ class Features:
     digest: str
     encode_ms: float
     from_cache: bool = False
+    precision: str = "fp32"  # the encoder's arithmetic (`Encoder.precision`)
 
     @property
     def nbytes(self) -> int:
@@ -53,7 +54,8 @@ class Features:
 
 
 class FeatureCache(LRU):
-    """Features by (content, encoder, frames, resolution), least recently used dropped beyond max_bytes."""
+    """Features by (content, encoder and its precision, frames, resolution), least recently used dropped beyond
+    max_bytes."""
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(max_bytes=max_bytes, size=lambda f: f.nbytes)
@@ -64,7 +66,7 @@ class FeatureCache(LRU):
 def cached(path: str | os.PathLike[str], encoder: str | None, num_frames: int, cache: FeatureCache) -> Features | None:
     """The features `extract` would give, when `cache` holds them (nothing decoded or encoded), else None."""
     enc = load_encoder(encoder)
-    hit = cache.get((file_digest(path), enc.name, num_frames, enc.image_size))
+    hit = cache.get((file_digest(path), enc.key, num_frames, enc.image_size))
     return None if hit is None else dataclasses.replace(hit, from_cache=True)
 
 
@@ -85,7 +87,7 @@ def extract(
         progress(0.0, f"loading encoder {encoder or default_encoder()}")
     enc = load_encoder(encoder)
     digest = file_digest(path)
-    key = (digest, enc.name, num_frames, enc.image_size)
+    key = (digest, enc.key, num_frames, enc.image_size)
     if progress:
         progress(0.0, "decoding video")
     clip = read_clip(path, num_frames)
@@ -105,7 +107,7 @@ def extract(
             progress(0.0, "GPU out of memory: encoding on the CPU instead")
         enc = load_encoder(encoder, "cpu")
         tokens = enc.encode(clip.frames, progress=step)
-    feats = Features(clip, tokens, enc.name, digest, (time.perf_counter() - t0) * 1e3)
+    feats = Features(clip, tokens, enc.name, digest, (time.perf_counter() - t0) * 1e3, precision=enc.precision)
     if cache is not None:
         cache.put(key, feats)
     return feats

@@ -86,6 +86,14 @@ def _models(text: str) -> frozenset[str]:
     return frozenset(model_key(m) for m in text.split(",") if m.strip())
 
 
+def _precision(text: str) -> str:
+    """auto, fp32 or bf16"""
+    low = text.strip().lower() or "auto"
+    if low not in ("auto", "fp32", "bf16"):
+        raise ValueError
+    return low
+
+
 def _prefill(text: str) -> str:
     """auto, graph, compiled or eager"""
     low = text.strip().lower() or "auto"
@@ -108,6 +116,9 @@ class Settings:
     """The environment's settings; a Settings made in code holds the defaults (the web app's warm-up off)."""
 
     encoder: str = _var("ENCODER", "dinov2-s", _text, "default image encoder (app, CLI, Python API)")
+    encoder_precision: str = _var("ENCODER_PRECISION", "auto", _precision,
+                                  "offline encoders on a CPU: auto (bf16 where the CPU has bf16 instructions), fp32 "
+                                  "or bf16")
     vlm: str = _var("VLM", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", _text,
                     "default VLM of the Ask tab and load_vlm()")
     prefill: str = _var("PREFILL", "auto", _prefill, "LLM prefill of load_vlm(): graph, compiled, eager or auto")

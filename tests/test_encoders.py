@@ -243,3 +243,62 @@ def test_torch_dinov2_equals_transformers_dinov2_model(size):
         a, b = ours(pixel_values=x).last_hidden_state, ref(pixel_values=x).last_hidden_state
     assert a.shape == b.shape == (2, (size // 14) ** 2 + 1, 384)
     assert (a - b).abs().max().item() < 1e-4
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, list[float]]:
+    from selector import select_tokens
+
+    cos = torch.nn.functional.cosine_similarity(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), dim=-1)
+    same = [float((select_tokens(a, r).keep == select_tokens(b, r).keep).float().mean()) for r in (0.1, 0.35, 0.5)]
+    return float(cos.mean()), float(torch.quantile(cos, 0.001)), same
+
+
+@pytest.mark.parametrize("clip", ["bundled", "pattern"])
+def test_bf16_dinov2_keeps_the_selections_of_fp32(clip):
+    """The low-precision default encoder: token cosine to fp32 ≥ 0.999 on average (≥ 0.99 for the 0.1 % least
+    alike) and ≥ 99 % of the kept/dropped decisions of fp32 at r = 0.1, 0.35 and 0.5, on the bundled clip and the
+    test media's moving pattern."""
+    from selector.video import read_clip
+
+    frames = read_clip(SAMPLE, 6).frames if clip == "bundled" else media.pattern(6, 144, 192, seed=3)
+    ref = load_encoder("dinov2-s", "cpu", "fp32").encode(frames)
+    low = load_encoder("dinov2-s", "cpu", "bf16")
+    assert low.precision == "bf16" and low.key == "dinov2-s@bf16"
+    mean, tail, same = _agreement(ref, low.encode(frames))
+    assert mean >= 0.999 and tail >= 0.99 and min(same) >= 0.99, (mean, tail, same)
+
+
+def test_precision_is_chosen_from_the_cpu_and_the_setting(monkeypatch):
+    from selector import encoders, settings
+
+    monkeypatch.setattr(encoders, "bf16_instructions", lambda: True)
+    assert encoders.cpu_precision("auto") == "bf16" and encoders.cpu_precision("auto", "efficientnet-lite0") == "fp32"
+    assert encoders.cpu_precision("fp32") == "fp32" and encoders.cpu_precision("bf16", "efficientnet-lite0") == "bf16"
+    monkeypatch.setattr(encoders, "bf16_instructions", lambda: False)
+    assert encoders.cpu_precision("auto") == "fp32"  # no bf16 instructions: emulated bf16 would be slower
+    monkeypatch.setenv("ENTROPY_SELECT_ENCODER_PRECISION", "fp32")
+    settings.reload()
+    monkeypatch.setattr(encoders, "bf16_instructions", lambda: True)
+    assert load_encoder("dinov2-s", "cpu").precision == "fp32"  # the setting forces fp32
+    with pytest.raises(EncoderError, match="precision must be 'fp32' or 'bf16'"):
+        load_encoder("dinov2-s", "cpu", "int4")
+    monkeypatch.setenv("ENTROPY_SELECT_ENCODER_PRECISION", "half")
+    with pytest.raises(ValueError, match="ENTROPY_SELECT_ENCODER_PRECISION must be auto, fp32 or bf16"):
+        settings.reload()
+
+
+def test_features_are_cached_per_precision_and_say_which(tmp_path):
+    cache = FeatureCache(1 << 30)
+    path = media.write(tmp_path / "p.mp4", media.pattern(6, 96, 128))
+    fp32 = extract(path, "efficientnet-lite0", 4, cache)
+    from selector import encoders
+
+    bf16 = encoders._load("efficientnet-lite0", "cpu", "bf16")
+    assert fp32.precision in ("fp32", "bf16") and bf16.key == "efficientnet-lite0@bf16"
+    other = "bf16" if fp32.precision == "fp32" else "fp32"
+    import unittest.mock
+
+    with unittest.mock.patch.object(encoders, "cpu_precision", lambda setting=None, name="": other):
+        again = extract(path, "efficientnet-lite0", 4, cache)
+    assert not again.from_cache and again.precision == other  # another precision is not served from the cache
+    assert extract(path, "efficientnet-lite0", 4, cache).from_cache  # the first one still is

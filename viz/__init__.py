@@ -107,8 +107,9 @@ def summary_markdown(summary: dict[str, Any], notes: list[str]) -> str:
         f"({100 * summary['tokens_kept'] / summary['tokens_total']:.1f} %) — grid {t} frames × {h} × {w}"
         + (f", {summary['fused_tokens']} fused" if summary.get("fused_tokens") else ""),
         f"Selector: **{tm.get('total', 0):.1f} ms** on {summary.get('device', 'cpu')} ({stages}) · "
-        f"views {summary.get('render_ms', 0):.0f} ms · encoder `{summary.get('encoder', '?')}` "
-        f"({summary.get('encode_ms', 0):.0f} ms for the clip, cached afterwards)",
+        f"views {summary.get('render_ms', 0):.0f} ms · encoder `{summary.get('encoder', '?')}` in "
+        f"{summary.get('encoder_precision', 'fp32')} ({summary.get('encode_ms', 0):.0f} ms for the clip, cached "
+        "afterwards)",
     ]
     if summary.get("video"):
         lines.append(f"Video: {summary['video']}")

@@ -62,7 +62,8 @@ class Analysis:
     def summary(self) -> dict[str, Any]:
         s = self.selection.summary()
         c = self.features.clip
-        s.update(encoder=self.features.encoder, encode_ms=round(self.features.encode_ms, 1),
+        s.update(encoder=self.features.encoder, encoder_precision=self.features.precision,
+                 encode_ms=round(self.features.encode_ms, 1),
                  features_cached=self.features.from_cache,
                  device=str(self.selection.indices.device), video_digest=self.features.digest,
                  frames=int(c.frames.shape[0]), timestamps=[round(float(x), 3) for x in c.timestamps],
@@ -123,15 +124,16 @@ class Service:
         video when there is one, since it does not depend on τ or the windows), later ones reuse its Ĥ and Ĝ
         (`reuse`), so moving α, ρ, g or the retention recomputes neither. The time the entropy map took when it
         was computed is reported as `entropy_computed_ms`."""
-        key = (feats.digest, feats.encoder, tuple(feats.tokens.shape)) + tuple(getattr(cfg, f) for f in MAP_FIELDS)
+        key = (feats.digest, feats.encoder, feats.precision, tuple(feats.tokens.shape)) \
+            + tuple(getattr(cfg, f) for f in MAP_FIELDS)
         first = self.maps.get(key)
         if first is None:
             cpu = feats.tokens.device.type == "cpu"
-            grad = self.gradients.get(key[:3]) if cpu else None
+            grad = self.gradients.get(key[:4]) if cpu else None
             sel = select_tokens(feats.tokens, retention, cfg, timed=True,
                                 gradient_fn=None if grad is None else (lambda _x: grad))
             if cpu and grad is None:  # kept for CPU features only: the GPU path never reads it
-                self.gradients.put(key[:3], sel.gradient)
+                self.gradients.put(key[:4], sel.gradient)
             # without the features (source, rows): the feature cache's byte bound decides how long they live
             first = replace(sel, source=None, rows=None, timings_ms=dict(sel.timings_ms))
             self.maps.put(key, first)

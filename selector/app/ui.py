@@ -21,12 +21,13 @@ from typing import Any
 
 import gradio as gr
 import gradio.utils
+import torch
 
 from .. import SelectorConfig, SelectorError, hub
 from ..compare import DEFAULT_METHODS
 from ..config import Knob, knobs
 from ..encoders import OFFLINE as OFFLINE_ENCODERS
-from ..encoders import available_encoders
+from ..encoders import available_encoders, cpu_precision
 from ..limits import time_limit
 from ..lru import LRU
 from ..video import browser_playable, write_preview
@@ -188,7 +189,8 @@ class Explorer(ViewsTab, FrameTab, LatencyTab, AskTab, CompareTab, DownloadsTab)
         """(label, name) of the encoder menu, each label saying whether it can be loaded now."""
         def mark(name: str) -> str:
             if name in OFFLINE_ENCODERS:
-                return "offline"
+                on_cpu = not torch.cuda.is_available()
+                return f"offline, {cpu_precision(name=name)} on this CPU" if on_cpu else "offline"
             ident = name.split(":", 1)[1] if name.startswith("llava-onevision:") else name
             return "hub, cached" if hub.available(ident) and not hub.reachable() else \
                 "hub" if hub.available(ident) else "needs the hub: unavailable now"

@@ -169,6 +169,91 @@ def bench_encoders(device: torch.device, frames: int) -> None:
               f"{statistics.median(t) / frames:>10.1f}")
 
 
+def bench_precisions(frames: int) -> None:
+    """The offline encoders on this CPU in fp32, bf16 (autocast, oneDNN) and int8 (dynamic quantization of the
+    linear layers, per-channel weights; DINOv2-S only), side by side: seconds for `frames` frames of the bundled
+    clip, the token cosine to fp32 (mean, 0.1 % quantile, min), and how many kept/dropped decisions of the default
+    selector match fp32's at r = 0.1, 0.35, 0.5."""
+    import dataclasses
+
+    from .. import select_tokens
+    from ..encoders import OFFLINE, bf16_instructions, load_encoder
+    from ..video import example_video, read_clip
+
+    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+             if f in _cpu_flags()]
+    print(f"CPU: {_cpu_name()} · flags {' '.join(flags) or '?'} · torch {torch.__version__} · threads "
+          f"{torch.get_num_threads()} · bf16 instructions: {bf16_instructions()} · {frames} frames of the bundled "
+          "clip · best of 2 after a warm-up")
+    print(f"{'encoder':<20}{'precision':>10}{'s':>8}{'× fp32':>8}{'cos mean':>10}{'cos 0.1%':>10}{'cos min':>9}"
+          f"{'same r=0.1':>12}{'r=0.35':>8}{'r=0.5':>8}")
+    clip = read_clip(example_video(), frames)
+    for name in OFFLINE:
+        base = load_encoder(name, "cpu", "fp32")
+        variants = {"fp32": base, "bf16": load_encoder(name, "cpu", "bf16")}
+        if name == "dinov2-s":
+            variants["int8"] = dataclasses.replace(base, forward=_int8_forward(base), precision="int8")
+        ref, t_ref = None, 0.0
+        for prec, enc in variants.items():
+            enc.encode(clip.frames[:2])
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                out = enc.encode(clip.frames)
+                times.append(time.perf_counter() - t0)
+            t = min(times)
+            if ref is None:
+                ref, t_ref = out, t
+            d = out.shape[-1]
+            cos = torch.nn.functional.cosine_similarity(out.reshape(-1, d), ref.reshape(-1, d), dim=-1)
+            same = []
+            for r in (0.1, 0.35, 0.5):
+                a, b = select_tokens(ref, r).keep, select_tokens(out, r).keep
+                same.append(float((a == b).float().mean()))
+            print(f"{name:<20}{prec:>10}{t:>8.2f}{t_ref / t:>8.2f}{float(cos.mean()):>10.5f}"
+                  f"{float(torch.quantile(cos, 0.001)):>10.5f}{float(cos.min()):>9.4f}"
+                  + "".join(f"{s:>{w}.2%}" for s, w in zip(same, (12, 8, 8), strict=True)), flush=True)
+
+
+def _int8_forward(enc):
+    """DINOv2-S's forward with its linear layers dynamically quantized to int8 (per-channel weights)."""
+    import copy
+    import warnings
+
+    from ..encoders import _dinov2_model
+
+    model = copy.deepcopy(_dinov2_model(torch.device("cpu")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    g = enc.grid[0]
+
+    def fwd(x: torch.Tensor) -> torch.Tensor:
+        return q(pixel_values=x).last_hidden_state[:, 1:].reshape(x.shape[0], g, g, -1)
+
+    return fwd
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                        platform.processor())
+    except OSError:
+        return platform.processor() or "?"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m selector.bench", description=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -179,6 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=None,
                     help="timed calls per retention (default: GPU 60, CPU 30; --quick: 30 / 10)")
     ap.add_argument("--encoders", action="store_true", help="time the offline encoders instead")
+    ap.add_argument("--precisions", action="store_true",
+                    help="the offline encoders on this CPU in fp32, bf16 and int8 side by side, with the agreement of "
+                         "the selections")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--no-graph", action="store_true", help="on a GPU, time the eager calls (no CUDA graph)")
     ap.add_argument("--malloc-tuning", action="store_true",
@@ -198,6 +286,9 @@ def main(argv: list[str] | None = None) -> None:
         from ..backends import triton as triton_maps
 
         triton_maps.FUSED["PREC"] = a.fp32_dots
+    if a.precisions:
+        bench_precisions(a.frames)
+        return
     if a.encoders:
         bench_encoders(device, a.frames)
         return
