@@ -134,3 +134,26 @@ def pick(score: torch.Tensor, budgets_: list[int], cfg: SelectorConfig) -> torch
         for i in chosen:
             keep[f].view(-1)[i] = True
     return keep
+
+
+def scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: int = 4_000_000,
+                 **_: object) -> tuple | None:
+    """LLaVA-Scissor's two component steps at tau as first written: every edge of every frame and of all
+    component averages computed afresh (both directions), no shortcut; the reference of the fast pass."""
+    import torch.nn.functional as F
+
+    from selector.compare.methods import _edges, _labels
+
+    t_, m, d_ = xs.shape
+    e = _edges(xs, tau, max_edges)
+    if e is None:
+        return None
+    _, inv = torch.unique(_labels(e[0], e[1], t_ * m), return_inverse=True)
+    n1 = int(inv.max()) + 1
+    reps = torch.zeros(n1, d_, device=xs.device).index_add_(0, inv, frames.reshape(-1, d_))
+    reps = F.normalize(reps / torch.bincount(inv, minlength=n1)[:, None], dim=-1)
+    e = _edges(reps, tau, max_edges)
+    if e is None:
+        return None
+    uniq, inv2 = torch.unique(_labels(e[0], e[1], n1), return_inverse=True)
+    return inv2[inv], len(uniq)

@@ -240,3 +240,88 @@ def test_cli_writes_one_row_per_method_and_retention(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "selector.compare", str(SAMPLE), "--methods", "nope"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "unknown method(s) nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("encoder", ["dinov2-s", "efficientnet-lite0"])
+def test_fast_llava_scissor_gives_the_rows_of_the_faithful_search(encoder, monkeypatch):
+    """The fast search (frame similarities once, the temporal step skipped where the spatial one already leaves
+    fewer than K components, each pair once) gives the rows of the τ-search that recomputes every edge, on real
+    features of the bundled clip at several retentions."""
+    import naive
+
+    from selector.compare import methods
+    from selector.features import extract
+    from selector.video import example_video
+
+    x = extract(example_video(), encoder, 8).tokens
+    for r in (0.05, 0.1, 0.35, 0.5):
+        fast = compress("llava_scissor", x, r)
+        with monkeypatch.context() as m:
+            m.setattr(methods, "_scissor_pass", naive.scissor_pass)
+            slow = compress("llava_scissor", x, r)
+        assert torch.equal(fast.positions, slow.positions) and torch.equal(fast.tokens, slow.tokens), (encoder, r)
+
+
+def _all_segmentations(t_: int):
+    """Every way to cut frames 0..t_-1 into consecutive windows."""
+    if t_ == 0:
+        yield []
+        return
+    for first in range(1, t_ + 1):
+        for rest in _all_segmentations(t_ - first):
+            yield [(0, first - 1)] + [(s + first, e + first) for s, e in rest]
+
+
+def _saved(windows, above):
+    return sum(int(above[s:e].all(0).sum()) * (e - s) for s, e in windows if e > s)
+
+
+@settings(max_examples=60, deadline=None)
+@given(t_=st.integers(1, 7), m=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_holitom_segmentation_saves_the_most_rows_of_any_segmentation(t_, m, seed):
+    """HoliTom's dynamic programme against every segmentation of a short clip: it saves the most rows, and among
+    segmentations that save as many it takes windows as the public code's strict comparison does."""
+    from selector.compare.holitom import static_windows
+
+    g = torch.Generator().manual_seed(seed)
+    sim = torch.rand(max(t_ - 1, 0), m, generator=g)
+    above = sim > 0.5
+    got = static_windows(sim, 0.5) if t_ > 1 else [(0, 0)]
+    assert [w for s, e in got for w in range(s, e + 1)] == list(range(t_))  # a cut of every frame, in order
+    best = max(_saved(w, above) for w in _all_segmentations(t_))
+    assert _saved(got, above) == best
+
+
+def test_holitom_merges_static_places_then_clusters_by_density():
+    from selector.compare.holitom import holitom
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 6, 6, 16, generator=g)
+    x[:, :3] = x[0, :3]  # the top half never changes: static in one window of all 4 frames
+    rows, pos, merged = holitom(x, 30)
+    assert rows.shape == (30, 16) and torch.equal(pos, torch.sort(pos).values) and len(set(pos.tolist())) == 30
+    flat = x.reshape(-1, 16)
+    assert torch.equal(rows[~merged], flat[pos[~merged]])  # an unmerged row is the input's own token
+    t, place = pos // 36, pos % 36
+    static = place < 18
+    assert bool((t[static] == 0).all())  # a static row sits at its place in the window's first frame
+    # 18 static rows + 4 × 18 dynamic tokens = 90 groups' members; 30 rows shared in proportion: 6 static, 24 dynamic
+    assert int(static.sum()) == 6 and [int((t[~static] == f).sum()) for f in range(4)] == [6, 6, 6, 6]
+    assert bool(merged[static].all()) and bool(torch.isfinite(rows).all())  # static rows are means of 4 frames
+    # K above the rows left after the static merge (90 < 120): no static merge, every frame its own group
+    rows, pos, merged = holitom(x, 120)
+    assert rows.shape[0] == 120 and [int((pos // 36 == f).sum()) for f in range(4)] == [30, 30, 30, 30]
+
+
+def test_holitom_centre_rows_follow_the_beta_rule():
+    from selector.compare.holitom import _centres, _merge
+
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(12, 8, generator=g)
+    centres, dist = _centres(feats, 3, 7)
+    rows, has = _merge(feats, centres, dist, 0.6)
+    owner = dist[:, centres].argmin(1)
+    for j, c in enumerate(centres.tolist()):
+        members = [i for i in range(12) if owner[i] == j and i not in centres.tolist()]
+        want = feats[c] if not members else 0.6 * feats[c] + 0.4 * feats[members].mean(0)
+        assert torch.allclose(rows[j], want, atol=1e-6) and bool(has[j]) == bool(members)

@@ -2,7 +2,8 @@
 
 python tools/findings.py [--encoder dinov2-s] [--frames 16] [--retention 0.1 0.25 0.5]
 The generated clips are made deterministically (tests/media.py's patterns): a moving square over a gradient, and
-a cut between two scenes halfway. Prints one markdown table per clip.
+a cut between two scenes halfway. Prints one markdown table per clip: coverage, cells covered, how each method
+spreads its rows over the frames (fewest and most rows in a frame, the first frame's share), time.
 """
 
 from __future__ import annotations
@@ -42,14 +43,17 @@ def main() -> int:
             rows = rows_for(feats.tokens, list(METHODS), a.retention,
                             lambda f, m, name=name: print(f"[{f:4.0%}] {name}: {m}", file=sys.stderr, flush=True))
             print(f"\n### {name}: {tuple(feats.tokens.shape)} tokens ({feats.encoder})\n")
-            print("| method | " + " | ".join(f"coverage r={r:g}" for r in a.retention) + " | cells covered r="
-                  f"{a.retention[0]:g} | ms r={a.retention[0]:g} |")
-            print("| --- |" + " --- |" * (len(a.retention) + 2))
+            r0 = a.retention[0]
+            print("| method | " + " | ".join(f"coverage r={r:g}" for r in a.retention) + f" | cells covered r={r0:g}"
+                  f" | rows per frame r={r0:g}: min–max | first frame's share r={r0:g} | ms r={r0:g} |")
+            print("| --- |" + " --- |" * (len(a.retention) + 4))
             for m in METHODS:
                 mine = {row["retention"]: row for row in rows if row["method"] == m}
-                first = mine[a.retention[0]]
+                first = mine[r0]
+                per = first["frame_rows"]
                 print(f"| {m} | " + " | ".join(f"{mine[r]['coverage']:.4f}" for r in a.retention)
-                      + f" | {first['cells_covered']:.3f} | {first['ms']:.0f} |")
+                      + f" | {first['cells_covered']:.3f} | {min(per)}–{max(per)} | {per[0] / sum(per):.2f}"
+                      f" | {first['ms']:.0f} |")
     return 0
 
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import SelectorConfig, SelectorError
+from .holitom import holitom as _holitom
+from .shared import density_scores, quota
 
 __all__ = ["ALL", "Method"]
 
@@ -37,35 +39,12 @@ def _spread(n: int, k: int, device: Any = None) -> torch.Tensor:
     return ((torch.arange(k, device=device, dtype=torch.float64) + 0.5) * n / k).floor().long().clamp_(max=n - 1)
 
 
-def _quota(weights: torch.Tensor, total: int, cap: int) -> torch.Tensor:
-    """Integers q_i <= cap summing to `total` (<= len·cap), proportional to `weights` (largest remainder; what a
-    cap cuts goes to the others by weight)."""
-    w = weights.double().clamp_min(0)
-    w = w if float(w.sum()) > 0 else torch.ones_like(w)
-    q = torch.zeros_like(w, dtype=torch.long)
-    free = torch.ones_like(w, dtype=torch.bool)
-    left = total
-    while left > 0:
-        share = w * free
-        share = share / share.sum() * left
-        add = share.floor().long().clamp(max=cap - q)
-        rem = left - int(add.sum())
-        if rem > 0:  # largest remainders first, among entries below the cap
-            frac = torch.where(free & (q + add < cap), share - share.floor(), torch.full_like(share, -1.0))
-            order = torch.argsort(frac, descending=True, stable=True)[:rem]
-            order = order[frac[order] >= 0]
-            add[order] += 1
-        q += add
-        left = total - int(q.sum())
-        free = q < cap
-        if not bool(free.any()):
-            break
-    return q
-
-
 def _gather(tokens: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     flat = tokens.reshape(-1, tokens.shape[-1])
     return flat[pos], pos, torch.zeros(pos.numel(), dtype=torch.bool, device=pos.device)
+
+
+_quota, _density_scores = quota, density_scores
 
 
 # ---- ENTROPY-SELECT ----------------------------------------------------------------------------------------------
@@ -242,24 +221,6 @@ def _dyseg(frame_feats: torch.Tensor, c: int, tau: float) -> list[int]:
     return [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-def _density_scores(x: torch.Tensor, knn: int) -> torch.Tensor:
-    """DPC-kNN score per token of each frame (T', M, D): local density ρ = exp(−mean d² to its knn nearest), as in
-    DPC-kNN and FastVID's Eq. for ρ, times δ, the distance to the nearest denser token (the largest distance for
-    the densest); ties of density are broken by index instead of FastVID's random noise."""
-    t_, m, d_ = x.shape
-    dist = torch.cdist(x.float(), x.float()) / math.sqrt(d_)
-    kk = min(knn, m)
-    near = torch.topk(dist, kk, dim=-1, largest=False).values
-    dens = torch.exp(-(near**2).mean(-1))
-    idx = torch.arange(m, device=x.device)
-    # denser: higher ρ, or equal ρ and an earlier index (deterministic)
-    denser = (dens[:, None, :] > dens[:, :, None]) | ((dens[:, None, :] == dens[:, :, None])
-                                                      & (idx[None, None, :] < idx[None, :, None]))
-    far = dist.reshape(t_, -1).amax(-1).view(-1, 1, 1)
-    delta = torch.where(denser, dist, far).amin(-1)
-    return delta * dens
-
-
 def _fastvid(tokens: torch.Tensor, k: int, c: int = 8, tau: float = 0.9, p: int = 4, alpha: float = 0.6,
              knn: int = 4) -> tuple:
     """FastVID (Shen et al., 2025; DySeg and the density-based part of STPrune, `dyseg` / `dtm` /
@@ -364,19 +325,45 @@ def _edges(x: torch.Tensor, tau: float, max_edges: int, chunk: int = 2048) -> tu
     return torch.cat(src), torch.cat(dst)
 
 
-def _scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: int = 4_000_000) -> tuple | None:
+def _upper_edges(x: torch.Tensor, tau: float, max_edges: int, chunk: int = 2048) -> tuple | None:
+    """`_edges` of the unit rows of x (N, D), each pair once (i < j, the graph is undirected): half the products."""
+    src, dst, edges = [], [], 0
+    n = x.shape[0]
+    for i in range(0, n, chunk):
+        block = x[i:i + chunk] @ x[i:].T  # rows i.., columns i..
+        block.triu_(1)  # j > i only (the diagonal block's lower part and the diagonal dropped)
+        e = torch.nonzero(block > tau)
+        edges += e.shape[0]
+        if edges > max_edges:
+            return None
+        src.append(e[:, 0] + i)
+        dst.append(e[:, 1] + i)
+    s, d = torch.cat(src), torch.cat(dst)
+    return torch.cat([s, d]), torch.cat([d, s])
+
+
+def _scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: int = 4_000_000,
+                  sims: torch.Tensor | None = None, k: int | None = None) -> tuple | None:
     """The two SCC steps at tau: spatial within every frame (all frames in one graph of disjoint parts), then
     temporal over all frames' component averages; returns (component of each token, number of components) or
-    None (too many edges)."""
+    None (too many edges). `sims`: the frames' (T, M, M) cosine similarities, computed once for every tau; `k`:
+    when the spatial step leaves fewer than k components the temporal one (which only joins) cannot reach k, and
+    (its count, None) comes back without it."""
     t_, m, d_ = xs.shape
-    e = _edges(xs, tau, max_edges)
+    if sims is None:
+        e = _edges(xs, tau, max_edges)
+    else:
+        hit = torch.nonzero(sims > tau)
+        e = None if hit.shape[0] > max_edges else ((hit[:, 0] * m + hit[:, 1]), (hit[:, 0] * m + hit[:, 2]))
     if e is None:
         return None
     _, inv = torch.unique(_labels(e[0], e[1], t_ * m), return_inverse=True)
     n1 = int(inv.max()) + 1
+    if k is not None and n1 < k:
+        return None, n1
     reps = torch.zeros(n1, d_, device=xs.device).index_add_(0, inv, frames.reshape(-1, d_))
     reps = F.normalize(reps / torch.bincount(inv, minlength=n1)[:, None], dim=-1)
-    e = _edges(reps, tau, max_edges)
+    e = _upper_edges(reps, tau, max_edges)
     if e is None:
         return None
     uniq, inv2 = torch.unique(_labels(e[0], e[1], n1), return_inverse=True)
@@ -396,9 +383,10 @@ def _llava_scissor(tokens: torch.Tensor, k: int) -> tuple:
     xs = F.normalize(frames, dim=-1)
     lo, hi = -1.0, 1.0  # count(τ) grows with τ; count(1) = N >= K
     best = None
+    sims = torch.bmm(xs, xs.transpose(1, 2)) if t_ * m * m <= 64 << 20 else None  # ≤ 256 MB, reused by every τ
     for _ in range(8):
         mid = (lo + hi) / 2
-        out = _scissor_pass(xs, frames, mid)
+        out = _scissor_pass(xs, frames, mid, sims=sims, k=k)
         if out is not None and out[1] >= k:
             best, hi = out, mid
         else:
@@ -507,6 +495,9 @@ def _methods() -> list:
            ("c", "tau", "p", "alpha", "knn")),
         _m("llava_scissor", _llava_scissor, "LLaVA-Scissor: semantic connected components, spatial then temporal",
            "Sun et al., LLaVA-Scissor, 2025; HumanMLLM/LLaVA-Scissor llava_arch_zip.py"),
+        _m("holitom", _holitom, "HoliTom: global static windows merged, then density-based merging per frame",
+           "Shao et al., HoliTom, NeurIPS 2025; cokeshao/HoliTom holitom/llava_arch.py (embedding part)",
+           ("tau", "beta", "knn", "max_window")),
         _m("evs", _evs, "EVS (vLLM / SGLang): tokens least like the same place in the previous frame, first frame "
            "first", "Efficient Video Sampling, arXiv 2510.14624; vllm/multimodal/evs.py compute_retention_mask"),
         _m("tome", _tome, "ToMe bipartite soft matching, repeated to K rows",
