@@ -119,8 +119,8 @@ class CompareTab:
         c = self.c
         gr.Markdown("Other methods at the retention on the left, on the same features: EVS (what vLLM and SGLang "
                     "ship) and HoliTom's merging among them. **Coverage** = mean over all tokens of the best cosine "
-                    "similarity to a kept row: a proxy for what the rows still represent, not accuracy. **Rows kept per frame** shows how "
-                    "each method spreads its budget over the frames (ENTROPY-SELECT's b_t).")
+                    "similarity to a kept row: a proxy for what the rows still represent, not accuracy. **Rows kept "
+                    "per frame** shows how each method spreads its budget over the frames (ENTROPY-SELECT's b_t).")
         c["methods"] = gr.CheckboxGroup(list(METHODS), value=list(DEFAULT_METHODS), label="Methods")
         with gr.Row():
             c["compare_btn"] = gr.Button("Compare", variant="primary", elem_id="compare-btn")
