@@ -23,6 +23,29 @@ os.environ["TMPDIR"] = tempfile.tempdir = str(SCRATCH)
 os.environ["GRADIO_TEMP_DIR"] = str(SCRATCH / "gradio")
 os.environ.setdefault("ENTROPY_SELECT_WARM", "0")  # apps made by tests do not encode the example in the background
 os.environ["GRADIO_EXAMPLES_CACHE"] = str(SCRATCH / "examples")  # not .gradio/ in the repository
+# the CPU entropy's strip width is pinned (tuning times the layouts, and a busy machine could pick another one per
+# run); the tests of the tuning itself unpin it
+os.environ.setdefault("ENTROPY_SELECT_STRIP_COLS", "9")
+
+# hypothesis: under CI the examples are derandomized (the same ones every run, so a red run reproduces) and a failing
+# one is printed with the blob that replays it (@reproduce_failure); locally each run draws new ones
+from hypothesis import HealthCheck  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.register_profile("dev", print_blob=True, deadline=None)
+hypothesis_settings.load_profile("ci" if IN_CI else "dev")
+
+
+def require_triton() -> None:
+    """Skip where Triton is missing (a CPU-only PyTorch), with the reason; under CI, whose PyTorch has it, fail."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        if IN_CI:
+            pytest.fail("triton is missing: the CI's PyTorch wheel brings it")
+        pytest.skip("triton is not installed (a CPU-only PyTorch)")
 
 
 def pytest_sessionfinish(session, exitstatus):

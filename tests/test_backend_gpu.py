@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from conftest import require_triton
 from strategies import cuda_only, tensor
 
 from selector import SelectorConfig, SelectorError, select_tokens
@@ -298,7 +299,7 @@ def test_graph_output_layout_round_trips_every_field():
 def test_triton_budget_kernel_in_interpreter_matches_torch(tmp_path):
     """The GPU budget kernel, run by Triton's interpreter on the CPU (no GPU needed): the torch budgets exactly."""
 
-    pytest.importorskip("triton")
+    require_triton()
     code = """
 import torch
 from selector import SelectorConfig
@@ -337,7 +338,7 @@ def test_fused_gpu_pipeline_in_interpreter_matches_torch_stages():
     product), so the fp32 dots run as tf32x3 here (fp32 in the interpreter); bf16x3 is checked on the GPU."""
     import subprocess
 
-    pytest.importorskip("triton")
+    require_triton()
     code = """
 import math, torch
 from selector import SelectorConfig

@@ -4,6 +4,7 @@ the public entry points stay where users and scripts find them."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,27 @@ def test_units_stay_small_enough_to_read():
     big = {p.name: n for p in (PKG / "app").glob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert not big, big
     assert len((ROOT / "README.md").read_text().splitlines()) <= 170
+
+
+def test_a_cpu_only_torch_collects_every_module():
+    """With PyTorch's CPU wheel there is no Triton: --doctest-modules skips the kernels' module with the reason instead
+    of aborting the run; under CI (whose PyTorch has Triton) a missing Triton fails."""
+    code = ("import sys; sys.modules['triton'] = None; import pytest; "
+            "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-rs', 'selector/backends/triton_kernels.py', "
+            "'selector/backends/triton.py', 'selector/method/allocate.py']))")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "CI"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert r.returncode == 0 and "triton is not installed (a CPU-only PyTorch)" in r.stdout, r.stdout[-2000:]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env={**env, "CI": "true"}, timeout=300)
+    assert r.returncode != 0 and "ImportError" in r.stdout, r.stdout[-2000:]
+
+
+def test_ci_runs_reproduce():
+    """Under CI hypothesis draws the same examples every run and prints how to replay a failure; the CPU strip
+    width is pinned instead of timed per process."""
+    import hypothesis
+    from conftest import IN_CI
+
+    assert hypothesis.settings.default.derandomize == IN_CI and hypothesis.settings.default.print_blob
+    assert os.environ.get("ENTROPY_SELECT_STRIP_COLS") == "9"
