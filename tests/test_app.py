@@ -564,7 +564,8 @@ def test_concurrent_clients_get_their_own_answers(server):
 
     res = run(server[0], clients=6, requests=2, videos=[str(SAMPLE)], encoder=ENC, frames=8)
     assert res["ok"] == res["requests"] == 12, res["errors"]
-    assert not res["unstable"] and res["distinct_overlays"]
+    # 3 pairs of clients, each pair asking the same 2 requests at once: 6 requests asked twice, all answered alike
+    assert res["repeated"] == 6 and not res["unstable"] and res["distinct_overlays"]
     assert server[1].poll() is None  # the server is still up
 
 

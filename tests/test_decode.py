@@ -134,3 +134,29 @@ def test_the_ask_tab_shows_time_to_first_token_and_tokens_per_second(vlm, frames
     assert d["tokens_per_s"] == round(a.tokens_per_s, 1) and d["decode_path"] == "eager" and d["new_tokens"] == 6
     one = vlm.answer(frames, QUESTION, 0.35, max_new_tokens=1)  # one token: no rate to show
     assert one.ms_per_token is None and "tokens/s" not in answer_md("Compressed", one)
+
+
+def test_the_language_model_receives_the_models_own_features_at_the_kept_places(vlm, frames):
+    """For every family: the rows the language model receives in place of the video are the model's own video
+    features at the places ENTROPY-SELECT kept (selected on those very features), in order, then the family's tail."""
+    from selector import select_tokens
+
+    seen = []
+    hook = vlm.model.model.language_model.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append(kwargs["inputs_embeds"].detach().clone()), with_kwargs=True)
+    try:
+        a = vlm.answer(frames, QUESTION, 0.35, max_new_tokens=1)
+    finally:
+        hook.remove()
+    embeds = seen[0][0]
+    with torch.inference_mode():
+        video = vlm._vision(vlm.prepare(frames, QUESTION), frames.shape[0])
+        assert torch.equal(a.selection.indices, select_tokens(video.grid, 0.35).indices)
+    grid = video.grid.reshape(-1, video.grid.shape[-1])
+    want = torch.cat([grid[a.selection.indices], video.tail]).to(embeds.dtype)
+    # each row is in the prompt, exactly, in order (Qwen3-VL puts timestamp text between temporal patches)
+    where = [(embeds == row).all(-1).nonzero().flatten().tolist() for row in want]
+    assert all(where), "a kept row is not in the language model's input"
+    at = [w[0] for w in where]
+    assert at == sorted(at) and len(set(at)) == len(at)
+    assert embeds.shape[0] == a.prompt_tokens and want.shape[0] == a.visual_tokens

@@ -89,7 +89,10 @@ def test_app_refusal_names_the_allowlist_and_following_it_works(offline, tmp_pat
 
 def test_menu_marks_which_encoders_load_now(offline):
     labels = dict((v, k) for k, v in Explorer(settings=Settings()).encoder_choices())
-    assert labels["dinov2-s"] == "dinov2-s (offline)"
-    assert labels["efficientnet-lite0"] == "efficientnet-lite0 (offline)"
+    from selector.encoders import cpu_precision
+
+    # the offline encoders say the precision they run in on a CPU (bf16 where the CPU has bf16 instructions)
+    assert labels["dinov2-s"] == f"dinov2-s (offline, {cpu_precision(name='dinov2-s')} on a CPU)"
+    assert labels["efficientnet-lite0"] == "efficientnet-lite0 (offline, fp32 on a CPU)"
     assert labels["google/siglip-so400m-patch14-384"].endswith("(needs the hub: unavailable now)")
     assert "not reachable" in Explorer(settings=Settings()).model_availability()

@@ -25,7 +25,13 @@ def recorded(monkeypatch):
     def gpu(task=None, *, duration=None, size=None):
         def deco(fn):
             calls.append((getattr(fn, "__name__", repr(fn)), duration))
-            return fn
+
+            def on_gpu(*a, **k):  # what spaces.GPU returns: a new function, marked so the wiring can be checked
+                return fn(*a, **k)
+
+            on_gpu.lent_gpu = True
+            on_gpu.__name__ = getattr(fn, "__name__", "task")
+            return on_gpu
         return deco if task is None else deco(task)
 
     monkeypatch.setattr(spaces, "GPU", gpu)
@@ -51,8 +57,9 @@ def test_exactly_encoding_and_the_vlm_answers_are_decorated_with_durations(recor
     assert ask("v.mp4", "q", 0.35, "", 10_000, 10_000) == 300
     compare = durations["_compare_answers"]
     assert compare("v.mp4", "q", 0.3, "", "random,tome,vidcom2", 16) == zerogpu.answer_seconds(16, 64, "", 4)
-    # the handlers the page uses are the decorated ones
-    assert e.service.encode_features is not None and callable(e.ask_endpoint)
+    # the handlers the page and the service call are the decorated functions themselves, not their undecorated originals
+    assert getattr(e.service.encode_features, "lent_gpu", False) and getattr(e.ask_endpoint, "lent_gpu", False)
+    assert not getattr(e.service._encode_features, "lent_gpu", False)
 
 
 def test_the_slider_path_views_and_compare_on_cached_features_ask_for_no_gpu(monkeypatch):
@@ -70,7 +77,6 @@ def test_the_slider_path_views_and_compare_on_cached_features_ask_for_no_gpu(mon
     monkeypatch.setattr(e.service, "encode_features", counted)
     first = e.service.analyze(str(SAMPLE), e.Params(retention=0.35, num_frames=8, encoder=ENC))
     assert len(calls) == 1 and not first.features.from_cache
-    assert first.features.tokens.device.type == "cpu"  # the features leave the GPU inside the decorated call
     for r, alpha, tau in ((0.1, 0.5, 1.0), (0.6, 0.2, 0.05), (0.35, 0.9, 3.0)):  # slider moves
         a = e.service.analyze(str(SAMPLE), e.Params(retention=r, alpha=alpha, tau=tau, num_frames=8, encoder=ENC))
         assert a.features.from_cache

@@ -62,6 +62,7 @@ def run(url: str, clients: int, requests: int, videos: list[str], encoder: str, 
     from gradio_client import Client, handle_file
 
     seen: dict[tuple, set] = {}
+    asked: dict[tuple, int] = {}  # correct answers per (video, r, τ): equal requests are asked by two clients at once
     lock = threading.Lock()
     peak = [rss_mb(pid) if pid else float("nan")]
     stop = threading.Event()
@@ -73,9 +74,9 @@ def run(url: str, clients: int, requests: int, videos: list[str], encoder: str, 
     def one_client(c: int) -> list[tuple[bool, float, str]]:
         client = Client(url, verbose=False)
         out = []
-        r = round(0.05 + 0.9 * (c % 17) / 16, 3)  # this client's own retention
+        r = round(0.05 + 0.9 * ((c // 2) % 17) / 16, 3)  # clients 2j and 2j+1 ask the same requests at once
         for i in range(requests):
-            video = videos[(c + i) % len(videos)]
+            video = videos[(c // 2 + i) % len(videos)]
             tau = [1.0, 0.1][i % 2]
             t0 = time.perf_counter()
             try:
@@ -85,6 +86,7 @@ def run(url: str, clients: int, requests: int, videos: list[str], encoder: str, 
                 if not err:
                     with lock:
                         seen.setdefault((video, r, tau), set()).add(tuple(sorted(hashes.items())))
+                        asked[(video, r, tau)] = asked.get((video, r, tau), 0) + 1
                 out.append((not err, time.perf_counter() - t0, err))
             except Exception as e:  # counted as a failure, never retried
                 out.append((False, time.perf_counter() - t0, f"{type(e).__name__}: {e}"))
@@ -108,6 +110,7 @@ def run(url: str, clients: int, requests: int, videos: list[str], encoder: str, 
     return {"requests": len(results), "ok": sum(x[0] for x in results), "wall_s": wall,
             "median_s": statistics.median(lat), "p95_s": lat[int(0.95 * (len(lat) - 1))], "max_s": lat[-1],
             "unstable": unstable, "distinct_overlays": distinct, "peak_rss_mb": peak[0],
+            "repeated": sum(1 for n in asked.values() if n > 1),
             "errors": [x[2] for x in results if not x[0]][:5]}
 
 
