@@ -24,7 +24,10 @@ configs = st.builds(
     grid_fusion=st.booleans(),
 )
 shapes = st.tuples(st.integers(1, 5), st.integers(1, 9), st.integers(1, 9), st.integers(1, 6))
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def cuda_only(test):
+    """Marks a test `cuda` (selected by `pytest -m cuda`) and skips it where there is no CUDA device."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(),
+                                               reason="no CUDA device on this machine")(test))
 
 
 def tensor(shape, seed):

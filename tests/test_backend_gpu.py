@@ -1,5 +1,6 @@
 """The GPU backends (selector/backends/triton.py, graphs.py) on a CUDA device: equal to the reference and to the
-torch stages they replace. Skipped without CUDA; run on the GPU machine with `pytest -m cuda`."""
+torch stages they replace. Skipped without CUDA. On a GPU machine every CUDA test of the suite runs with
+`python -m pytest -m cuda tests/` (docs/benchmarks.md, "Tests on a GPU")."""
 
 from __future__ import annotations
 

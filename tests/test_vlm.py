@@ -50,7 +50,7 @@ def test_compressed_input_is_shorter_by_exactly_the_dropped_count(vlm, frames, r
     k = max(1, int(r * 64 + 1e-9))
     assert comp.visual_tokens == k + 1 and comp.selection.num_tokens == k
     assert n_full - n_comp == full.visual_tokens - comp.visual_tokens == 64 - k
-    # kept positions ascend (temporal-raster order); the rows themselves are checked against the model.s features in
+    # kept positions ascend (temporal-raster order); the rows themselves are checked against the model's features in
     # tests/test_decode.py, for every family
     idx = comp.selection.indices
     assert bool((idx[1:] > idx[:-1]).all())
