@@ -671,22 +671,50 @@ def test_compare_tab_answers_with_each_method(tiny_qwen, tmp_path):
 
 
 @pytest.mark.slow
-def test_mcp_server_lists_the_three_tools_with_their_parameters(tmp_path):
-    """GRADIO_MCP_SERVER=1: an MCP client (the `mcp` package, streamable HTTP) lists /analyze, /compare and /ask
-    as tools, each parameter described; the page's private handlers are not tools."""
+def test_mcp_tools_list_and_analyze_an_uploaded_video_and_fetch_no_url(tmp_path):
+    """GRADIO_MCP_SERVER=1 with the real `mcp` client (streamable HTTP): /analyze, /compare and /ask are the three
+    tools, each parameter described; a video uploaded to the server (given by its /gradio_api/file= URL) and a
+    bundled example by name are analyzed end to end; any other URL is refused with a sentence saying how to upload,
+    and the server makes no request for it (a local HTTP server counts what it is asked)."""
     import asyncio
+    import http.server
+    import threading
 
+    import httpx
     from mcp import ClientSession
     from mcp.client.streamable_http import streamablehttp_client
 
-    async def tools(url: str):
+    hits: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    outside = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=outside.serve_forever, daemon=True).start()
+
+    async def session_calls(url: str, calls):
         async with streamablehttp_client(url + "gradio_api/mcp/") as (read, write, _):
             async with ClientSession(read, write) as session:
                 await session.initialize()
-                return (await session.list_tools()).tools
+                tools = (await session.list_tools()).tools
+                name = next(t.name for t in tools if t.name.endswith("analyze"))
+                return tools, [await session.call_tool(name, args) for args in calls]
 
     with app_server(tmp_path / "app.log", GRADIO_MCP_SERVER="1") as (url, _, log):
-        listed = asyncio.run(tools(url))
+        with open(SAMPLE, "rb") as f:  # gradio's own upload route, as the MCP upload helper uses it
+            path = httpx.post(url + "gradio_api/upload", files={"files": ("clip.mp4", f, "video/mp4")}).json()[0]
+        common = {"retention": 0.2, "num_frames": 4, "encoder": ENC}
+        listed, results = asyncio.run(session_calls(url, [
+            {"video": f"{url}gradio_api/file={path}", **common},
+            {"video": "bigbuckbunny-short.mp4", **common},
+            {"video": f"http://127.0.0.1:{outside.server_port}/clip.mp4", **common}]))
+    outside.shutdown()
     by_name = {t.name: t for t in listed}
     names = sorted(by_name)
     assert len(names) == 3 and [n for n in names if n.endswith(("analyze", "compare", "ask"))] == names, names
@@ -696,8 +724,16 @@ def test_mcp_server_lists_the_three_tools_with_their_parameters(tmp_path):
     assert "share r of the video tokens kept" in props["retention"]["description"]
     assert {"video", "retention", "alpha", "tau", "num_frames", "encoder", "max_tokens"} <= set(props)
     assert all(p.get("description") for p in props.values()), props
+    assert "fetches no URLs" in props["video"]["description"] and "a URL" not in props["video"]["description"]
     assert "Decode + encode the video" in analyze.description
     assert "the question about the video" in ask.inputSchema["properties"]["question"]["description"]
+    uploaded, example, refused = results
+    for r in (uploaded, example):
+        text = " ".join(getattr(c, "text", "") for c in r.content)
+        assert not r.isError and "Kept" in text, text[:2000]
+    text = " ".join(getattr(c, "text", "") for c in refused.content)
+    assert refused.isError and "fetches no URLs" in text and "/gradio_api/upload" in text, text
+    assert hits == []  # the URL was never requested
 
 
 @pytest.mark.filterwarnings("ignore:the video has")  # gr.Warning outside an event is a UserWarning

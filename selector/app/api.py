@@ -35,7 +35,9 @@ def signature(names: list[str], defaults: dict[str, Any]) -> inspect.Signature:
 KNOB_HELP = {k.name: k for k in knobs()}
 #: what each endpoint parameter means, for the API page and the MCP tools (the knobs' lines come from the table)
 PARAM_HELP = {
-    "video": "the video file (mp4, webm, mov, mkv, ...), uploaded or a URL",
+    "video": "the video file (mp4, webm, mov, mkv, ...), uploaded to this server (gradio_client's handle_file "
+             "uploads a local file; MCP: the /gradio_api/file= URL of an upload, or a bundled example's name); "
+             "the server fetches no URLs",
     "retention": "share r of the video tokens kept, in (0, 1] (0.35 keeps 35 %)",
     "num_frames": "frames sampled uniformly over the whole video",
     "encoder": "image encoder: dinov2-s (offline default), efficientnet-lite0 (offline), or a hub id on the server's "

@@ -139,6 +139,8 @@ class Blocks(gr.Blocks):
         kwargs.setdefault("css", CSS)
         if os.environ.get("GRADIO_MCP_SERVER", "").strip().lower() in ("1", "true", "yes", "on"):
             kwargs.setdefault("mcp_server", True)  # gradio itself reads only "true"
+        if kwargs.get("mcp_server"):
+            _mcp_videos_are_local()
         return super().launch(*args, **kwargs)
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
@@ -149,6 +151,53 @@ class Blocks(gr.Blocks):
         except Exception as e:
             log.info("request inputs refused: %s: %s", type(e).__name__, e)
             raise gr.Error(input_error(e, len(block_fn.inputs), len(inputs))) from None
+
+
+#: what an MCP tool's video argument may be, and how to upload one (the tools' descriptions say the same)
+MCP_VIDEO = ("the URL of a video uploaded to this server (gradio's MCP upload tool upload_file_to_gradio, or POST "
+             "/gradio_api/upload, then /gradio_api/file=<the returned path>), or a bundled example's name "
+             f"({', '.join(clip.name for clip, _, _ in EXAMPLES)}); no other URL is fetched")
+
+
+def mcp_video(value: str) -> str:
+    """The local file an MCP tool's video argument names: an upload of this server given by its /gradio_api/file=
+    URL (resolved to gradio's upload folder, no request made), or a bundled example by name; anything else is
+    refused with a sentence that says how to upload (raises ValueError)."""
+    from urllib.parse import unquote, urlsplit
+
+    text = value.strip()
+    for clip, _, _ in EXAMPLES:
+        if text in (clip.name, clip.stem, str(clip)):
+            return str(clip)
+    marker = "/gradio_api/file="
+    if text.startswith(("http://", "https://")) and marker in text:
+        path = os.path.realpath(unquote(urlsplit(text).path.split(marker, 1)[1]))
+        upload = os.path.realpath(gr.utils.get_upload_folder())
+        if path.startswith(upload + os.sep) and os.path.isfile(path):
+            return path
+    raise ValueError(f"This server fetches no URLs: give the video as {MCP_VIDEO}.")
+
+
+def _mcp_videos_are_local() -> None:
+    """gradio's MCP server turns a file argument given as a URL into a download by the server; here the video
+    arguments go through `mcp_video` first (this server's uploads and the examples, read locally), so no request
+    leaves the server and anything else is refused with the sentence above."""
+    import gradio.mcp
+    from gradio_client import handle_file
+
+    cls = gradio.mcp.GradioMCPServer
+    if getattr(cls, "_entropy_select", False):
+        return
+    original = cls.convert_strings_to_filedata
+
+    def convert(self: Any, value: Any, positions: list) -> Any:
+        if isinstance(value, dict):
+            value = {k: (handle_file(mcp_video(v)) if [k] in positions and isinstance(v, str)
+                         and not v.startswith("data:") else v) for k, v in value.items()}
+        return original(self, value, positions)
+
+    cls.convert_strings_to_filedata = convert
+    cls._entropy_select = True
 
 
 def input_error(e: Exception, wanted: int, got: int) -> str:
