@@ -1,0 +1,118 @@
+"""Promises the README and docs make that no other test checks: the hub probe's bound and the local hub cache,
+two decodes at once, the time limit between generated tokens, the upload cap, `python app.py --mcp`, the
+commands of the docs' benchmark and findings tables."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import ROOT
+
+from selector import hub, limits, settings
+
+
+def test_the_hub_probe_answers_within_its_bound_when_the_connection_hangs(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid.example")
+    monkeypatch.setattr(hub, "_state", {})
+    monkeypatch.setattr(hub.socket, "create_connection", lambda *a, **k: time.sleep(30))
+    t0 = time.monotonic()
+    assert hub.reachable() is False
+    assert time.monotonic() - t0 < hub.PROBE_SECONDS + 1.0
+
+
+def test_a_model_in_the_local_hub_cache_is_available_offline(monkeypatch, tmp_path):
+    snap = tmp_path / "models--someone--tiny-model" / "snapshots" / "0123abcd"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (tmp_path / "models--someone--tiny-model" / "refs").mkdir()
+    (tmp_path / "models--someone--tiny-model" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path))
+    assert hub.available("someone/tiny-model") and not hub.available("someone/other-model")
+
+
+def test_at_most_max_decodes_videos_are_decoded_at_once(monkeypatch):
+    monkeypatch.setenv("ENTROPY_SELECT_MAX_DECODES", "2")
+    settings.reload()
+    monkeypatch.setattr(limits, "_slots", [])
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def decode() -> None:
+        with limits.decode_slot():
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.2)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=decode) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 2
+
+
+def test_the_time_limit_stops_an_answer_between_tokens(tmp_path, monkeypatch):
+    """A long answer under a short time limit stops at the next token, within a second of the limit."""
+    import media
+
+    import selector.vlm as v
+    from selector.bench.models import build
+    from selector.vlm import load_vlm
+
+    vlm = load_vlm(str(build(tmp_path / "m")), "cpu")
+    monkeypatch.setattr(v, "_eos_ids", lambda model, processor: set())  # the answer would run 4000 tokens
+    frames = media.pattern(4, 72, 96)
+    vlm.answer(frames, "what is in the video", 0.35, max_new_tokens=2)  # warm
+    t0 = time.monotonic()
+    with pytest.raises(limits.TimeLimitError, match="generating the answer"):
+        with limits.time_limit(0.5):
+            vlm.answer(frames, "what is in the video", 0.35, max_new_tokens=4000)
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_the_upload_cap_and_the_mcp_flag_reach_gradio(monkeypatch):
+    """ENTROPY_SELECT_MAX_UPLOAD becomes gradio's max_file_size; `python app.py --mcp` launches with mcp_server."""
+    from selector.app import page, ui
+
+    seen = {}
+    monkeypatch.setattr(page.gr.Blocks, "launch", lambda self, *a, **k: seen.update(k))
+    monkeypatch.setenv("ENTROPY_SELECT_MAX_UPLOAD", "5mb")
+    settings.reload()
+    demo = ui.create_demo(settings=settings.current())
+    ui.launch(demo, mcp_server=True)
+    assert seen["max_file_size"] == "5mb" and seen["mcp_server"] is True
+    app = (ROOT / "app.py").read_text()
+    assert '"--mcp" in sys.argv[1:]' in app and '{"mcp_server": True}' in app
+
+
+def test_the_commands_of_the_docs_tables_exist_as_written():
+    """Every `python -m ...` or `python tools/...` command a table of docs/ names accepts its options (--help of the
+    module, and each option it shows is one the command lists)."""
+    text = "\n".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    commands = set(re.findall(r"`python (-m [\w.]+|tools/\w+\.py)([^`]*)`", text))
+    assert len(commands) >= 8, commands
+    helps: dict[str, str] = {}
+    for target, args in sorted(commands):
+        if target not in helps:
+            argv = target.split() if target.startswith("-m") else [str(ROOT / target)]
+            if target == "-m lmms_eval":  # its options are those of its `eval` subcommand, the default one
+                argv.append("eval")
+            r = subprocess.run([sys.executable, *argv, "--help"], capture_output=True, text=True, cwd=ROOT,
+                               timeout=300)
+            assert r.returncode == 0, (target, r.stderr[-1500:])
+            helps[target] = r.stdout
+        for opt in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", args):
+            assert opt in helps[target], f"`python {target}{args}`: {opt} is not an option of {target}"
