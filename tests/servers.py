@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,9 +21,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def app_server(log: Path, **env_extra: str) -> Iterator[tuple[str, subprocess.Popen, Path]]:
-    """(url, process, log path) of `python app.py` with the given environment; stopped on exit."""
+def _start(log: Path, env_extra: dict[str, str]) -> tuple[str, subprocess.Popen] | None:
+    """`python app.py` on a free port, once it answers as this app; None when the port was taken in between (the
+    app exits at once, or another process answers there): the caller tries another port."""
+    import httpx
     import pytest
 
     port = free_port()
@@ -30,20 +32,50 @@ def app_server(log: Path, **env_extra: str) -> Iterator[tuple[str, subprocess.Po
            "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **env_extra}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
     while time.time() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"app exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            text = log.read_text()
+            if re.search(r"address already in use|Cannot find empty port", text, re.I):
+                return None
+            pytest.fail(f"app exited with {proc.returncode}: {text[-2000:]}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
+            page = httpx.get(url, timeout=5)
+            if "ENTROPY-SELECT" in page.text:
+                return url, proc
+            _stop(proc)  # another server took the port: not ours
+            return None
+        except httpx.HTTPError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("app did not start in 180 s")
+    _stop(proc)
+    pytest.fail("app did not start in 180 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate; kill when it has not stopped in 30 s (a test never leaves a server behind)."""
+    proc.terminate()
     try:
-        yield f"http://127.0.0.1:{port}/", proc, log
-    finally:
-        proc.terminate()
         proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def app_server(log: Path, **env_extra: str) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """(url, process, log path) of `python app.py` with the given environment; stopped (killed if need be) on exit.
+    A port taken between its choice and the app's bind is retried with another one."""
+    import pytest
+
+    for _ in range(3):
+        started = _start(log, env_extra)
+        if started is not None:
+            break
+    else:
+        pytest.fail("no free port could be bound in 3 tries")
+    url, proc = started
+    try:
+        yield url, proc, log
+    finally:
+        _stop(proc)
