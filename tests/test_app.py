@@ -440,7 +440,8 @@ def test_browser_upload_move_slider_and_screenshot(server):
         page.goto(server[0])
         page.wait_for_selector("text=ENTROPY-SELECT Explorer")
         examples = page.locator("#examples img")
-        assert examples.count() == 2  # both thumbnails, drawn from the first page load
+        # both thumbnails, drawn from the first page load (waited for: a busy machine renders them a moment later)
+        page.wait_for_function("() => document.querySelectorAll('#examples img').length === 2", timeout=60_000)
         page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=examples.first.element_handle())
         assert examples.first.bounding_box()["y"] + 40 < 1100  # visible without scrolling
         # the settings' accordion headers, open and closed, hold their label and arrow: no sideways scrollbar

@@ -116,3 +116,26 @@ def test_the_commands_of_the_docs_tables_exist_as_written():
             helps[target] = r.stdout
         for opt in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", args):
             assert opt in helps[target], f"`python {target}{args}`: {opt} is not an option of {target}"
+
+
+def test_a_stream_read_straight_through_stops_at_the_frame_cap(tmp_path, monkeypatch):
+    """ENTROPY_SELECT_MAX_DECODED_FRAMES bounds the frames decoded from a stream read straight through (the PyAV
+    path): the clip's frames come from the first ones only, and a note of kind "stream_cap" says so."""
+    import media
+
+    from selector import video
+
+    path = media.write(tmp_path / "long.mp4", media.pattern(60, 64, 96), fps=10)
+    monkeypatch.setenv("ENTROPY_SELECT_MAX_DECODED_FRAMES", "12")
+    settings.reload()
+
+    def no_decord(*a, **k):
+        raise video._Fallback("decord is not used in this test")
+
+    monkeypatch.setattr(video, "_read_decord", no_decord)
+    clip = video.read_clip(path, 4)
+    assert [n.kind for n in clip.notes].count("stream_cap") == 1
+    assert clip.frames.shape[0] == 4 and float(max(clip.timestamps)) < 12 / 10
+    monkeypatch.setenv("ENTROPY_SELECT_MAX_DECODED_FRAMES", "20000")
+    settings.reload()
+    assert "stream_cap" not in [n.kind for n in video.read_clip(path, 4).notes]
