@@ -576,7 +576,12 @@ def test_warm_start_serves_both_examples_from_the_caches():
     assert [e[0].name for e in EXAMPLES] == ["bigbuckbunny.mp4", "bigbuckbunny-short.mp4"]
     e = Explorer(settings=Settings())
     e.build()
-    e.warm().join(timeout=300)
+    service = e.service
+    assert len(service.features) == 0
+    thread = e.warm()  # decode, encode and select the examples with the page's defaults, in a thread
+    thread.join(timeout=300)
+    assert not thread.is_alive() and len(service.features) == len(EXAMPLES) == 2
+    assert len(service.maps) == 2 and len(service.thumbs) == 2
     for clip, thumb, _ in EXAMPLES:
         a = e.service.analyze(str(clip), e.Params())
         assert a.features.from_cache, clip  # the click does no decoding or encoding

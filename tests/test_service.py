@@ -85,21 +85,3 @@ def test_service_caps_frames_and_says_so():
     a = service.Service(max_frames=6).analyze(SAMPLE, service.Params(num_frames=500, encoder=ENC))
     assert a.features.clip.frames.shape[0] == 6 and a.params.num_frames == 6
     assert any("capped at 6" in n for n in a.notes) and any("downscaled" in n for n in a.notes)
-
-
-def test_the_app_warms_the_examples_in_the_background():
-    """At start-up the example clips are decoded, encoded and selected with the page's defaults in a thread, so
-    the first click on one is served from the caches."""
-    from selector.app.service import Service
-    from selector.app.settings import Settings
-    from selector.app.ui import EXAMPLES, create_demo
-
-    service = Service()
-    demo = create_demo(service, Settings(warm=False))
-    assert len(service.features) == 0
-    thread = demo.explorer.warm()
-    thread.join(timeout=300)
-    assert not thread.is_alive() and len(service.features) == len(EXAMPLES) == 2
-    assert len(service.maps) == 2 and len(service.thumbs) == 2
-    for clip, _, _ in EXAMPLES:
-        assert service.analyze(str(clip), demo.explorer.Params()).features.from_cache
