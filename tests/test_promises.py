@@ -139,3 +139,22 @@ def test_a_stream_read_straight_through_stops_at_the_frame_cap(tmp_path, monkeyp
     monkeypatch.setenv("ENTROPY_SELECT_MAX_DECODED_FRAMES", "20000")
     settings.reload()
     assert "stream_cap" not in [n.kind for n in video.read_clip(path, 4).notes]
+
+
+def test_the_lmms_eval_models_defaults_are_the_documented_ones():
+    """docs/lmms-eval.md: method entropy_select, retention 1.0 (the stock model), 16 frames, the task's answer
+    length, SelectorConfig's knobs; every family's class takes the same defaults."""
+    import inspect
+
+    from selector import SelectorConfig
+    from selector.eval import models
+
+    doc = (ROOT / "docs" / "lmms-eval.md").read_text()
+    for said in ("default `entropy_select`", "`retention` (default 1.0", "`num_frames` (default 16)",
+                 "`max_new_tokens` (default: the task's)"):
+        assert said in doc, said
+    for name in ("EntropySelectLlavaOneVision", "EntropySelectQwen25VL", "EntropySelectQwen3VL"):
+        params = inspect.signature(getattr(models, name).__init__).parameters
+        got = {k: params[k].default for k in ("method", "retention", "num_frames", "max_new_tokens")}
+        assert got == {"method": "entropy_select", "retention": 1.0, "num_frames": 16, "max_new_tokens": None}, name
+    assert models._parse_knobs({}, "entropy_select") == SelectorConfig()
