@@ -16,9 +16,13 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # the temp dir per downloaded file, ~160 a run. Removed when the run passes, kept (and named) when it fails.
 # A short path: chromium's socket under it must stay within the 108 bytes of a Unix socket path. Test modules
 # import this file a second time (`from conftest import ...`): the folder is made once.
-if "ENTROPY_SELECT_TEST_TMP" not in os.environ:
+# A folder named by the caller (ENTROPY_SELECT_TEST_TMP set before the run, e.g. for a tool that runs many pytest
+# sessions in one process, such as mutmut) is the caller's: it is made if missing and never removed.
+OWN_SCRATCH = "ENTROPY_SELECT_TEST_TMP" not in os.environ
+if OWN_SCRATCH:
     os.environ["ENTROPY_SELECT_TEST_TMP"] = tempfile.mkdtemp(prefix="es-tests-")
 SCRATCH = Path(os.environ["ENTROPY_SELECT_TEST_TMP"])
+SCRATCH.mkdir(parents=True, exist_ok=True)
 os.environ["TMPDIR"] = tempfile.tempdir = str(SCRATCH)
 os.environ["GRADIO_TEMP_DIR"] = str(SCRATCH / "gradio")
 os.environ.setdefault("ENTROPY_SELECT_WARM", "0")  # apps made by tests do not encode the example in the background
@@ -49,7 +53,7 @@ def require_triton() -> None:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if exitstatus == 0:
+    if exitstatus == 0 and OWN_SCRATCH:
         shutil.rmtree(SCRATCH, ignore_errors=True)
     else:
         print(f"\ntemporary files of this run kept in {SCRATCH}")
