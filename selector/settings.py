@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import SelectorError
 
-__all__ = ["Settings", "SettingsError", "current", "reload", "model_key", "VARIABLES", "PREFIX"]
+__all__ = ["Settings", "SettingsError", "current", "reload", "model_key", "module_settings", "VARIABLES", "PREFIX"]
 
 PREFIX = "ENTROPY_SELECT_"
 
@@ -199,3 +199,15 @@ def reload(env: Mapping[str, str] | None = None) -> Settings:
     with _lock:
         _current = fresh
     return fresh
+
+
+def module_settings(module: str, names: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module's `__getattr__` that reads `names` (module attribute → Settings field, e.g. video.MAX_SIDE →
+    max_side) from the current settings: names that look like constants follow the settings instead of being frozen
+    at import."""
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            return getattr(current(), names[name])
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

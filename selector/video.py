@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .limits import TimeLimitError, check, decode_slot
-from .settings import current
+from .settings import current, module_settings
 
 __all__ = ["VideoError", "Note", "Clip", "read_clip", "read_frames", "sample_indices", "describe", "browser_playable",
            "write_preview", "example_video"]
@@ -22,13 +22,8 @@ __all__ = ["VideoError", "Note", "Clip", "read_clip", "read_frames", "sample_ind
 #: are downscaled on read, aspect kept), MAX_PIXELS (videos whose declared frame size exceeds it are refused before
 #: decoding: a decoder holds full frames before they are downscaled; 4096×4096 in 8-bit 4:2:0 is 25 MB a frame),
 #: MAX_DECODED_FRAMES (most frames decoded from a stream read straight through, without a duration or index)
-_BOUNDS = {"MAX_SIDE": "max_side", "MAX_PIXELS": "max_pixels", "MAX_DECODED_FRAMES": "max_decoded_frames"}
-
-
-def __getattr__(name: str) -> int:
-    if name in _BOUNDS:
-        return getattr(current(), _BOUNDS[name])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = module_settings(__name__, {"MAX_SIDE": "max_side", "MAX_PIXELS": "max_pixels",
+                                         "MAX_DECODED_FRAMES": "max_decoded_frames"})
 
 
 class Note(str):

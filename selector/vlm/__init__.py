@@ -14,7 +14,6 @@ which gives an exact time to first token.
 from __future__ import annotations
 
 import functools
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ import torch
 from .. import SelectorConfig, select_tokens
 from ..limits import check
 from ..method.pipeline import Selection
-from ..settings import current
+from ..settings import current, module_settings
 
 __all__ = ["VLM", "VLMError", "Answer", "load_vlm", "default_vlm", "KNOWN_VLMS", "FAMILIES", "known_vlms"]
 
@@ -38,10 +37,7 @@ def default_vlm() -> str:
     return current().vlm
 
 
-def __getattr__(name: str) -> str:  # DEFAULT_VLM: the setting as it is now
-    if name == "DEFAULT_VLM":
-        return default_vlm()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = module_settings(__name__, {"DEFAULT_VLM": "vlm"})  # the setting as it is now
 
 
 MAX_QUESTION_CHARS = 2000
@@ -291,8 +287,8 @@ class VLM:
                 tokens = d.decode(out.past_key_values, token, length, max_new_tokens, next_position,
                                   _eos_ids(self.model, self.processor), emit, check)
                 return tokens, "graph" if d.graphs else "static", d.last_capture_ms
-            except RuntimeError:  # no graph for this model or no memory for one more: the eager loop answers
-                if d.disabled is None and not isinstance(sys.exc_info()[1], torch.cuda.OutOfMemoryError):
+            except RuntimeError as e:  # no graph for this model or no memory for one more: the eager loop answers
+                if d.disabled is None and not isinstance(e, torch.cuda.OutOfMemoryError):
                     raise
         return self._decode_eager(out, token, length, max_new_tokens, next_position, emit), "eager", 0.0
 
