@@ -142,7 +142,7 @@ def scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: 
     component averages computed afresh (both directions), no shortcut; the reference of the fast pass."""
     import torch.nn.functional as F
 
-    from selector.compare.methods import _edges, _labels
+    from selector.compare.scissor import _edges, _labels
 
     t_, m, d_ = xs.shape
     e = _edges(xs, tau, max_edges)

@@ -40,3 +40,21 @@ def test_bench_times_the_retentions_interleaved():
     assert calls[:6] == [0, 0, 1, 1, 2, 2]  # warm-up of each
     assert calls[6:] == [0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2]
     assert [len(t) for t in times] == [4, 4, 4] and all(v >= 0 for t in times for v in t)
+
+
+def test_compare_bench_prints_one_column_per_grid_and_retention():
+    """`python -m selector.bench.compare` with two grids and two retentions: a header naming the four columns, one
+    row per method named with four times; a retention that is not a number is refused by name."""
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "selector.bench.compare", "--device", "cpu", "--grid", "2x4x4x8", "--grid", "3x3x3x8",
+           "--retention", "0.25,0.5", "--repeats", "1", "--methods", "entropy_select,evs,llava_scissor"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line.strip("|").split("|") for line in r.stdout.splitlines() if line.startswith("| ")]
+    head = [c.strip() for c in rows[0]]
+    assert head == ["method", "2×4×4×8 r=0.25 ms", "2×4×4×8 r=0.5 ms", "3×3×3×8 r=0.25 ms", "3×3×3×8 r=0.5 ms"]
+    body = {row[0].strip(): [float(c) for c in row[1:]] for row in rows[1:] if "---" not in row[0]}
+    assert sorted(body) == ["entropy_select", "evs", "llava_scissor"]
+    assert all(len(v) == 4 and all(t > 0 for t in v) for v in body.values())
+    bad = subprocess.run(cmd[:-6] + ["--retention", "half"], capture_output=True, text=True, timeout=300, cwd=root)
+    assert bad.returncode == 2 and "--retention" in bad.stderr and "'half'" in bad.stderr

@@ -242,24 +242,67 @@ def test_cli_writes_one_row_per_method_and_retention(tmp_path):
     assert bad.returncode == 2 and "unknown method(s) nope" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("encoder", ["dinov2-s", "efficientnet-lite0"])
-def test_fast_llava_scissor_gives_the_rows_of_the_faithful_search(encoder, monkeypatch):
+@pytest.mark.parametrize("screen", [torch.float16, None], ids=["fp16", "fp32"])
+@pytest.mark.parametrize("features", ["dinov2-s", "efficientnet-lite0", "random"])
+def test_fast_llava_scissor_gives_the_rows_of_the_faithful_search(features, screen, monkeypatch):
     """The fast search (frame similarities once, the temporal step skipped where the spatial one already leaves
-    fewer than K components, each pair once) gives the rows of the τ-search that recomputes every edge, on real
-    features of the bundled clip at several retentions."""
+    fewer than K components, the token pairs above the lowest reachable τ found once, each pair once, products
+    screened in fp16 as on a GPU or not) gives the rows of the τ-search that recomputes every edge in fp32, on real features of
+    the bundled clip and on random ones (nearly every token its own component) at several retentions."""
     import naive
 
-    from selector.compare import methods
+    from selector.compare import scissor
     from selector.features import extract
     from selector.video import example_video
 
-    x = extract(example_video(), encoder, 8).tokens
+    if features == "random":
+        x = torch.randn(6, 27, 27, 128, generator=torch.Generator().manual_seed(3))
+    else:
+        x = extract(example_video(), features, 8).tokens
+    monkeypatch.setattr(scissor, "_screen", lambda _x: screen)
     for r in (0.05, 0.1, 0.35, 0.5):
         fast = compress("llava_scissor", x, r)
         with monkeypatch.context() as m:
-            m.setattr(methods, "_scissor_pass", naive.scissor_pass)
+            m.setattr(scissor, "_scissor_pass", naive.scissor_pass)
             slow = compress("llava_scissor", x, r)
-        assert torch.equal(fast.positions, slow.positions) and torch.equal(fast.tokens, slow.tokens), (encoder, r)
+        assert torch.equal(fast.positions, slow.positions) and torch.equal(fast.tokens, slow.tokens), (features, r)
+
+
+def _pair_set(a: torch.Tensor, b: torch.Tensor) -> set:
+    return set(zip(a.tolist(), b.tolist(), strict=True))
+
+
+def test_token_pairs_are_every_pair_above_the_floor_once(monkeypatch):
+    """The pairs found once per clip, screened in fp16 (as on a GPU) or not at all, are exactly the pairs i < j whose fp32
+    cosine exceeds the floor, with that cosine (or, not recomputed, one more than floor + margin), and give the
+    pairs above any higher τ; the nearest row of a screened product is fp32's."""
+    from selector.compare import scissor
+
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(40, 64, generator=g)
+    x = torch.nn.functional.normalize(base.repeat(5, 1) + 0.3 * torch.randn(200, 64, generator=g), dim=-1)
+    sims = x @ x.T
+    i, j = torch.nonzero(torch.triu(sims > 0.6, 1), as_tuple=True)
+    want = _pair_set(i, j)
+    assert 100 < len(want) < 19_900
+    for screen in (torch.float16, None):
+        monkeypatch.setattr(scissor, "_screen", lambda _x, s=screen: s)
+        src, dst, val, exact = scissor._pairs_above(x, x, 0.6, 10**6, upper_from=0, chunk=64)
+        assert _pair_set(src, dst) == want
+        margin = scissor._MARGIN.get(screen, 0.0)
+        assert torch.allclose(val[exact], sims[src, dst][exact], atol=1e-6)
+        assert bool((val[~exact] > 0.6 + margin).all()) and torch.allclose(val, sims[src, dst], atol=margin)
+        assert bool(exact.all()) or screen is not None
+        pairs = scissor._TokenPairs(x[None], 0.6)
+        for tau in (0.6, 0.62, 0.7, 0.8):  # the pairs found once, at a higher tau
+            s3, d3 = pairs.above(tau)
+            assert _pair_set(s3, d3) == {p for p in want if sims[p] > tau}, (screen, tau)
+        assert scissor._pairs_above(x, x, 0.6, len(want) - 1, upper_from=0, chunk=64) is None
+        s2, d2, _, _ = scissor._pairs_above(x[:50], x, 0.6, 10**6, chunk=16)  # rows against all, self included
+        assert _pair_set(s2, d2) == _pair_set(*torch.nonzero(sims[:50] > 0.6, as_tuple=True))
+        c = x[::7].clone()
+        c[3] = c[2]  # a tie: the first wins
+        assert torch.equal(scissor._nearest(x, c, chunk=64), (x @ c.T).argmax(1)), screen
 
 
 def _all_segmentations(t_: int):
@@ -274,6 +317,59 @@ def _all_segmentations(t_: int):
 
 def _saved(windows, above):
     return sum(int(above[s:e].all(0).sum()) * (e - s) for s, e in windows if e > s)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_llava_scissor_on_a_gpu_screens_in_fp16_and_keeps_fp32s_pairs_and_rows(monkeypatch):
+    """On a GPU the pairs and nearest rows, screened in fp16, are fp32's; the whole method keeps the places that the
+    τ-search recomputing every edge in fp32 keeps, and the CPU's; rows equal the reference's to fp32 rounding (CUDA's
+    index_add sums in no fixed order; a token nearly as close to two components may join either on another
+    device)."""
+    import naive
+
+    from selector.compare import scissor
+
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(40, 64, generator=g)
+    x = torch.nn.functional.normalize(base.repeat(5, 1) + 0.3 * torch.randn(200, 64, generator=g), dim=-1)
+    sims = x @ x.T
+    xc = x.cuda()
+    src, dst, val, exact = scissor._pairs_above(xc, xc, 0.6, 10**6, upper_from=0, chunk=64)
+    assert _pair_set(src.cpu(), dst.cpu()) == _pair_set(*torch.nonzero(torch.triu(sims > 0.6, 1), as_tuple=True))
+    assert torch.allclose(val.cpu(), sims[src.cpu(), dst.cpu()], atol=scissor._MARGIN[torch.float16])
+    c = x[::7].clone()
+    c[3] = c[2]
+    assert torch.equal(scissor._nearest(xc, c.cuda(), chunk=64).cpu(), (x @ c.T).argmax(1))
+    feats = torch.randn(8, 27, 27, 384, generator=torch.Generator().manual_seed(1))
+    for r in (0.1, 0.35):
+        gpu = compress("llava_scissor", feats.cuda(), r)
+        with monkeypatch.context() as m:
+            m.setattr(scissor, "_scissor_pass", naive.scissor_pass)
+            ref = compress("llava_scissor", feats.cuda(), r)
+        cpu = compress("llava_scissor", feats, r)
+        assert torch.equal(gpu.positions, ref.positions) and torch.equal(gpu.positions.cpu(), cpu.positions), r
+        assert torch.allclose(gpu.tokens, ref.tokens, atol=1e-5), r
+
+
+def test_holitom_merges_groups_of_one_size_at_once_as_one_by_one():
+    """The batched density merge of several groups of one size gives each group's rows, centres and flags as the
+    per-group path does."""
+    from selector.compare.holitom import _centres, _merge, _merge_batch
+
+    g = torch.Generator().manual_seed(2)
+    feats = torch.randn(5, 30, 16, generator=g)
+    feats[2, 10:] = feats[2, 0]  # duplicates: ties of density and of distance
+    q = torch.tensor([7, 9, 8, 7, 12])
+    rows, is_centre, has = _merge_batch(feats, q, 7, 0.6)
+    want_rows, want_has = [], []
+    for f, n in zip(feats, q.tolist(), strict=True):
+        centres, dist = _centres(f, n, 7)
+        r, h = _merge(f, centres, dist, 0.6)
+        assert torch.equal(torch.nonzero(is_centre[len(want_rows)]).flatten(), centres)
+        want_rows.append(r)
+        want_has.append(h)
+    assert torch.allclose(rows, torch.cat(want_rows), atol=1e-6) and torch.equal(has, torch.cat(want_has))
 
 
 @settings(max_examples=60, deadline=None)

@@ -85,6 +85,27 @@ def _merge(x: torch.Tensor, centres: torch.Tensor, dist: torch.Tensor, beta: flo
     return rows, counts > 0
 
 
+def _merge_batch(x: torch.Tensor, q: torch.Tensor, knn: int, beta: float) -> tuple:
+    """`_centres` and `_merge` of G groups of the same size at once: x (G, n, D), q (G,) centres each (knn the
+    same for all). Returns (rows, centre mask (G, n), has members), rows and flags in the order of the mask's
+    True entries (group by group, ascending index), as the per-group path gives them."""
+    g_, n, d_ = x.shape
+    xf = x.float()
+    score = density_scores(xf, knn)
+    order = torch.argsort(score, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=x.device).expand(g_, n))
+    is_centre = rank < q.to(x.device)[:, None]
+    dist = torch.cdist(xf, xf) / math.sqrt(d_)
+    owner = dist.masked_fill(~is_centre[:, None, :], float("inf")).argmin(-1)  # nearest centre, ties: lower
+    members = ~is_centre
+    slot = (torch.arange(g_, device=x.device)[:, None] * n + owner)[members]
+    counts = torch.bincount(slot, minlength=g_ * n).view(g_, n)
+    sums = torch.zeros(g_ * n, d_, device=x.device).index_add_(0, slot, xf[members]).view(g_, n, d_)
+    mean = sums / counts.clamp_min(1)[..., None]
+    rows = torch.where((counts > 0)[..., None], beta * xf + (1 - beta) * mean, xf)
+    return rows[is_centre], is_centre, (counts > 0)[is_centre]
+
+
 def holitom(tokens: torch.Tensor, k: int, tau: float = 0.8, beta: float = 0.6, knn: int = 7,
             max_window: int = 1024) -> tuple:
     """HoliTom's embedding part on a (T, H, W, D) grid: exactly k rows (see the module notes)."""
@@ -93,32 +114,48 @@ def holitom(tokens: torch.Tensor, k: int, tau: float = 0.8, beta: float = 0.6, k
     x = tokens.reshape(t_, m, d_)
     unit = torch.nn.functional.normalize(x.float(), dim=-1)
     sim = (unit[:-1] * unit[1:]).sum(-1)  # (T−1, M)
-    windows = static_windows(sim, tau, max_window) if t_ > 1 else [(0, 0)]
+    host = sim.cpu()  # the segmentation and the masks on the host: one transfer instead of a wait per frame
+    windows = static_windows(host, tau, max_window) if t_ > 1 else [(0, 0)]
     groups: list[tuple[torch.Tensor, torch.Tensor, bool]] = []  # (rows, their flat anchors, rows are means)
-    places = torch.arange(m, device=tokens.device)
+
+    def where(mask: torch.Tensor) -> torch.Tensor:
+        return torch.nonzero(mask).flatten().to(tokens.device)
+
     for s, e in windows:
-        static = torch.ones(m, dtype=torch.bool, device=tokens.device)
+        static = torch.ones(m, dtype=torch.bool)
         if e > s:
-            static = (sim[s:e] > tau).all(0)
+            static = (host[s:e] > tau).all(0)
             if bool(static.any()):
-                groups.append((x[s:e + 1, static].float().mean(0), s * m + places[static], True))
-        for f in range(s, e + 1):
-            dyn = ~static if e > s else static
-            if bool(dyn.any()):
-                groups.append((x[f, dyn], f * m + places[dyn], False))
+                idx = where(static)
+                groups.append((x[s:e + 1, idx].float().mean(0), s * m + idx, True))
+        dyn = where(~static if e > s else static)
+        if dyn.numel():
+            groups.extend((x[f, dyn], f * m + dyn, False) for f in range(s, e + 1))
     if sum(g[0].shape[0] for g in groups) < k:  # the static merge leaves too few rows: every frame a group
+        places = torch.arange(m, device=tokens.device)
         groups = [(x[f], f * m + places, False) for f in range(t_)]
     sizes = torch.tensor([g[0].shape[0] for g in groups], dtype=torch.float64)
     shares = quota(sizes, k, int(sizes.max())).tolist()
     rows, anchors, merged = [], [], []
-    for (feats, pos, means), q in zip(groups, shares, strict=True):
-        if q == 0:
+    buckets: dict[tuple[int, int], list[int]] = {}  # groups of one size (and one knn) are merged in one batch
+    for i, ((feats, _, _), q) in enumerate(zip(groups, shares, strict=True)):
+        if q > 0:
+            buckets.setdefault((feats.shape[0], min(knn, q)), []).append(i)
+    for (_, kk), members in buckets.items():
+        if len(members) == 1:
+            feats, pos, means = groups[members[0]]
+            centres, dist = _centres(feats, shares[members[0]], knn)
+            r, has = _merge(feats, centres, dist, beta)
+            rows.append(r)
+            anchors.append(pos[centres])
+            merged.append(has | means)
             continue
-        centres, dist = _centres(feats, q, knn)
-        r, has = _merge(feats, centres, dist, beta)
+        r, is_centre, has = _merge_batch(torch.stack([groups[i][0] for i in members]),
+                                         torch.tensor([shares[i] for i in members]), kk, beta)
         rows.append(r)
-        anchors.append(pos[centres])
-        merged.append(has | means)
+        anchors.append(torch.stack([groups[i][1] for i in members])[is_centre])
+        means = torch.tensor([groups[i][2] for i in members], device=tokens.device)
+        merged.append(has | means[:, None].expand_as(is_centre)[is_centre])
     rows_t, pos_t, merged_t = torch.cat(rows), torch.cat(anchors), torch.cat(merged)
     order = torch.argsort(pos_t)
     out = rows_t[order].to(tokens.dtype)

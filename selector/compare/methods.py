@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..config import SelectorConfig, SelectorError
 from .holitom import holitom as _holitom
+from .scissor import llava_scissor as _llava_scissor
 from .shared import density_scores, quota
 
 __all__ = ["ALL", "Method"]
@@ -285,130 +286,6 @@ def _fastvid(tokens: torch.Tensor, k: int, c: int = 8, tau: float = 0.9, p: int 
         pos.append(torch.cat(a_pos, dim=1).reshape(-1))
         merged.append((counts > 1).reshape(-1))
     return torch.cat(rows), torch.cat(pos), torch.cat(merged)
-
-
-# ---- LLaVA-Scissor ---------------------------------------------------------------------------------------------------
-
-def _labels(src: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:
-    """Connected-component label (the smallest member index) of n nodes joined by the edges src–dst."""
-    label = torch.arange(n, device=src.device)
-    while True:  # min-label propagation with pointer jumping
-        new = label.scatter_reduce(0, src, label[dst], reduce="amin")
-        new = new[new]
-        if torch.equal(new, label):
-            return label
-        label = new
-
-
-def _edges(x: torch.Tensor, tau: float, max_edges: int, chunk: int = 2048) -> tuple | None:
-    """Edges (i, j) of cosine > tau between the unit rows of x (N, D), or of each frame of x (T, M, D) with
-    frame-offset indices; None past max_edges (a tau this low joins nearly everything)."""
-    src, dst, edges = [], [], 0
-    if x.ndim == 3:
-        t_, m, _ = x.shape
-        step = max(1, (chunk * chunk) // max(1, m * m))
-        for f in range(0, t_, step):
-            e = torch.nonzero(torch.bmm(x[f:f + step], x[f:f + step].transpose(1, 2)) > tau)
-            edges += e.shape[0]
-            if edges > max_edges:
-                return None
-            src.append((e[:, 0] + f) * m + e[:, 1])
-            dst.append((e[:, 0] + f) * m + e[:, 2])
-    else:
-        for i in range(0, x.shape[0], chunk):
-            e = torch.nonzero(x[i:i + chunk] @ x.T > tau)
-            edges += e.shape[0]
-            if edges > max_edges:
-                return None
-            src.append(e[:, 0] + i)
-            dst.append(e[:, 1])
-    return torch.cat(src), torch.cat(dst)
-
-
-def _upper_edges(x: torch.Tensor, tau: float, max_edges: int, chunk: int = 2048) -> tuple | None:
-    """`_edges` of the unit rows of x (N, D), each pair once (i < j, the graph is undirected): half the products."""
-    src, dst, edges = [], [], 0
-    n = x.shape[0]
-    for i in range(0, n, chunk):
-        block = x[i:i + chunk] @ x[i:].T  # rows i.., columns i..
-        block.triu_(1)  # j > i only (the diagonal block's lower part and the diagonal dropped)
-        e = torch.nonzero(block > tau)
-        edges += e.shape[0]
-        if edges > max_edges:
-            return None
-        src.append(e[:, 0] + i)
-        dst.append(e[:, 1] + i)
-    s, d = torch.cat(src), torch.cat(dst)
-    return torch.cat([s, d]), torch.cat([d, s])
-
-
-def _scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: int = 4_000_000,
-                  sims: torch.Tensor | None = None, k: int | None = None) -> tuple | None:
-    """The two SCC steps at tau: spatial within every frame (all frames in one graph of disjoint parts), then
-    temporal over all frames' component averages; returns (component of each token, number of components) or
-    None (too many edges). `sims`: the frames' (T, M, M) cosine similarities, computed once for every tau; `k`:
-    when the spatial step leaves fewer than k components the temporal one (which only joins) cannot reach k, and
-    (its count, None) comes back without it."""
-    t_, m, d_ = xs.shape
-    if sims is None:
-        e = _edges(xs, tau, max_edges)
-    else:
-        hit = torch.nonzero(sims > tau)
-        e = None if hit.shape[0] > max_edges else ((hit[:, 0] * m + hit[:, 1]), (hit[:, 0] * m + hit[:, 2]))
-    if e is None:
-        return None
-    _, inv = torch.unique(_labels(e[0], e[1], t_ * m), return_inverse=True)
-    n1 = int(inv.max()) + 1
-    if k is not None and n1 < k:
-        return None, n1
-    reps = torch.zeros(n1, d_, device=xs.device).index_add_(0, inv, frames.reshape(-1, d_))
-    reps = F.normalize(reps / torch.bincount(inv, minlength=n1)[:, None], dim=-1)
-    e = _upper_edges(reps, tau, max_edges)
-    if e is None:
-        return None
-    uniq, inv2 = torch.unique(_labels(e[0], e[1], n1), return_inverse=True)
-    return inv2[inv], len(uniq)
-
-
-def _llava_scissor(tokens: torch.Tensor, k: int) -> tuple:
-    """LLaVA-Scissor (Sun et al., 2025; HumanMLLM/LLaVA-Scissor llava/model/llava_arch_zip.py): semantic connected
-    components of the graph "cosine similarity > τ", first within each frame (each component averaged), then over
-    all frames' averages; finally every token joins its most similar component and a row is (component average +
-    its tokens) / (n + 1). Exactly K: the public code sets τ (0.95) and lets the count follow; we search τ by
-    bisection (8 steps) for the fewest components >= K, keep the K largest (ties: earlier anchor), and components
-    are exact (the public code samples nodes, ε = 0.05). A row is anchored at its component's first token."""
-    t_, h_, w_, d_ = tokens.shape
-    m = h_ * w_
-    frames = tokens.reshape(t_, m, d_).float()
-    xs = F.normalize(frames, dim=-1)
-    lo, hi = -1.0, 1.0  # count(τ) grows with τ; count(1) = N >= K
-    best = None
-    sims = torch.bmm(xs, xs.transpose(1, 2)) if t_ * m * m <= 64 << 20 else None  # ≤ 256 MB, reused by every τ
-    for _ in range(8):
-        mid = (lo + hi) / 2
-        out = _scissor_pass(xs, frames, mid, sims=sims, k=k)
-        if out is not None and out[1] >= k:
-            best, hi = out, mid
-        else:
-            lo = mid
-    if best is None:
-        best = (torch.arange(t_ * m, device=tokens.device), t_ * m)
-    comp, n = best
-    flat = frames.reshape(-1, d_)
-    size = torch.bincount(comp, minlength=n)
-    first = torch.full((n,), t_ * m, dtype=torch.long, device=tokens.device).scatter_reduce(
-        0, comp, torch.arange(t_ * m, device=tokens.device), reduce="amin")
-    order = sorted(range(n), key=lambda i: (-int(size[i]), int(first[i])))[:k]
-    keep = torch.tensor(sorted(order), device=tokens.device)
-    remap = torch.full((n,), -1, dtype=torch.long, device=tokens.device)
-    remap[keep] = torch.arange(len(keep), device=tokens.device)
-    avg = torch.zeros(n, d_, device=tokens.device).index_add_(0, comp, flat) / size.clamp_min(1)[:, None]
-    rep = avg[keep]
-    owner = (F.normalize(flat, dim=-1) @ F.normalize(rep, dim=-1).T).argmax(1)
-    counts = torch.bincount(owner, minlength=len(keep)).to(rep.dtype)
-    rows = (rep + torch.zeros_like(rep).index_add_(0, owner, flat)) / (counts + 1)[:, None]
-    merged = torch.ones(len(keep), dtype=torch.bool, device=tokens.device)
-    return rows.to(tokens.dtype), first[keep], merged
 
 
 # ---- ToMe ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,324 @@
+"""LLaVA-Scissor (Sun et al., 2025; HumanMLLM/LLaVA-Scissor llava/model/llava_arch_zip.py) on the encoder's
+features, returning exactly K rows (torch only).
+
+Semantic connected components of the graph "cosine similarity > τ": first within each frame (each component
+averaged), then over all frames' averages; every token then joins its most similar kept component, and a row is
+(component average + its tokens) / (n + 1). The public code fixes τ = 0.95 and lets the count follow; for exactly K
+rows τ is searched by bisection (8 steps over [-1, 1]) for the fewest components >= K, and the K largest are kept.
+
+The search is exact and shares its work across τ:
+- the frames' similarities are computed once and thresholded at every τ (the spatial step);
+- the spatial count only grows with τ, so a bisection on it alone finds the lowest τ any temporal step can run at
+  (`floor`): a temporal step runs only where the spatial one leaves at least K components;
+- the temporal step compares component averages; an average of one token is that token, so the pairs of tokens
+  above `floor` are found once (`_TokenPairs`) and each τ computes only the rows of components with several tokens.
+- on a GPU, products are screened in fp16 and those within the rounding margin of τ recomputed in fp32 (`_MARGIN`);
+  the last step's nearest component likewise.
+Every τ gives the components, counts and refusals (too many edges) of the pass that recomputes every edge in fp32
+(tests/naive.py `scissor_pass`); pairs whose cosine lies within fp32's rounding (~1e-6) of τ may fall either way
+between two fp32 computations in different orders, this one's and the reference's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MAX_EDGES = 4_000_000
+_STEPS = 8
+# How far an fp16 product of two unit vectors can be from its fp32 value: the inputs rounded, (2u + u²)·Σ|a_i b_i|
+# <= 2u + u²; the output rounded, u; partial sums a GPU GEMM may round, at most 4u more; subnormals and the fp32 sum,
+# below 1e-4: with u = 2⁻¹¹, 7u + 1e-4 < 0.005. Products screened above τ − margin are the candidates; those above
+# τ + margin are above τ in fp32 too, the rest are recomputed in fp32.
+_MARGIN = {torch.float16: 0.005}
+
+
+def _labels(src: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:
+    """Connected-component label (the smallest member index) of n nodes joined by the edges src–dst."""
+    label = torch.arange(n, device=src.device)
+    while True:  # min-label propagation with pointer jumping
+        new = label.scatter_reduce(0, src, label[dst], reduce="amin")
+        new = new[new]
+        if torch.equal(new, label):
+            return label
+        label = new
+
+
+def _edges(x: torch.Tensor, tau: float, max_edges: int, chunk: int = 2048) -> tuple | None:
+    """Edges (i, j) of cosine > tau between the unit rows of x (N, D), or of each frame of x (T, M, D) with
+    frame-offset indices; None past max_edges (a tau this low joins nearly everything)."""
+    src, dst, edges = [], [], 0
+    if x.ndim == 3:
+        t_, m, _ = x.shape
+        step = max(1, (chunk * chunk) // max(1, m * m))
+        for f in range(0, t_, step):
+            e = torch.nonzero(torch.bmm(x[f:f + step], x[f:f + step].transpose(1, 2)) > tau)
+            edges += e.shape[0]
+            if edges > max_edges:
+                return None
+            src.append((e[:, 0] + f) * m + e[:, 1])
+            dst.append((e[:, 0] + f) * m + e[:, 2])
+    else:
+        for i in range(0, x.shape[0], chunk):
+            e = torch.nonzero(x[i:i + chunk] @ x.T > tau)
+            edges += e.shape[0]
+            if edges > max_edges:
+                return None
+            src.append(e[:, 0] + i)
+            dst.append(e[:, 1])
+    return torch.cat(src), torch.cat(dst)
+
+
+def _screen(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype products on x's device are screened in: fp16 on a GPU; None on a CPU, where the candidates'
+    recomputation costs more than fp16 or bf16 products save (measured: the token pairs of 16×27×27×384 random
+    features took 0.94 s screened in bf16 against 0.4–0.55 s in fp32)."""
+    return torch.float16 if x.is_cuda else None
+
+
+def _rows_per_block(a: torch.Tensor, cols: int) -> int:
+    """Rows of a per block of products: 2048 on a CPU (cache-sized); on a GPU as many as keep a block within 2²⁷
+    entries (256 MB in fp16), since every block costs a wait for its pair count."""
+    return 2048 if not a.is_cuda else max(2048, (1 << 27) // max(1, cols))
+
+
+def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper_from: int | None = None,
+                 chunk: int | None = None) -> tuple | None:
+    """(i, j, cosine, exact) of the rows of a and b (unit rows) with fp32 cosine > tau; with `upper_from` = s, a is
+    b[s:] and only pairs j > s + i come back (each pair once, none with itself). None past `limit` pairs. Where
+    `_screen` names a dtype the products are screened in it, the candidates within its margin of tau recomputed in
+    fp32; `exact` says which cosines are fp32's (the others are the screened ones, more than tau + margin)."""
+    src, dst, val, flags, count = [], [], [], [], 0
+    dtype = _screen(a)
+    margin = _MARGIN[dtype] if dtype is not None else 0.0
+    a_, b_ = (a.to(dtype), b.to(dtype)) if dtype is not None else (a, b)
+    chunk = chunk or _rows_per_block(a, b.shape[0])
+    for i in range(0, a.shape[0], chunk):
+        j0 = 0 if upper_from is None else upper_from + i
+        block = a_[i:i + chunk] @ b_[j0:].T
+        if upper_from is not None:
+            block[:, :block.shape[0]].diagonal().fill_(-2.0)  # each row with itself
+        cut = tau - margin
+        rows = torch.nonzero(block.amax(1) > cut).flatten()  # most rows have no pair at a high tau
+        if rows.numel() == 0:
+            continue
+        if 2 * rows.numel() > block.shape[0]:  # most rows: scan the block as it is rather than copy them
+            hit = torch.nonzero(block > cut)
+            r, c = hit[:, 0], hit[:, 1]
+        else:
+            hit = torch.nonzero(block[rows] > cut)
+            r, c = rows[hit[:, 0]], hit[:, 1]
+        if upper_from is not None:
+            keep = c > r
+            r, c = r[keep], c[keep]
+        v = block[r, c].float()
+        r, c = r + i, c + j0
+        exact = torch.ones_like(v, dtype=torch.bool)
+        if dtype is not None:
+            sure = v > tau + margin
+            band = torch.nonzero(~sure).flatten()
+            fine = (a[r[band]] * b[c[band]]).sum(-1)
+            v[band] = fine
+            keep = sure.clone()
+            keep[band[fine > tau]] = True
+            r, c, v, exact = r[keep], c[keep], v[keep], ~sure[keep]
+        count += r.shape[0]
+        if count > limit:
+            return None
+        src.append(r)
+        dst.append(c)
+        val.append(v)
+        flags.append(exact)
+    if not src:
+        e = torch.empty(0, dtype=torch.long, device=a.device)
+        return e, e, torch.empty(0, device=a.device), torch.empty(0, dtype=torch.bool, device=a.device)
+    return torch.cat(src), torch.cat(dst), torch.cat(val), torch.cat(flags)
+
+
+def _nearest(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """For each unit row of x, the index of the most similar unit row of c (fp32 cosine; ties: the first). On a GPU
+    (`_screen` fp16) the products are screened in fp16 and the rows within twice the margin of each row's best
+    recomputed in fp32."""
+    if _screen(x) is not torch.float16:
+        return (x @ c.T).argmax(1)
+    x16, c16 = x.half(), c.half()
+    chunk = chunk or _rows_per_block(x, c.shape[0])
+    out = []
+    for i in range(0, x.shape[0], chunk):
+        block = (x16[i:i + chunk] @ c16.T).float()
+        near = torch.nonzero(block >= block.amax(1, keepdim=True) - 2 * _MARGIN[torch.float16])
+        r, j = near[:, 0], near[:, 1]
+        v = (x[r + i] * c[j]).sum(-1)
+        n = block.shape[0]
+        best = torch.full((n,), -3.0, device=x.device).scatter_reduce(0, r, v, reduce="amax")
+        top = v == best[r]
+        out.append(torch.full((n,), c.shape[0], device=x.device, dtype=torch.long).scatter_reduce(
+            0, r[top], j[top], reduce="amin"))
+    return torch.cat(out)
+
+
+class _TokenPairs:
+    """Every pair of tokens (i < j, flat indices) whose cosine exceeds `floor`, found once per clip when first asked
+    for: the temporal step's pairs of one-token components at any τ >= floor. `pairs` is None where they are too
+    many to keep."""
+
+    def __init__(self, xs: torch.Tensor, floor: float, limit: int = MAX_EDGES):
+        self.flat = xs.reshape(-1, xs.shape[-1])
+        self.floor, self.limit = floor, limit
+        self.margin = _MARGIN.get(_screen(self.flat), 0.0)
+        self.found = False
+        self._pairs: tuple | None = None
+
+    @property
+    def pairs(self) -> tuple | None:
+        if not self.found:
+            self._pairs = _pairs_above(self.flat, self.flat, self.floor, self.limit, upper_from=0)
+            self.found = True
+        return self._pairs
+
+    def pays(self, components: int, several: int) -> bool:
+        """Whether a temporal step over `components` averages, `several` of them of several tokens, should take its
+        one-token pairs from here: most components are single tokens, and the pairs are found already or the step
+        is large (half of all tokens or more: a step over n averages costs (n / N)² of finding every pair)."""
+        return 2 * several < components and (self.found or 2 * components >= self.flat.shape[0])
+
+    def above(self, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pairs (i, j) whose fp32 cosine exceeds tau (>= floor)."""
+        s, d, v, exact = self.pairs
+        keep = torch.where(exact, v > tau, v > tau + self.margin)
+        unsure = torch.nonzero(~exact & (v > tau - self.margin) & ~keep).flatten()
+        if unsure.numel():
+            fine = (self.flat[s[unsure]] * self.flat[d[unsure]]).sum(-1)
+            keep[unsure[fine > tau]] = True
+        return s[keep], d[keep]
+
+
+def _spatial(xs: torch.Tensor, tau: float, max_edges: int, sims: torch.Tensor | None) -> tuple | None:
+    """The spatial step at tau: (component of each token, number of components), or None (too many edges)."""
+    t_, m, _ = xs.shape
+    if sims is None:
+        e = _edges(xs, tau, max_edges)
+    else:
+        above = sims > tau
+        if int(above.sum()) > max_edges:  # counted before the indices are made
+            return None
+        hit = torch.nonzero(above)
+        e = (hit[:, 0] * m + hit[:, 1]), (hit[:, 0] * m + hit[:, 2])
+    if e is None:
+        return None
+    _, inv = torch.unique(_labels(e[0], e[1], t_ * m), return_inverse=True)
+    return inv, int(inv.max()) + 1
+
+
+def _temporal_edges(reps: torch.Tensor, inv: torch.Tensor, tau: float, max_edges: int,
+                    tokens: _TokenPairs | None) -> tuple | None:
+    """Edges (both directions) of cosine > tau between the component averages `reps` (unit rows), each pair
+    counted once against max_edges; pairs of one-token components come from `tokens` where it covers tau."""
+    n1 = reps.shape[0]
+    if tokens is not None and tau >= tokens.floor:
+        size = torch.bincount(inv, minlength=n1)
+        several = torch.nonzero(size > 1).flatten()
+        if tokens.pays(n1, several.numel()) and tokens.pairs is not None:
+            s, d = tokens.above(tau)
+            single = size == 1
+            cs, cd = inv[s], inv[d]
+            both = single[cs] & single[cd]
+            src, dst = [cs[both]], [cd[both]]
+            count = src[0].numel()
+            if count > max_edges:
+                return None
+            if several.numel():
+                # rows of the several-token components against every component; a pair of two such is kept once
+                # (raw hits: at most twice the pairs, plus each row with itself)
+                got = _pairs_above(reps[several], reps, tau, 2 * max_edges + several.numel())
+                if got is None:
+                    return None
+                r, c = got[0], got[1]
+                r = several[r]
+                ok = (r != c) & (single[c] | (c > r))
+                src.append(r[ok])
+                dst.append(c[ok])
+                count += int(ok.sum())
+                if count > max_edges:
+                    return None
+            s, d = torch.cat(src), torch.cat(dst)
+            return torch.cat([s, d]), torch.cat([d, s])
+    got = _pairs_above(reps, reps, tau, max_edges, upper_from=0)
+    if got is None:
+        return None
+    s, d = got[0], got[1]
+    return torch.cat([s, d]), torch.cat([d, s])
+
+
+def _scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: int = MAX_EDGES,
+                  sims: torch.Tensor | None = None, k: int | None = None, spatial: dict | None = None,
+                  tokens: _TokenPairs | None = None) -> tuple | None:
+    """The two SCC steps at tau: spatial within every frame (all frames in one graph of disjoint parts), then
+    temporal over all frames' component averages; returns (component of each token, number of components) or
+    None (too many edges). `sims`: the frames' (T, M, M) cosine similarities, computed once for every tau; `k`:
+    when the spatial step leaves fewer than k components the temporal one (which only joins) cannot reach k, and
+    (its count, None) comes back without it. `spatial`: spatial steps already taken, by tau; `tokens`: the token
+    pairs above some floor."""
+    t_, m, d_ = xs.shape
+    if spatial is not None and tau in spatial:
+        first = spatial[tau]
+    else:
+        first = _spatial(xs, tau, max_edges, sims)
+    if first is None:
+        return None
+    inv, n1 = first
+    if k is not None and n1 < k:
+        return None, n1
+    reps = torch.zeros(n1, d_, device=xs.device).index_add_(0, inv, frames.reshape(-1, d_))
+    reps = F.normalize(reps / torch.bincount(inv, minlength=n1)[:, None], dim=-1)
+    e = _temporal_edges(reps, inv, tau, max_edges, tokens)
+    if e is None:
+        return None
+    uniq, inv2 = torch.unique(_labels(e[0], e[1], n1), return_inverse=True)
+    return inv2[inv], len(uniq)
+
+
+def llava_scissor(tokens: torch.Tensor, k: int) -> tuple:
+    """LLaVA-Scissor on a (T, H, W, D) grid, exactly k rows: the module's docstring says how. Keeps the K largest
+    components (ties: earlier anchor); components are exact (the public code samples nodes, ε = 0.05). A row is
+    anchored at its component's first token."""
+    t_, h_, w_, d_ = tokens.shape
+    m = h_ * w_
+    frames = tokens.reshape(t_, m, d_).float()
+    xs = F.normalize(frames, dim=-1)
+    sims = torch.bmm(xs, xs.transpose(1, 2)) if t_ * m * m <= 64 << 20 else None  # ≤ 256 MB, reused by every τ
+    spatial: dict[float, tuple | None] = {}
+    lo, hi = -1.0, 1.0  # the spatial count alone: the lowest τ of the grid where it reaches k
+    for _ in range(_STEPS):
+        mid = (lo + hi) / 2
+        spatial[mid] = _spatial(xs, mid, MAX_EDGES, sims)
+        if spatial[mid] is not None and spatial[mid][1] >= k:
+            hi = mid
+        else:
+            lo = mid
+    pairs = _TokenPairs(xs, hi) if hi < 1.0 else None
+    lo, hi = -1.0, 1.0  # count(τ) grows with τ; count(1) = N >= K
+    best = None
+    for _ in range(_STEPS):
+        mid = (lo + hi) / 2
+        out = _scissor_pass(xs, frames, mid, sims=sims, k=k, spatial=spatial, tokens=pairs)
+        if out is not None and out[1] >= k:
+            best, hi = out, mid
+        else:
+            lo = mid
+    if best is None:
+        best = (torch.arange(t_ * m, device=tokens.device), t_ * m)
+    comp, n = best
+    flat = frames.reshape(-1, d_)
+    size = torch.bincount(comp, minlength=n)
+    first = torch.full((n,), t_ * m, dtype=torch.long, device=tokens.device).scatter_reduce(
+        0, comp, torch.arange(t_ * m, device=tokens.device), reduce="amin")
+    # the k largest, ties to the earlier anchor: one sort on (−size, first), first < t·m + 1
+    keep = torch.sort(torch.argsort(-size * (t_ * m + 1) + first)[:k]).values
+    avg = torch.zeros(n, d_, device=tokens.device).index_add_(0, comp, flat) / size.clamp_min(1)[:, None]
+    rep = avg[keep]
+    owner = _nearest(F.normalize(flat, dim=-1), F.normalize(rep, dim=-1))
+    counts = torch.bincount(owner, minlength=len(keep)).to(rep.dtype)
+    rows = (rep + torch.zeros_like(rep).index_add_(0, owner, flat)) / (counts + 1)[:, None]
+    merged = torch.ones(len(keep), dtype=torch.bool, device=tokens.device)
+    return rows.to(tokens.dtype), first[keep], merged
