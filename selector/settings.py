@@ -133,6 +133,9 @@ class Settings:
     queue: int = _var("QUEUE", 32, _int(1), "requests the web app lets wait")
     concurrency: int = _var("CONCURRENCY", 2, _int(1), "compute requests the web app runs at once")
     cache_mb: float = _var("CACHE_MB", 1024.0, _float, "bound of the web app's feature cache (MiB)")
+    output_ttl: float = _var("OUTPUT_TTL", 900.0, _float,
+                             "seconds the web app keeps the views and downloads it hands out (gradio's copies and "
+                             "uploads: 4× as long, swept every 2×)")
     cache: str | None = _var("CACHE", None, _optional_text,
                              "folder of converted encoder weights (else $XDG_CACHE_HOME or ~/.cache, entropy-select)")
     extra_models: frozenset[str] = _var("MODEL_ALLOWLIST", frozenset(), _models,

@@ -136,6 +136,39 @@ def pick(score: torch.Tensor, budgets_: list[int], cfg: SelectorConfig) -> torch
     return keep
 
 
+def fuse(x: torch.Tensor, score: torch.Tensor, keep: torch.Tensor, rank: torch.Tensor, quota: torch.Tensor,
+         budgets_: list[int], cells: list[int], g2: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Grid fusion as the method states it, frame by frame: the cells with a discarded token, the F_f =
+    min(those cells, B_f − kept quota picks) of them with the largest discarded score mass (ties: lower cell) get a
+    fused token; the F_f lowest-priority picks make room; a fused token is the score-weighted mean of its cell's
+    tokens not kept (uniform where the cell's discarded mass was 0) at the best of them (ties: lower index).
+    Returns (keep, anchor) as (T, m) and {(frame, anchor): fused row}."""
+    t_, m = score.shape
+    xf = x.reshape(t_, m, -1).double()
+    keep_out = torch.zeros(t_, m, dtype=torch.bool)
+    anchor = torch.zeros(t_, m, dtype=torch.bool)
+    rows = {}
+    for f in range(t_):
+        s = [float(v) for v in score[f]]
+        dropped = [p for p in range(m) if not keep[f, p]]
+        mass = {c: sum(s[p] for p in dropped if cells[p] == c) for c in range(g2)}
+        eligible = sorted({cells[p] for p in dropped})
+        kept_quota = sum(1 for p in range(m) if keep[f, p] and quota[f, p])
+        n_fused = max(0, min(len(eligible), budgets_[f] - kept_quota))
+        chosen = sorted(eligible, key=lambda c: (-mass[c], c))[:n_fused]
+        kept = [bool(keep[f, p]) and int(rank[f, p]) < budgets_[f] - n_fused for p in range(m)]
+        for c in chosen:
+            members = [p for p in range(m) if cells[p] == c and not kept[p]]
+            w = [s[p] if mass[c] > 0 else 1.0 for p in members]
+            total = sum(w)
+            row = sum(wi * xf[f, p] for wi, p in zip(w, members, strict=True))
+            best = max(members, key=lambda p: (s[p], -p))
+            rows[(f, best)] = row / total if total > 0 else row * 0
+            anchor[f, best] = True
+        keep_out[f] = torch.tensor(kept) | anchor[f]
+    return keep_out, anchor, rows
+
+
 def scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: int = 4_000_000,
                  **_: object) -> tuple | None:
     """LLaVA-Scissor's two component steps at tau as first written: every edge of every frame and of all

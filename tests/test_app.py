@@ -559,17 +559,6 @@ def test_server_paths_are_refused(server, client, path):
     assert _analyze(client, retention=0.1)[6]["tokens_kept"] == 115  # still serving
 
 
-def test_concurrent_clients_get_their_own_answers(server):
-    sys.path.insert(0, str(ROOT / "tools"))
-    from load_test import run
-
-    res = run(server[0], clients=6, requests=2, videos=[str(SAMPLE)], encoder=ENC, frames=8)
-    assert res["ok"] == res["requests"] == 12, res["errors"]
-    # 3 pairs of clients, each pair asking the same 2 requests at once: 6 requests asked twice, all answered alike
-    assert res["repeated"] == 6 and not res["unstable"] and res["distinct_overlays"]
-    assert server[1].poll() is None  # the server is still up
-
-
 def test_warm_start_serves_both_examples_from_the_caches():
     from selector.app.ui import EXAMPLES, Explorer
 

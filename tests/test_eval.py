@@ -271,16 +271,23 @@ FAMILY = {"entropy_select_llava_onevision": "llava_onevision", "entropy_select_q
           "entropy_select_qwen3_vl": "qwen3_vl"}
 
 
+#: the documented command without a hostfile: accelerate starts one process on a CPU
+ACCELERATE_CPU = [str(BIN / "accelerate"), "launch", "--num_processes", "2", "--cpu"]
+
+
 @pytest.fixture(scope="module")
 def one_process(checkpoints, tmp_path_factory):
-    """The one-process run of each model (samples, results, data folder), made once for the launchers' tests."""
-    runs: dict[str, tuple[list[dict], dict, Path]] = {}
+    """The one-process run of each model (samples, results, data folder, log), made once for the launchers' tests:
+    LLaVA-OneVision's through `accelerate launch --num_processes 2 --cpu` without a hostfile (one process), the
+    others' through `python -m lmms_eval`."""
+    runs: dict[str, tuple[list[dict], dict, Path, str]] = {}
 
-    def get(model: str) -> tuple[list[dict], dict, Path]:
+    def get(model: str) -> tuple[list[dict], dict, Path, str]:
         if model not in runs:
             tmp = tmp_path_factory.mktemp("one-process")
-            one, res, _ = _run([sys.executable], model, checkpoints[FAMILY[model]], tmp / "one", tmp / "data")
-            runs[model] = one, res, tmp / "data"
+            launcher = ACCELERATE_CPU if model == "entropy_select_llava_onevision" else [sys.executable]
+            one, res, log = _run(launcher, model, checkpoints[FAMILY[model]], tmp / "one", tmp / "data")
+            runs[model] = one, res, tmp / "data", log
         return runs[model]
     return get
 
@@ -289,7 +296,7 @@ def _two_processes(model: str, checkpoint: Path, one_process, tmp_path: Path, la
                    env: dict[str, str]) -> None:
     """Run the task through `launcher` in two processes: the two split the documents, the merged log holds each
     once, and the answers, selections and summaries equal the one-process run's."""
-    one, res_one, data = one_process(model)
+    one, res_one, data, _ = one_process(model)
     os.environ.update(env)
     try:
         two, res_two, log = _run(launcher, model, checkpoint, tmp_path / "two", data)
@@ -351,13 +358,12 @@ def test_two_processes_split_the_samples_and_answer_as_one_process(checkpoints, 
 
 
 @pytest.mark.slow
-def test_accelerate_cpu_launch_runs_and_says_it_is_one_process(checkpoints, tmp_path):
+def test_accelerate_cpu_launch_runs_and_says_it_is_one_process(one_process):
     """The command without a hostfile: accelerate runs one process there; the run completes and says how to get
     two."""
-    launcher = [str(BIN / "accelerate"), "launch", "--num_processes", "2", "--cpu"]
-    samples, res, log = _run(launcher, "entropy_select_llava_onevision", checkpoints["llava_onevision"],
-                             tmp_path / "out", tmp_path / "data")
+    samples, res, _, log = one_process("entropy_select_llava_onevision")
     assert sorted(s["doc_id"] for s in samples) == list(range(LIMIT))
+    assert {s["token_counts"][0]["rank"] for s in samples} == {0}
     assert "starts one process" in log and "--mpirun_hostfile" in log and "--multi_gpu --num_processes N" in log
     assert res["efficiency"]["entropy_select"]["entropy_select_synthetic"]["samples"] == LIMIT
 

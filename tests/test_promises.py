@@ -158,3 +158,15 @@ def test_the_lmms_eval_models_defaults_are_the_documented_ones():
         got = {k: params[k].default for k in ("method", "retention", "num_frames", "max_new_tokens")}
         assert got == {"method": "entropy_select", "retention": 1.0, "num_frames": 16, "max_new_tokens": None}, name
     assert models._parse_knobs({}, "entropy_select") == SelectorConfig()
+
+
+def test_the_documented_gpu_command_names_every_file_with_cuda_tests():
+    """docs/benchmarks.md's GPU command for machines without the app's dependencies names every test file that holds
+    a CUDA test (marked `cuda` directly or through strategies.cuda_only), so it runs them all."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    cmd = re.search(r'`python -m pytest -o addopts="" -m cuda ([^`]+)`', text)
+    assert cmd, "the GPU command is gone from docs/benchmarks.md"
+    named = set(cmd.group(1).split())
+    holding = {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py")
+               if re.search(r"^\s*@(pytest\.mark\.cuda|cuda_only)\b", p.read_text(), re.M)}
+    assert len(holding) >= 4 and named == holding, (named, holding)

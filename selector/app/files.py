@@ -24,8 +24,8 @@ __all__ = ["OutputFiles"]
 
 class OutputFiles:
     """A private folder (0700, files 0600) of per-request subfolders with random names. `write` puts a file
-    there through a temporary name and an atomic rename; folders older than `ttl` seconds are removed (gradio
-    has copied what it serves long before)."""
+    there through a temporary name and an atomic rename; folders older than `ttl` seconds are removed when a new
+    one is made (gradio has copied what it serves long before), checked at most every min(60, ttl / 2) s."""
 
     def __init__(self, parent: str | os.PathLike[str] | None = None, ttl: float = 900.0) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="entropy-select-out-", dir=parent))  # mode 0700
@@ -59,10 +59,11 @@ class OutputFiles:
         return self.write(folder, f"{name}.jpeg", lambda p: img.convert("RGB").save(p, "JPEG", quality=quality))
 
     def sweep(self, now: float | None = None) -> int:
-        """Remove request folders older than ttl (at most once a minute unless `now` is given); returns how many."""
+        """Remove request folders older than ttl (at most every min(60, ttl / 2) s unless `now` is given); returns
+        how many."""
         now = time.time() if now is None else now
         with self._lock:
-            if now - self._last_sweep < 60 and now >= self._last_sweep:
+            if now - self._last_sweep < min(60.0, self.ttl / 2) and now >= self._last_sweep:
                 return 0
             self._last_sweep = now
         removed = 0

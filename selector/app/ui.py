@@ -72,7 +72,8 @@ class Explorer(ViewsTab, FrameTab, LatencyTab, AskTab, CompareTab, DownloadsTab)
         self.config_cls = config_cls
         self.knobs = {k.name: k for k in knobs(config_cls)}
         self.Params = params_class(config_cls)
-        self.out = OutputFiles()  # every file handed out: written once, complete, private, under fresh names
+        # every file handed out: written once, complete, private, under fresh names, kept output_ttl seconds
+        self.out = OutputFiles(ttl=self.settings.output_ttl)
         #: previews the app made of videos a browser cannot play: file name → the upload it shows (handlers that
         #: receive the preview from the video box read the upload instead)
         self.previews = LRU(max_items=512)
@@ -293,7 +294,9 @@ class Explorer(ViewsTab, FrameTab, LatencyTab, AskTab, CompareTab, DownloadsTab)
         from viz import empty_chart
 
         c = self.c
-        with Blocks(title="ENTROPY-SELECT Explorer", delete_cache=(1800, 3600)) as demo:
+        ttl = self.settings.output_ttl  # gradio's copies of our files, and uploads: swept every 2·ttl, kept 4·ttl
+        sweep = (max(1, round(2 * ttl)), max(1, round(4 * ttl)))
+        with Blocks(title="ENTROPY-SELECT Explorer", delete_cache=sweep) as demo:
             gr.Markdown(INTRO)
             with gr.Row():
                 with gr.Column(scale=1, min_width=320):
