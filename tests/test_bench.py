@@ -48,6 +48,8 @@ def test_compare_bench_prints_one_column_per_grid_and_retention():
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "selector.bench.compare", "--device", "cpu", "--grid", "2x4x4x8", "--grid", "3x3x3x8",
            "--retention", "0.25,0.5", "--repeats", "1", "--methods", "entropy_select,evs,llava_scissor"]
+    bad = subprocess.run(cmd[:-6] + ["--retention", "half"], capture_output=True, text=True, timeout=300, cwd=root)
+    assert bad.returncode == 2 and "--retention" in bad.stderr and "'half'" in bad.stderr
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [line.strip("|").split("|") for line in r.stdout.splitlines() if line.startswith("| ")]
@@ -56,5 +58,3 @@ def test_compare_bench_prints_one_column_per_grid_and_retention():
     body = {row[0].strip(): [float(c) for c in row[1:]] for row in rows[1:] if "---" not in row[0]}
     assert sorted(body) == ["entropy_select", "evs", "llava_scissor"]
     assert all(len(v) == 4 and all(t > 0 for t in v) for v in body.values())
-    bad = subprocess.run(cmd[:-6] + ["--retention", "half"], capture_output=True, text=True, timeout=300, cwd=root)
-    assert bad.returncode == 2 and "--retention" in bad.stderr and "'half'" in bad.stderr

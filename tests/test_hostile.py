@@ -260,9 +260,9 @@ def test_crowd_outputs_are_intact_and_belong_to_their_request(server, tmp_path):
 SOAK_GROWTH_MB = 300
 
 
-#: ENTROPY_SELECT_OUTPUT_TTL of the soak's server: its own files kept 5 s, gradio's copies and uploads 20 s (swept
-#: every 10 s)
-SOAK_TTL = 5
+#: ENTROPY_SELECT_OUTPUT_TTL of the soak's server: its own files kept 3 s (a request's folder is made when its views
+#: are drawn, and gradio copies them at once), gradio's copies and uploads 12 s (swept every 6 s)
+SOAK_TTL = 3
 
 
 @pytest.mark.slow
