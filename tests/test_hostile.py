@@ -303,3 +303,24 @@ def test_soak_memory_and_temp_files_stay_bounded(tmp_path):
     assert after_run > 12 * 20  # the run wrote files (the bound below is not met by a run that writes nothing)
     # one request: 4 views + 2 downloads of ours, gradio's copies of them, one upload (13), and a few of gradio's own
     assert left <= 20, left
+
+
+def test_gradio_cache_sweep_removes_old_files_over_a_snapshot(tmp_path):
+    """The app's sweep of gradio's cache: files older than the age go (and leave gradio's sets), files a component
+    keeps (examples) and young files stay, a file already gone leaves its set; the sets may grow meanwhile."""
+    import time as _time
+    from types import SimpleNamespace
+
+    from selector.app.files import sweep_gradio_cache
+
+    paths = [tmp_path / f"f{i}" for i in range(4)]
+    for p in paths:
+        p.write_text("x")
+    uploads, copies = {str(paths[0]), str(paths[1])}, {str(paths[2]), str(paths[3]), str(tmp_path / "gone")}
+    blocks = SimpleNamespace(blocks={1: SimpleNamespace(keep_in_cache={str(paths[3])})},
+                             temp_file_sets=[uploads, copies])
+    assert sweep_gradio_cache(blocks, 60.0) == 0 and all(p.exists() for p in paths)  # all young
+    assert copies == {str(paths[2]), str(paths[3])}  # the gone one left its set
+    assert sweep_gradio_cache(blocks, 60.0, now=_time.time() + 120) == 3
+    assert [p.exists() for p in paths] == [False, False, False, True] and uploads == set()
+    assert copies == {str(paths[3])}

@@ -16,10 +16,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
-__all__ = ["OutputFiles"]
+__all__ = ["OutputFiles", "sweep_gradio_cache"]
 
 
 class OutputFiles:
@@ -32,6 +33,8 @@ class OutputFiles:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._last_sweep = 0.0
+        #: called with the time at every sweep (the app sweeps gradio's cache with it: `sweep_gradio_cache`)
+        self.on_sweep: Callable[[float], None] | None = None
 
     def folder(self) -> Path:
         """A new folder for one request's files."""
@@ -66,6 +69,8 @@ class OutputFiles:
             if now - self._last_sweep < min(60.0, self.ttl / 2) and now >= self._last_sweep:
                 return 0
             self._last_sweep = now
+        if self.on_sweep is not None:
+            self.on_sweep(now)
         removed = 0
         for d in self.root.iterdir():
             try:
@@ -79,3 +84,27 @@ class OutputFiles:
     def count(self) -> int:
         """Files held now (for tests and the soak's bound)."""
         return sum(1 for p in self.root.rglob("*") if p.is_file())
+
+
+def sweep_gradio_cache(blocks: Any, age: float, now: float | None = None) -> int:
+    """Remove the files gradio made for `blocks` (its copies of our files, uploads) older than `age` seconds, as its
+    own `delete_cache` task does, but over a snapshot of each set: gradio's task iterates the live sets, which
+    requests grow meanwhile, and its loop ends for good at the first "Set changed size during iteration" (seen under
+    load: the cache then grew without bound). Files a component keeps (examples) stay. Returns how many."""
+    now = time.time() if now is None else now
+    keep: set = set()
+    for component in list(blocks.blocks.values()):
+        keep.update(getattr(component, "keep_in_cache", ()))
+    removed = 0
+    for files in list(getattr(blocks, "temp_file_sets", ())):
+        for f in list(files):  # one C-level copy: atomic under the GIL
+            if f in keep:
+                continue
+            try:
+                if now - os.lstat(f).st_ctime > age:
+                    os.remove(f)
+                    files.discard(f)
+                    removed += 1
+            except FileNotFoundError:
+                files.discard(f)
+    return removed

@@ -32,7 +32,7 @@ from ..lru import LRU
 from ..video import browser_playable, write_preview
 from ..vlm import known_vlms
 from .api import ANALYZE_ORDER, ASK_ORDER, ordered, signature, with_signature
-from .files import OutputFiles
+from .files import OutputFiles, sweep_gradio_cache
 from .page import (
     EXAMPLES,
     FAMILY_LABELS,
@@ -316,6 +316,7 @@ class Explorer(ViewsTab, FrameTab, LatencyTab, AskTab, CompareTab, DownloadsTab)
                                            label="Frame budgets", elem_id="budgets")
             self.wire()
         demo.explorer = self  # type: ignore[attr-defined]  # tests and scripts reach the handlers through it
+        self.out.on_sweep = lambda now: sweep_gradio_cache(demo, sweep[1], now)  # its own task can stop
         return demo
 
     def wire(self) -> None:
