@@ -300,7 +300,9 @@ def test_soak_memory_and_temp_files_stay_bounded(tmp_path):
           f"{after_run}, after the sweeps {left}")
     assert res["ok"] == res["requests"] == 200, res["errors"]
     assert rss_after - rss_warm < SOAK_GROWTH_MB
-    assert after_run > 12 * 20  # the run wrote files (the bound below is not met by a run that writes nothing)
+    # files of the run's last seconds are still there (those younger than the sweeps' ages): the bound below is
+    # not met by a run that writes nothing
+    assert after_run >= 5 * 13, after_run
     # one request: 4 views + 2 downloads of ours, gradio's copies of them, one upload (13), and a few of gradio's own
     assert left <= 20, left
 
