@@ -22,6 +22,10 @@ OWN_SCRATCH = "ENTROPY_SELECT_TEST_TMP" not in os.environ
 if OWN_SCRATCH:
     os.environ["ENTROPY_SELECT_TEST_TMP"] = tempfile.mkdtemp(prefix="es-tests-")
 SCRATCH = Path(os.environ["ENTROPY_SELECT_TEST_TMP"])
+# the README's command runs the suite in two pytest-xdist workers: each has its own folder inside (servers' files,
+# gradio's caches and the lmms-eval checkpoints are never shared between them)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    SCRATCH = SCRATCH / os.environ["PYTEST_XDIST_WORKER"]
 SCRATCH.mkdir(parents=True, exist_ok=True)
 os.environ["TMPDIR"] = tempfile.tempdir = str(SCRATCH)
 os.environ["GRADIO_TEMP_DIR"] = str(SCRATCH / "gradio")

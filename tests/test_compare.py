@@ -242,13 +242,13 @@ def test_cli_writes_one_row_per_method_and_retention(tmp_path):
     assert bad.returncode == 2 and "unknown method(s) nope" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize(("features", "screen"), [("dinov2-s", None), ("efficientnet-lite0", torch.float16),
-                                                  ("random", torch.float16), ("random", None)],
-                         ids=["dinov2-s-fp32", "efficientnet-lite0-fp16", "random-fp16", "random-fp32"])
+@pytest.mark.parametrize(("features", "screen"), [("dinov2-s", False), ("efficientnet-lite0", True),
+                                                  ("random", True), ("random", False)],
+                         ids=["dinov2-s-fp32", "efficientnet-lite0-split", "random-split", "random-fp32"])
 def test_fast_llava_scissor_gives_the_rows_of_the_faithful_search(features, screen, monkeypatch):
     """The fast search (frame similarities once, the temporal step skipped where the spatial one already leaves
     fewer than K components, the token pairs above the lowest reachable τ found once, each pair once, products
-    screened in fp16 as on a GPU or not) gives the rows of the τ-search that recomputes every edge in fp32, on real features of
+    screened in split fp16 as on a GPU or not) gives the rows of the τ-search that recomputes every edge in fp32, on real features of
     the bundled clip and on random ones (nearly every token its own component) at several retentions."""
     import naive
 
@@ -274,7 +274,7 @@ def _pair_set(a: torch.Tensor, b: torch.Tensor) -> set:
 
 
 def test_token_pairs_are_every_pair_above_the_floor_once(monkeypatch):
-    """The pairs found once per clip, screened in fp16 (as on a GPU) or not at all, are exactly the pairs i < j whose fp32
+    """The pairs found once per clip, screened in split fp16 (as on a GPU) or not at all, are exactly the pairs i < j whose fp32
     cosine exceeds the floor, with that cosine (or, not recomputed, one more than floor + margin), and give the
     pairs above any higher τ; the nearest row of a screened product is fp32's."""
     from selector.compare import scissor
@@ -286,14 +286,14 @@ def test_token_pairs_are_every_pair_above_the_floor_once(monkeypatch):
     i, j = torch.nonzero(torch.triu(sims > 0.6, 1), as_tuple=True)
     want = _pair_set(i, j)
     assert 100 < len(want) < 19_900
-    for screen in (torch.float16, None):
+    for screen in (True, False):
         monkeypatch.setattr(scissor, "_screen", lambda _x, s=screen: s)
         src, dst, val, exact = scissor._pairs_above(x, x, 0.6, 10**6, upper_from=0, chunk=64)
         assert _pair_set(src, dst) == want
-        margin = scissor._MARGIN.get(screen, 0.0)
+        margin = scissor._MARGIN if screen else 0.0
         assert torch.allclose(val[exact], sims[src, dst][exact], atol=1e-6)
         assert bool((val[~exact] > 0.6 + margin).all()) and torch.allclose(val, sims[src, dst], atol=margin)
-        assert bool(exact.all()) or screen is not None
+        assert bool(exact.all()) or screen
         pairs = scissor._TokenPairs(x[None], 0.6)
         for tau in (0.6, 0.62, 0.7, 0.8):  # the pairs found once, at a higher tau
             s3, d3 = pairs.above(tau)
@@ -322,8 +322,8 @@ def _saved(windows, above):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_llava_scissor_on_a_gpu_screens_in_fp16_and_keeps_fp32s_pairs_and_rows(monkeypatch):
-    """On a GPU the pairs and nearest rows, screened in fp16, are fp32's; the whole method keeps the places that the
+def test_llava_scissor_on_a_gpu_screens_in_split_fp16_and_keeps_fp32s_pairs_and_rows(monkeypatch):
+    """On a GPU the pairs and nearest rows, screened in split fp16, are fp32's; the whole method keeps the places that the
     τ-search recomputing every edge in fp32 keeps, and the CPU's; rows equal the reference's to fp32 rounding (CUDA's
     index_add sums in no fixed order; a token nearly as close to two components may join either on another
     device)."""
@@ -338,7 +338,7 @@ def test_llava_scissor_on_a_gpu_screens_in_fp16_and_keeps_fp32s_pairs_and_rows(m
     xc = x.cuda()
     src, dst, val, exact = scissor._pairs_above(xc, xc, 0.6, 10**6, upper_from=0, chunk=64)
     assert _pair_set(src.cpu(), dst.cpu()) == _pair_set(*torch.nonzero(torch.triu(sims > 0.6, 1), as_tuple=True))
-    assert torch.allclose(val.cpu(), sims[src.cpu(), dst.cpu()], atol=scissor._MARGIN[torch.float16])
+    assert torch.allclose(val.cpu(), sims[src.cpu(), dst.cpu()], atol=scissor._MARGIN)
     c = x[::7].clone()
     c[3] = c[2]
     assert torch.equal(scissor._nearest(xc, c.cuda(), chunk=64).cpu(), (x @ c.T).argmax(1))
@@ -422,3 +422,33 @@ def test_holitom_centre_rows_follow_the_beta_rule():
         members = [i for i in range(12) if owner[i] == j and i not in centres.tolist()]
         want = feats[c] if not members else 0.6 * feats[c] + 0.4 * feats[members].mean(0)
         assert torch.allclose(rows[j], want, atol=1e-6) and bool(has[j]) == bool(members)
+
+
+def test_scissor_pass_with_k_settles_the_count_against_k_by_bounds_or_exactly():
+    """With k, a pass may answer with a bound on the count instead of the count: always on the count's side of k,
+    and the components it defers are the full pass's; the bounds settle some passes (both sides) without labels."""
+    import torch.nn.functional as F
+
+    from selector.compare import scissor
+
+    x = torch.randn(4, 6, 6, 32, generator=torch.Generator().manual_seed(7))
+    frames = x.reshape(4, 36, 32)
+    xs = F.normalize(frames, dim=-1)
+    kinds = set()
+    for tau in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7):
+        full = scissor._scissor_pass(xs, frames, tau)
+        spatial = scissor._spatial(xs, tau, 10**6, None)[1]
+        for k in (1, 20, 40, 60, 80, 100, 144):
+            out = scissor._scissor_pass(xs, frames, tau, k=k)
+            assert (out[1] >= k) == (full[1] >= k), (tau, k)
+            if callable(out[0]):  # at least n − E: the components when asked for
+                comp, n = out[0]()
+                assert n == full[1] and torch.equal(comp, full[0]) and out[1] <= n, (tau, k)
+                kinds.add("at least")
+            elif out[0] is None:
+                assert out[1] >= full[1], (tau, k)
+                kinds.add("spatial" if out[1] == spatial < k else "at most")
+            else:
+                assert out[1] == full[1] and torch.equal(out[0], full[0])
+                kinds.add("counted")
+    assert kinds == {"at least", "at most", "spatial", "counted"}

@@ -12,8 +12,9 @@ The search is exact and shares its work across τ:
   (`floor`): a temporal step runs only where the spatial one leaves at least K components;
 - the temporal step compares component averages; an average of one token is that token, so the pairs of tokens
   above `floor` are found once (`_TokenPairs`) and each τ computes only the rows of components with several tokens.
-- on a GPU, products are screened in fp16 and those within the rounding margin of τ recomputed in fp32 (`_MARGIN`);
-  the last step's nearest component likewise.
+- on a GPU, products are screened in split fp16 (each unit row the sum of two fp16 rows, three fp16 products summed
+  in fp32: within ~1e-5 of fp32's) and those within `_MARGIN` of τ recomputed in fp32; the last step's nearest
+  component likewise.
 Every τ gives the components, counts and refusals (too many edges) of the pass that recomputes every edge in fp32
 (tests/naive.py `scissor_pass`); pairs whose cosine lies within fp32's rounding (~1e-6) of τ may fall either way
 between two fp32 computations in different orders, this one's and the reference's.
@@ -21,24 +22,56 @@ between two fp32 computations in different orders, this one's and the reference'
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 MAX_EDGES = 4_000_000
 _STEPS = 8
-# How far an fp16 product of two unit vectors can be from its fp32 value: the inputs rounded, (2u + u²)·Σ|a_i b_i|
-# <= 2u + u²; the output rounded, u; partial sums a GPU GEMM may round, at most 4u more; subnormals and the fp32 sum,
-# below 1e-4: with u = 2⁻¹¹, 7u + 1e-4 < 0.005. Products screened above τ − margin are the candidates; those above
-# τ + margin are above τ in fp32 too, the rest are recomputed in fp32.
-_MARGIN = {torch.float16: 0.005}
+# How far a split-fp16 product of two unit vectors a, b can be from fp32's. a = hi + lo exactly in fp32, hi = fp16(a),
+# lo = a - hi rounded to fp16 (|lo| <= u|a|, u = 2⁻¹¹; rounded by u|lo| or, subnormal, by 2⁻²⁵); a·b is taken as
+# hi·hi' + hi·lo' + lo·hi' with exact fp16 products summed in fp32. Left out: lo·lo' (<= u² Σ|a_i b_i| <= u²) and
+# lo's rounding (<= 2(u² + 2⁻²⁵ √D)), below 3e-6 for D <= 4096; the rest is fp32 summation of 3D terms instead of
+# D, the order of fp32's own rounding (measured: at most 1.3e-5 from cuBLAS fp32 over 191 M products of random
+# 1152-d rows). Products screened above τ − margin are the candidates; those above τ + margin are above τ in fp32
+# too, the rest are recomputed in fp32.
+_MARGIN = 1e-4
+
+
+def _split(x: torch.Tensor, second: bool) -> torch.Tensor:
+    """The rows of x as [hi, lo, hi] (`second` False) or [hi, hi, lo] (True) in fp16: the product of a first and a
+    second split is hi·hi' + hi·lo' + lo·hi'."""
+    hi = x.half()
+    lo = (x - hi.float()).half()
+    return torch.cat([hi, hi, lo] if second else [hi, lo, hi], dim=1)
+
+
+def _split_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b.T of split rows, summed in fp32 (on a CPU, where fp16 products into fp32 are missing, in fp32)."""
+    if a.is_cuda:
+        return torch.mm(a, b.T, out_dtype=torch.float32)
+    return a.float() @ b.float().T
+
+
+@functools.cache
+def _split_works(device: torch.device) -> bool:
+    """Whether this GPU multiplies fp16 into fp32 (torch.mm's out_dtype)."""
+    try:
+        one = torch.ones(1, 16, device=device, dtype=torch.float16)
+        return bool(torch.mm(one, one.T, out_dtype=torch.float32).item() == 16.0)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
 
 
 def _labels(src: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:
     """Connected-component label (the smallest member index) of n nodes joined by the edges src–dst."""
     label = torch.arange(n, device=src.device)
-    while True:  # min-label propagation with pointer jumping
-        new = label.scatter_reduce(0, src, label[dst], reduce="amin")
-        new = new[new]
+    while True:  # min-label propagation with pointer jumping, two rounds per check of the host
+        new = label
+        for _ in range(2):
+            new = new.scatter_reduce(0, src, new[dst], reduce="amin")
+            new = new[new]
         if torch.equal(new, label):
             return label
         label = new
@@ -69,16 +102,16 @@ def _edges(x: torch.Tensor, tau: float, max_edges: int, chunk: int = 2048) -> tu
     return torch.cat(src), torch.cat(dst)
 
 
-def _screen(x: torch.Tensor) -> torch.dtype | None:
-    """The dtype products on x's device are screened in: fp16 on a GPU; None on a CPU, where the candidates'
-    recomputation costs more than fp16 or bf16 products save (measured: the token pairs of 16×27×27×384 random
-    features took 0.94 s screened in bf16 against 0.4–0.55 s in fp32)."""
-    return torch.float16 if x.is_cuda else None
+def _screen(x: torch.Tensor) -> bool:
+    """Whether products on x's device are screened in split fp16: on a GPU that multiplies fp16 into fp32; not on a
+    CPU, where the candidates' recomputation costs more than lower-precision products save (measured: the token
+    pairs of 16×27×27×384 random features took 0.94 s screened in bf16 against 0.4–0.55 s in fp32)."""
+    return x.is_cuda and _split_works(x.device)
 
 
 def _rows_per_block(a: torch.Tensor, cols: int) -> int:
     """Rows of a per block of products: 2048 on a CPU (cache-sized); on a GPU as many as keep a block within 2²⁷
-    entries (256 MB in fp16), since every block costs a wait for its pair count."""
+    entries (512 MB in fp32), since every block costs a wait for its pair count."""
     return 2048 if not a.is_cuda else max(2048, (1 << 27) // max(1, cols))
 
 
@@ -86,16 +119,18 @@ def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper
                  chunk: int | None = None) -> tuple | None:
     """(i, j, cosine, exact) of the rows of a and b (unit rows) with fp32 cosine > tau; with `upper_from` = s, a is
     b[s:] and only pairs j > s + i come back (each pair once, none with itself). None past `limit` pairs. Where
-    `_screen` names a dtype the products are screened in it, the candidates within its margin of tau recomputed in
-    fp32; `exact` says which cosines are fp32's (the others are the screened ones, more than tau + margin)."""
+    `_screen` says so the products are screened in split fp16, the candidates within `_MARGIN` of tau recomputed
+    in fp32; `exact` says which cosines are fp32's (the others are the screened ones, more than tau + margin)."""
     src, dst, val, flags, count = [], [], [], [], 0
-    dtype = _screen(a)
-    margin = _MARGIN[dtype] if dtype is not None else 0.0
-    a_, b_ = (a.to(dtype), b.to(dtype)) if dtype is not None else (a, b)
+    screen = _screen(a)
+    margin = _MARGIN if screen else 0.0
+    if screen:
+        b_ = _split(b, second=True)
+        a_ = _split(a, second=False)
     chunk = chunk or _rows_per_block(a, b.shape[0])
     for i in range(0, a.shape[0], chunk):
         j0 = 0 if upper_from is None else upper_from + i
-        block = a_[i:i + chunk] @ b_[j0:].T
+        block = _split_mm(a_[i:i + chunk], b_[j0:]) if screen else a[i:i + chunk] @ b[j0:].T
         if upper_from is not None:
             block[:, :block.shape[0]].diagonal().fill_(-2.0)  # each row with itself
         cut = tau - margin
@@ -111,10 +146,10 @@ def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper
         if upper_from is not None:
             keep = c > r
             r, c = r[keep], c[keep]
-        v = block[r, c].float()
+        v = block[r, c]
         r, c = r + i, c + j0
         exact = torch.ones_like(v, dtype=torch.bool)
-        if dtype is not None:
+        if screen:
             sure = v > tau + margin
             band = torch.nonzero(~sure).flatten()
             fine = (a[r[band]] * b[c[band]]).sum(-1)
@@ -136,17 +171,17 @@ def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper
 
 
 def _nearest(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """For each unit row of x, the index of the most similar unit row of c (fp32 cosine; ties: the first). On a GPU
-    (`_screen` fp16) the products are screened in fp16 and the rows within twice the margin of each row's best
-    recomputed in fp32."""
-    if _screen(x) is not torch.float16:
+    """For each unit row of x, the index of the most similar unit row of c (fp32 cosine; ties: the first). Where
+    `_screen` says so the products are screened in split fp16 and the rows within twice the margin of each row's
+    best recomputed in fp32."""
+    if not _screen(x):
         return (x @ c.T).argmax(1)
-    x16, c16 = x.half(), c.half()
+    xs, cs = _split(x, second=False), _split(c, second=True)
     chunk = chunk or _rows_per_block(x, c.shape[0])
     out = []
     for i in range(0, x.shape[0], chunk):
-        block = (x16[i:i + chunk] @ c16.T).float()
-        near = torch.nonzero(block >= block.amax(1, keepdim=True) - 2 * _MARGIN[torch.float16])
+        block = _split_mm(xs[i:i + chunk], cs)
+        near = torch.nonzero(block >= block.amax(1, keepdim=True) - 2 * _MARGIN)
         r, j = near[:, 0], near[:, 1]
         v = (x[r + i] * c[j]).sum(-1)
         n = block.shape[0]
@@ -165,7 +200,7 @@ class _TokenPairs:
     def __init__(self, xs: torch.Tensor, floor: float, limit: int = MAX_EDGES):
         self.flat = xs.reshape(-1, xs.shape[-1])
         self.floor, self.limit = floor, limit
-        self.margin = _MARGIN.get(_screen(self.flat), 0.0)
+        self.margin = _MARGIN if _screen(self.flat) else 0.0
         self.found = False
         self._pairs: tuple | None = None
 
@@ -250,15 +285,24 @@ def _temporal_edges(reps: torch.Tensor, inv: torch.Tensor, tau: float, max_edges
     return torch.cat([s, d]), torch.cat([d, s])
 
 
+def _components(e: tuple, n: int, inv: torch.Tensor) -> tuple:
+    """(component of each token, number of components) of the temporal edges e over n averages, tokens in inv."""
+    uniq, inv2 = torch.unique(_labels(e[0], e[1], n), return_inverse=True)
+    return inv2[inv], len(uniq)
+
+
 def _scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: int = MAX_EDGES,
                   sims: torch.Tensor | None = None, k: int | None = None, spatial: dict | None = None,
                   tokens: _TokenPairs | None = None) -> tuple | None:
     """The two SCC steps at tau: spatial within every frame (all frames in one graph of disjoint parts), then
     temporal over all frames' component averages; returns (component of each token, number of components) or
-    None (too many edges). `sims`: the frames' (T, M, M) cosine similarities, computed once for every tau; `k`:
-    when the spatial step leaves fewer than k components the temporal one (which only joins) cannot reach k, and
-    (its count, None) comes back without it. `spatial`: spatial steps already taken, by tau; `tokens`: the token
-    pairs above some floor."""
+    None (too many edges). `sims`: the frames' (T, M, M) cosine similarities, computed once for every tau;
+    `spatial`: spatial steps already taken, by tau; `tokens`: the token pairs above some floor.
+    With `k`, what the search needs to compare the count with k, computed no further than that: when the spatial
+    step leaves fewer than k components the temporal one (which only joins) cannot reach k, and (None, that count)
+    comes back; when the temporal edges alone settle it (n averages and E edges leave at least n − E components;
+    with i of them isolated, at most i + (n − i) // 2) the count is that bound (on the same side of k) and the
+    components a function that computes them."""
     t_, m, d_ = xs.shape
     if spatial is not None and tau in spatial:
         first = spatial[tau]
@@ -274,8 +318,15 @@ def _scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges:
     e = _temporal_edges(reps, inv, tau, max_edges, tokens)
     if e is None:
         return None
-    uniq, inv2 = torch.unique(_labels(e[0], e[1], n1), return_inverse=True)
-    return inv2[inv], len(uniq)
+    if k is not None:
+        least = n1 - e[0].numel() // 2  # each pair once per direction
+        if least >= k:
+            return (lambda: _components(e, n1, inv)), least
+        iso = int((torch.bincount(e[0], minlength=n1) == 0).sum())
+        most = iso + (n1 - iso) // 2
+        if most < k:
+            return None, most
+    return _components(e, n1, inv)
 
 
 def llava_scissor(tokens: torch.Tensor, k: int) -> tuple:
@@ -308,7 +359,7 @@ def llava_scissor(tokens: torch.Tensor, k: int) -> tuple:
             lo = mid
     if best is None:
         best = (torch.arange(t_ * m, device=tokens.device), t_ * m)
-    comp, n = best
+    comp, n = best[0]() if callable(best[0]) else best
     flat = frames.reshape(-1, d_)
     size = torch.bincount(comp, minlength=n)
     first = torch.full((n,), t_ * m, dtype=torch.long, device=tokens.device).scatter_reduce(
