@@ -190,3 +190,89 @@ def scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: 
         return None
     uniq, inv2 = torch.unique(_labels(e[0], e[1], n1), return_inverse=True)
     return inv2[inv], len(uniq)
+
+
+def _unit(v: list[float]) -> list[float]:
+    n = math.sqrt(sum(a * a for a in v))
+    return [a / n for a in v]
+
+
+def _even_quota(n_parts: int, total: int, cap: int) -> list[int]:
+    """`total` split over n_parts equal shares, at most cap each: the shares that get one more are the first ones
+    (largest remainder with equal remainders, ties by index)."""
+    from selector.compare.shared import quota
+
+    return [int(q) for q in quota(torch.ones(n_parts), total, cap)] if n_parts else []
+
+
+def vidcom2(tokens: torch.Tensor, k: int) -> list[int]:
+    """VidCom2's kept places (xuyang-liu16/VidCom2 vidcom2.py, as selector/compare/methods.py `_vidcom2` states it),
+    one token and one channel at a time in float64; the integer shares by the project's largest remainder."""
+    from selector.compare.shared import quota
+
+    t_, h_, w_, d_ = tokens.shape
+    m, n = h_ * w_, t_ * h_ * w_
+    rows = tokens.reshape(n, d_).double().tolist()
+    mean = [sum(r[c] for r in rows) / n for c in range(d_)]
+    var = [sum((r[c] - mean[c]) ** 2 for r in rows) / n for c in range(d_)]
+    chans = sorted(range(d_), key=lambda c: var[c])[:max(1, d_ // 2)]
+    f = [_unit([r[c] for c in chans]) for r in rows]
+    dims = len(chans)
+    vid_c = [sum(v[j] for v in f) / n for j in range(dims)]
+    frame_c = [[sum(f[t * m + i][j] for i in range(m)) / m for j in range(dims)] for t in range(t_)]
+
+    def gauss(v: list[float], c: list[float]) -> float:
+        d2 = sum((a - b) ** 2 for a, b in zip(v, c, strict=True))
+        return sum(math.exp(-d2 / (2 * 2.0**e)) for e in range(-3, 2))
+
+    vid = [gauss(f[i], vid_c) for i in range(n)]
+    fr = [gauss(f[i], frame_c[i // m]) for i in range(n)]
+    s = [-sum(vid[t * m:(t + 1) * m]) / m for t in range(t_)]
+    top = max(s)
+    e = [math.exp((v - top) / 0.01) for v in s]
+    p = [v / sum(e) for v in e]
+    scales = [k / n * (1 + p[t] - sum(p) / t_) for t in range(t_)]
+    if k >= t_:
+        weights = torch.tensor([max(v, 0.0) * m - 1 for v in scales])
+        q = [int(v) + 1 for v in quota(weights, k - t_, m - 1)]
+    else:
+        first = sorted(range(t_), key=lambda t: -scales[t])[:k]
+        q = [1 if t in first else 0 for t in range(t_)]
+    keep = []
+    for t in range(t_):
+        order = sorted(range(m), key=lambda i: vid[t * m + i] + fr[t * m + i])
+        keep += [t * m + i for i in order[:q[t]]]
+    return sorted(keep)
+
+
+def dycoke(tokens: torch.Tensor, k: int) -> list[int]:
+    """DyCoke's temporal merging (KD-TAO/DyCoke llava_arch.py `dycoke_ttm`, as selector/compare/methods.py
+    `_dycoke` states it), one token at a time in float64."""
+    t_, h_, w_, d_ = tokens.shape
+    m = h_ * w_
+    f = [[_unit(v) for v in frame] for frame in tokens.reshape(t_, m, d_).double().tolist()]
+    ref_of = {}
+    for t in range(t_):
+        if t % 4 in (1, 3):
+            ref_of[t] = t - 1
+        elif t % 4 == 2 and t - 2 < t_ - 4:
+            ref_of[t] = t - 2
+    whole = [t for t in range(t_) if t not in ref_of]
+    compared = [t for t in range(t_) if t in ref_of]
+
+    def least_similar(t: int, other: int | None, n: int) -> list[int]:
+        if other is None:  # an even spread: the centres of n equal slices
+            return [t * m + min(m - 1, int((j + 0.5) * m / n)) for j in range(n)]
+        sim = [sum(a * b for a, b in zip(f[t][i], f[other][i], strict=True)) for i in range(m)]
+        return [t * m + i for i in sorted(range(m), key=lambda i: sim[i])[:n]]
+
+    keep = []
+    if k >= len(whole) * m:
+        for t in whole:
+            keep += range(t * m, (t + 1) * m)
+        for t, q in zip(compared, _even_quota(len(compared), k - len(whole) * m, m), strict=True):
+            keep += least_similar(t, ref_of[t], q)
+    else:
+        for i, (t, q) in enumerate(zip(whole, _even_quota(len(whole), k, m), strict=True)):
+            keep += least_similar(t, whole[i - 1] if i else None, q)
+    return sorted(keep)

@@ -452,3 +452,19 @@ def test_scissor_pass_with_k_settles_the_count_against_k_by_bounds_or_exactly():
                 assert out[1] == full[1] and torch.equal(out[0], full[0])
                 kinds.add("counted")
     assert kinds == {"at least", "at most", "spatial", "counted"}
+
+
+@pytest.mark.parametrize("name", ["vidcom2", "dycoke"])
+def test_vidcom2_and_dycoke_keep_the_places_of_a_token_by_token_reference(name):
+    """VidCom2's and DyCoke's kept places equal those of a float64 reference written one token and one channel at a
+    time (tests/naive.py) over clip lengths that cover DyCoke's last-window rule and K below, at and above VidCom2's
+    one-per-frame and DyCoke's whole frames."""
+    import naive
+
+    ref = {"vidcom2": naive.vidcom2, "dycoke": naive.dycoke}[name]
+    g = torch.Generator().manual_seed(11)
+    for t_, r in ((1, 0.5), (3, 0.1), (5, 0.05), (6, 0.3), (7, 0.45), (9, 0.2), (10, 0.6), (12, 0.9)):
+        x = torch.randn(t_, 3, 4, 10, generator=g) * (1 + torch.arange(10) / 4)  # channels of distinct variance
+        got = compress(name, x, r)
+        want = ref(x, len(got.positions))
+        assert got.positions.tolist() == want, (name, t_, r)
