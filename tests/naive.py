@@ -276,3 +276,31 @@ def dycoke(tokens: torch.Tensor, k: int) -> list[int]:
         for i, (t, q) in enumerate(zip(whole, _even_quota(len(whole), k, m), strict=True)):
             keep += least_similar(t, whole[i - 1] if i else None, q)
     return sorted(keep)
+
+
+def uniform_pool(tokens: torch.Tensor, k: int) -> tuple[list[list[float]], list[int], list[bool]]:
+    """Each frame average-pooled to its share of K (selector/compare/methods.py `_uniform_pool`), one window at a
+    time: adaptive pooling's window i of n over L places is [floor(i·L/n), ceil((i+1)·L/n)); the kept cells spread
+    evenly; a row's place is the token under its cell's centre, merged unless its window is one token.
+    (rows in float64, places, merged flags) in the method's order (frames of one share together)."""
+    t_, h_, w_, d_ = tokens.shape
+    x = tokens.double().tolist()
+    share = [k // t_ + (1 if t < k % t_ else 0) for t in range(t_)]
+    rows, places, merged = [], [], []
+    for kf in sorted(set(share)):
+        if kf == 0:
+            continue
+        hp = min(h_, max(1, round(math.sqrt(kf * h_ / w_))))
+        wp = min(w_, math.ceil(kf / hp))
+        hp = min(h_, max(hp, math.ceil(kf / wp)))
+        cells = [min(hp * wp - 1, int((j + 0.5) * hp * wp / kf)) for j in range(kf)]
+        for t in (t for t in range(t_) if share[t] == kf):
+            for cell in cells:
+                ci, cj = divmod(cell, wp)
+                r0, r1 = ci * h_ // hp, -(-(ci + 1) * h_ // hp)
+                c0, c1 = cj * w_ // wp, -(-(cj + 1) * w_ // wp)
+                window = [x[t][r][c] for r in range(r0, r1) for c in range(c0, c1)]
+                rows.append([sum(v[i] for v in window) / len(window) for i in range(d_)])
+                places.append(t * h_ * w_ + int((ci + 0.5) * h_ / hp) * w_ + int((cj + 0.5) * w_ / wp))
+                merged.append(len(window) > 1)
+    return rows, places, merged

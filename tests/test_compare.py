@@ -468,3 +468,19 @@ def test_vidcom2_and_dycoke_keep_the_places_of_a_token_by_token_reference(name):
         got = compress(name, x, r)
         want = ref(x, len(got.positions))
         assert got.positions.tolist() == want, (name, t_, r)
+
+
+def test_uniform_pool_rows_places_and_flags_follow_a_window_by_window_reference():
+    """uniform_pool's rows (to fp32 rounding), places and merged flags equal a float64 reference that averages each
+    adaptive-pooling window by hand, on grids whose windows overlap, have one token, or cover the frame."""
+    import naive
+
+    from selector.compare.methods import _uniform_pool
+
+    g = torch.Generator().manual_seed(12)
+    for shape, k in (((3, 5, 7, 4), 10), ((2, 4, 4, 3), 32), ((4, 6, 3, 2), 5), ((5, 9, 9, 3), 23), ((1, 3, 8, 2), 1)):
+        x = torch.randn(*shape, generator=g)
+        rows, pos, merged = _uniform_pool(x, k)
+        want_rows, want_pos, want_merged = naive.uniform_pool(x, k)
+        assert pos.tolist() == want_pos and merged.tolist() == want_merged, (shape, k)
+        assert torch.allclose(rows.double(), torch.tensor(want_rows, dtype=torch.float64), atol=1e-6), (shape, k)
