@@ -170,3 +170,27 @@ def test_the_documented_gpu_command_names_every_file_with_cuda_tests():
     holding = {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py")
                if re.search(r"^\s*@(pytest\.mark\.cuda|cuda_only)\b", p.read_text(), re.M)}
     assert len(holding) >= 4 and named == holding, (named, holding)
+
+
+def test_the_mutation_tool_names_each_selection_and_counts_by_folder():
+    """docs/architecture.md's `python tools/mutation.py method|compare`: the method run keeps pyproject.toml's
+    configuration, the compare run replaces its test selection and mutates only selector/compare; the shares are
+    counted per folder from `mutmut results --all true`."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import mutation
+
+    text = (ROOT / "pyproject.toml").read_text()
+    assert mutation.configure(text, *mutation.SELECTIONS["method"]) == text
+    compare = mutation.configure(text, *mutation.SELECTIONS["compare"])
+    assert 'pytest_add_cli_args_test_selection = ["tests/test_compare.py", "-k", "not cli and not dinov2"]\n' \
+           'only_mutate = ["selector/compare/*"]' in compare
+    assert compare.count("only_mutate") == 1 and "tests/test_method_formulas.py" not in compare
+    results = ("    selector.compare.scissor.x__split__mutmut_1: killed\n"
+               "    selector.compare.scissor.xǁ_TokenPairsǁabove__mutmut_2: survived\n"
+               "    selector.method.maps.x_entropy_map__mutmut_3: killed\n"
+               "    selector.compare.x_compress__mutmut_4: not checked\n")
+    counts = mutation.tally(results)
+    assert counts["selector.compare"] == {"killed": 1, "survived": 1, "not checked": 1}
+    assert counts["selector.method"] == {"killed": 1}
+    arch = (ROOT / "docs" / "architecture.md").read_text()
+    assert "python tools/mutation.py method" in arch and "python tools/mutation.py compare" in arch
