@@ -304,3 +304,31 @@ def uniform_pool(tokens: torch.Tensor, k: int) -> tuple[list[list[float]], list[
                 places.append(t * h_ * w_ + int((ci + 0.5) * h_ / hp) * w_ + int((cj + 0.5) * w_ / wp))
                 merged.append(len(window) > 1)
     return rows, places, merged
+
+
+def tome(tokens: torch.Tensor, k: int) -> tuple[list[list[float]], list[int], list[bool]]:
+    """ToMe's bipartite soft matching repeated to k rows (facebookresearch/ToMe merge.py, as
+    selector/compare/methods.py `_tome` states it), one token at a time in float64: (rows, places, merged flags)."""
+    d_ = tokens.shape[-1]
+    rows = [(v, 1.0, p) for p, v in enumerate(tokens.reshape(-1, d_).double().tolist())]  # (feature, size, place)
+    while len(rows) > k:
+        a, b = rows[0::2], rows[1::2]
+        r = min(len(rows) - k, len(a))
+        bu = [_unit(v) for v, _, _ in b]
+        edges = []
+        for i, (v, _, _) in enumerate(a):
+            au = _unit(v)
+            sims = [sum(x * y for x, y in zip(au, w, strict=True)) for w in bu]
+            j = max(range(len(b)), key=lambda j: (sims[j], -j))  # the first most similar
+            edges.append((sims[j], i, j))
+        order = sorted(range(len(a)), key=lambda i: -edges[i][0])  # stable: ties keep A's order
+        merged_into: dict[int, list[int]] = {}
+        for i in order[:r]:
+            merged_into.setdefault(edges[i][2], []).append(i)
+        new_b = []
+        for j, (v, s, p) in enumerate(b):
+            parts = [(v, s)] + [(a[i][0], a[i][1]) for i in merged_into.get(j, [])]
+            total = sum(w for _, w in parts)
+            new_b.append(([sum(x[c] * w for x, w in parts) / total for c in range(d_)], total, p))
+        rows = sorted([a[i] for i in order[r:]] + new_b, key=lambda row: row[2])
+    return [v for v, _, _ in rows], [p for _, _, p in rows], [s > 1 for _, s, _ in rows]

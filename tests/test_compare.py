@@ -484,3 +484,19 @@ def test_uniform_pool_rows_places_and_flags_follow_a_window_by_window_reference(
         want_rows, want_pos, want_merged = naive.uniform_pool(x, k)
         assert pos.tolist() == want_pos and merged.tolist() == want_merged, (shape, k)
         assert torch.allclose(rows.double(), torch.tensor(want_rows, dtype=torch.float64), atol=1e-6), (shape, k)
+
+
+def test_tome_rows_places_and_flags_follow_a_token_by_token_reference():
+    """ToMe's rows (to fp32 rounding), places and merged flags equal a float64 reference that matches and merges one
+    token at a time, over one and several rounds (K above and below half the tokens) and odd token counts."""
+    import naive
+
+    from selector.compare.methods import _tome
+
+    g = torch.Generator().manual_seed(13)
+    for shape, k in (((2, 3, 3, 6), 12), ((3, 3, 3, 5), 7), ((1, 4, 5, 4), 3), ((4, 2, 3, 8), 23), ((2, 3, 5, 4), 1)):
+        x = torch.randn(*shape, generator=g)
+        rows, pos, merged = _tome(x, k)
+        want_rows, want_pos, want_merged = naive.tome(x, k)
+        assert pos.tolist() == want_pos and merged.tolist() == want_merged, (shape, k)
+        assert torch.allclose(rows.double(), torch.tensor(want_rows, dtype=torch.float64), atol=1e-5), (shape, k)
