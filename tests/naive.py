@@ -332,3 +332,140 @@ def tome(tokens: torch.Tensor, k: int) -> tuple[list[list[float]], list[int], li
             new_b.append(([sum(x[c] * w for x, w in parts) / total for c in range(d_)], total, p))
         rows = sorted([a[i] for i in order[r:]] + new_b, key=lambda row: row[2])
     return [v for v, _, _ in rows], [p for _, _, p in rows], [s > 1 for _, s, _ in rows]
+
+
+def density_scores(frame: list[list[float]], knn: int) -> list[float]:
+    """DPC-kNN scores ρ·δ of one group of rows (selector/compare/shared.py `density_scores`), one pair at a time in
+    float64: d = Euclidean distance / √D, ρ = exp(−mean of the knn smallest d² (the row itself included)), δ = the
+    distance to the nearest denser row (denser: higher ρ, or equal ρ and a lower index), the largest distance of the
+    group for the densest."""
+    n, d_ = len(frame), len(frame[0])
+    dist = [[math.sqrt(sum((a - b) ** 2 for a, b in zip(u, v, strict=True))) / math.sqrt(d_) for v in frame]
+            for u in frame]
+    kk = min(knn, n)
+    dens = [math.exp(-sum(v * v for v in sorted(row)[:kk]) / kk) for row in dist]
+    far = max(max(row) for row in dist)
+    out = []
+    for i in range(n):
+        denser = [dist[i][j] for j in range(n) if dens[j] > dens[i] or (dens[j] == dens[i] and j < i)]
+        out.append(min(denser, default=far) * dens[i])
+    return out
+
+
+def _cos(u: list[float], v: list[float]) -> float:
+    return sum(a * b for a, b in zip(_unit(u), _unit(v), strict=True))
+
+
+def fastvid(tokens: torch.Tensor, k: int, c: int = 8, tau: float = 0.9, p: int = 4, alpha: float = 0.6,
+            knn: int = 4) -> tuple[list[list[float]], list[int], list[bool]]:
+    """FastVID's DySeg and density merging (selector/compare/methods.py `_fastvid` states the rules), one segment,
+    frame and token at a time in float64: (rows, places, merged flags) in the order of their places."""
+    from selector.compare.shared import quota
+
+    t_, h_, w_, d_ = tokens.shape
+    m = h_ * w_
+    x = tokens.reshape(t_, m, d_).double().tolist()
+    frame_mean = [[sum(v[i] for v in x[t]) / m for i in range(d_)] for t in range(t_)]
+    sim = [_cos(frame_mean[t], frame_mean[t + 1]) for t in range(t_ - 1)]
+    cuts = set(sorted(range(t_ - 1), key=lambda t: sim[t])[:max(c - 1, 0)]) | {t for t in range(t_ - 1)
+                                                                                if sim[t] < tau}
+    bounds = [-1, *sorted(cuts), t_ - 1]
+    lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    seg_q = [int(q) for q in quota(torch.tensor(lengths, dtype=torch.float64), k, m * max(lengths))]
+    assert all(q <= n * m for q, n in zip(seg_q, lengths, strict=True))  # no segment gets more than its tokens
+    out = []
+    start = 0
+    for length, q in zip(lengths, seg_q, strict=True):
+        frames = list(range(start, start + length))
+        start += length
+        if q == 0:
+            continue
+        step = p if q <= -(-length // p) * m else 1
+        anchor_frames = frames[::step]
+        shares = [int(v) for v in quota(torch.ones(len(anchor_frames)), q, m)]
+        anchors = []  # (flat place, feature)
+        for f, n in zip(anchor_frames, shares, strict=True):
+            score = density_scores(x[f], knn)
+            for i in sorted(range(m), key=lambda i: -score[i])[:n]:
+                anchors.append((f * m + i, x[f][i]))
+        members: list[list[list[float]]] = [[] for _ in anchors]
+        for f in frames:
+            for v in x[f]:
+                sims = [_cos(v, a) for _, a in anchors]
+                members[max(range(len(anchors)), key=lambda j: (sims[j], -j))].append(v)
+        for (place, a), got in zip(anchors, members, strict=True):
+            n = len(got)
+            if n > 1:
+                w = max(1.0 / (n + 1), alpha)
+                row = [w * a[i] + (1 - w) * sum(v[i] for v in got) / n for i in range(d_)]
+            else:
+                row = list(a)
+            out.append((place, row, n > 1))
+    out.sort()
+    return [r for _, r, _ in out], [p_ for p_, _, _ in out], [f for _, _, f in out]
+
+
+def holitom(tokens: torch.Tensor, k: int, tau: float = 0.8, beta: float = 0.6,
+            knn: int = 7) -> tuple[list[list[float]], list[int], list[bool]]:
+    """HoliTom's embedding part (selector/compare/holitom.py states the rules), one window, place and token at a
+    time in float64: the static windows by trying every segmentation of the frames (the most rows saved, ties to
+    the segmentation whose windows end earliest, compared from the last), static places averaged over their window,
+    DPC-kNN centres and β-merges per group. (rows, places, merged flags) in the order of their places."""
+    from selector.compare.shared import quota
+
+    t_, h_, w_, d_ = tokens.shape
+    m = h_ * w_
+    x = tokens.reshape(t_, m, d_).double().tolist()
+    above = [[_cos(x[t][i], x[t + 1][i]) > tau for i in range(m)] for t in range(t_ - 1)]
+
+    def static_places(s: int, e: int) -> list[int]:
+        return [i for i in range(m) if all(above[t][i] for t in range(s, e))]
+
+    def saved(windows: list[tuple[int, int]]) -> int:
+        return sum(len(static_places(s, e)) * (e - s) for s, e in windows if e > s)
+
+    def segmentations(first: int):
+        if first == t_:
+            yield []
+            return
+        for last in range(first, t_):
+            for rest in segmentations(last + 1):
+                yield [(first, last), *rest]
+
+    # the dynamic programme's choice: the most saved, and among equals the one whose last window is shortest, then
+    # the same for the frames before it
+    def key(ws: list[tuple[int, int]]) -> tuple:
+        return (saved(ws), *[s for s, _ in reversed(ws)])
+
+    windows = max(segmentations(0), key=key)
+    groups = []  # (rows, places, rows are means)
+    for s, e in windows:
+        static = static_places(s, e) if e > s else []
+        if static:
+            groups.append(([[sum(x[t][i][c] for t in range(s, e + 1)) / (e - s + 1) for c in range(d_)]
+                            for i in static], [s * m + i for i in static], True))
+        dyn = [i for i in range(m) if i not in static]
+        groups.extend(([x[f][i] for i in dyn], [f * m + i for i in dyn], False) for f in range(s, e + 1) if dyn)
+    if sum(len(g[0]) for g in groups) < k:
+        groups = [(x[f], [f * m + i for i in range(m)], False) for f in range(t_)]
+    shares = quota(torch.tensor([float(len(g[0])) for g in groups], dtype=torch.float64), k,
+                   max(len(g[0]) for g in groups))
+    out = []
+    for (rows, places, means), q in zip(groups, shares.tolist(), strict=True):
+        if q == 0:
+            continue
+        score = density_scores(rows, min(knn, q))
+        centres = sorted(sorted(range(len(rows)), key=lambda i: -score[i])[:q])
+        dist = [[math.sqrt(sum((a - b) ** 2 for a, b in zip(rows[i], rows[c], strict=True))) for c in centres]
+                for i in range(len(rows))]
+        members: list[list[list[float]]] = [[] for _ in centres]
+        for i in range(len(rows)):
+            if i not in centres:
+                members[min(range(len(centres)), key=lambda j: (dist[i][j], j))].append(rows[i])
+        for c, got in zip(centres, members, strict=True):
+            row = rows[c]
+            if got:
+                row = [beta * row[i] + (1 - beta) * sum(v[i] for v in got) / len(got) for i in range(d_)]
+            out.append((places[c], row, bool(got) or means))
+    out.sort()
+    return [r for _, r, _ in out], [p_ for p_, _, _ in out], [f for _, _, f in out]

@@ -126,6 +126,19 @@ def test_llava_scissor_and_fastvid_merge_what_is_similar():
         compress("fastvid", x, 0.5, tau=2.0)
 
 
+@pytest.mark.parametrize(("knob", "bad", "good"), [("c", 0, 1), ("p", 0, 1), ("knn", 0, 1), ("c", 2.0, 2),
+                                                   ("p", True, 2), ("tau", 1.01, 1.0), ("tau", -1.01, -1.0),
+                                                   ("tau", "0.5", 0.5), ("alpha", -0.01, 0.0), ("alpha", 1.01, 1.0),
+                                                   ("alpha", None, 1)])
+def test_fastvid_refuses_knobs_out_of_range_by_name_and_takes_the_bounds(knob, bad, good):
+    """FastVID's knobs: an int below 1 (or a bool, or a float) for c, p, knn, τ outside [−1, 1], α outside [0, 1]
+    or not numbers are refused with the knob's name and value; the bounds themselves run."""
+    x = torch.randn(4, 3, 3, 5, generator=torch.Generator().manual_seed(16))
+    with pytest.raises(SelectorError, match=rf"^{knob} must be (an int >= 1|in \[-?[01], 1\]), got {bad!r}$"):
+        compress("fastvid", x, 0.5, **{knob: bad})
+    assert compress("fastvid", x, 0.5, **{knob: good}).num_tokens == 18
+
+
 def _evs_reference(x: torch.Tensor, keep: int) -> torch.Tensor:
     """vLLM's EVS mask, written out per token: dissimilarity 1 − cos to the same place in the previous frame, the
     first frame 255, stable descending order, the first `keep` (vllm/multimodal/evs.py compute_retention_mask)."""
@@ -306,6 +319,116 @@ def test_token_pairs_are_every_pair_above_the_floor_once(monkeypatch):
         assert torch.equal(scissor._nearest(x, c, chunk=64), (x @ c.T).argmax(1)), screen
 
 
+_INTERPRETED_SCISSOR = """
+import sys
+import torch
+sys.path.insert(0, "tests")
+import naive
+from selector.compare import compress, scissor
+
+assert not scissor._fused(torch.zeros(2, 2))  # a CPU tensor is screened in fp32, by torch
+scissor._screen = lambda _x: True  # as on a GPU: split fp16, here by the kernels in Triton's interpreter
+assert scissor._fused(torch.zeros(2, 2))
+launches = []
+_pf, _nf = scissor._pairs_fused, scissor._nearest_fused
+scissor._pairs_fused = lambda *a, **k: launches.append("pairs") or _pf(*a, **k)
+scissor._nearest_fused = lambda *a, **k: launches.append("nearest") or _nf(*a, **k)
+pair_set = lambda a, b: set(zip(a.tolist(), b.tolist()))
+g = torch.Generator().manual_seed(5)
+base = torch.randn(40, 64, generator=g)
+x = torch.nn.functional.normalize(base.repeat(5, 1) + 0.3 * torch.randn(200, 64, generator=g), dim=-1)
+x[7] = x[3]  # a pair at cosine 1 and equal products
+sims = x @ x.T
+for tau in (0.6, 0.1):
+    want = pair_set(*torch.nonzero(torch.triu(sims > tau, 1), as_tuple=True))
+    src, dst, val, exact = scissor._pairs_above(x, x, tau, 10**6, upper_from=0)
+    assert pair_set(src, dst) == want and len(want) > 100, tau
+    assert torch.equal(src * 200 + dst, torch.sort(src * 200 + dst).values)  # in (i, j) order
+    assert torch.allclose(val[exact], sims[src, dst][exact], atol=1e-6)
+    assert bool((val[~exact] > tau + scissor._MARGIN).all()) and torch.allclose(val, sims[src, dst], atol=1e-4)
+    s2, d2, _, _ = scissor._pairs_above(x[:50], x, tau, 10**6)  # rows against all, self included
+    assert pair_set(s2, d2) == pair_set(*torch.nonzero(sims[:50] > tau, as_tuple=True)), tau
+    s3, d3, _, _ = scissor._pairs_above(x[130:], x, tau, 10**6, upper_from=130)
+    assert pair_set(s3 + 130, d3) == {p for p in want if p[0] >= 130}, tau
+    assert scissor._pairs_above(x, x, tau, len(want) - 1, upper_from=0) is None, tau
+assert len(want) > 1024 and scissor._pairs_fused(x, x, 0.1, 0, upper_from=0) is False  # candidates past the buffer
+assert scissor._pairs_above(x, x, 0.1, 0, upper_from=0) is None  # ... and the blocks decide
+c = x[::7].clone()
+c[3] = c[2]  # a tie: the first wins
+assert torch.equal(scissor._nearest(x, c), (x @ c.T).argmax(1))
+assert torch.equal(scissor._nearest(x[:9], x), (x[:9] @ x.T).argmax(1))  # x[3] and x[7] tie at 1
+y = torch.nn.functional.normalize(torch.randn(300, 64, generator=g), dim=-1)
+y[250] = y[60] = y[40]  # ties within a tile of columns and across tiles
+prod = x @ y.T
+best, arg, second = scissor._nearest_screened(x, y)  # over several tiles of columns
+first = (prod >= prod.amax(1, keepdim=True) - 1e-4).int().argmax(1)
+others = prod.scatter(1, arg.long()[:, None], -3.0).amax(1)
+assert torch.allclose(best, prod.amax(1), atol=1e-4) and torch.allclose(second, others, atol=1e-4)
+assert torch.equal(arg.long(), prod.argmax(1)) and bool((second <= best).all())
+_, arg, second = scissor._nearest_screened(y, y)
+assert torch.equal(arg.long(), (y @ y.T).argmax(1)) and arg[250] == arg[60] == 40 and second[40] == 1.0
+assert torch.equal(scissor._nearest(y, y), torch.where((torch.arange(300) == 250) | (torch.arange(300) == 60), 40,
+                                                      torch.arange(300)))
+feats = torch.randn(4, 12, 12, 64, generator=torch.Generator().manual_seed(3))
+for r in (0.05, 0.35, 0.5):
+    fast = compress("llava_scissor", feats, r)
+    fused, pass_ = launches.count("pairs"), scissor._scissor_pass
+    scissor._scissor_pass = naive.scissor_pass
+    slow = compress("llava_scissor", feats, r)
+    scissor._scissor_pass = pass_
+    assert torch.equal(fast.positions, slow.positions) and torch.equal(fast.tokens, slow.tokens), r
+print(launches.count("pairs"), launches.count("nearest"))
+"""
+
+
+def test_llava_scissor_kernels_that_fail_give_way_to_the_torch_path_with_one_warning(monkeypatch):
+    """Kernels that cannot be built or run (here: raising) leave the pairs and nearest rows to the torch blocks, with
+    one RuntimeWarning naming the error; the kernels are not tried again in the process."""
+    from conftest import require_triton
+
+    from selector.compare import scissor
+
+    require_triton()
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(scissor, "_screen", lambda _x: True)
+    monkeypatch.setitem(scissor._KERNELS, "failed", None)
+    tried = []
+
+    def broken(*_a, **_k):
+        tried.append(1)
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(scissor, "_pairs_fused", broken)
+    monkeypatch.setattr(scissor, "_nearest_fused", broken)
+    x = torch.nn.functional.normalize(torch.randn(60, 16, generator=torch.Generator().manual_seed(6)), dim=-1)
+    assert scissor._fused(x)
+    with pytest.warns(RuntimeWarning, match="Triton kernels failed here.*no kernel image") as caught:
+        src, dst, _, _ = scissor._pairs_above(x, x, 0.3, 10**6, upper_from=0)
+        near = scissor._nearest(x, x[::5])
+    assert len(caught) == 1 and tried == [1] and not scissor._fused(x)
+    assert _pair_set(src, dst) == _pair_set(*torch.nonzero(torch.triu(x @ x.T > 0.3, 1), as_tuple=True))
+    assert torch.equal(near, (x @ x[::5].T).argmax(1))
+
+
+def test_llava_scissor_kernels_in_triton_interpreter_keep_fp32s_pairs_and_rows():
+    """LLaVA-Scissor's Triton kernels (split-fp16 pairs above τ − margin, the nearest component), run by Triton's
+    interpreter on the CPU: every pair i < j with fp32 cosine above τ once, in (i, j) order, with fp32's cosine or
+    one above τ + margin; rows against other rows; the limit (also past the candidates' buffer); fp32's nearest
+    row, ties to the first; the whole method's rows and places those of the τ-search recomputing every edge in
+    fp32, with the kernels launched."""
+    import os
+
+    from conftest import require_triton
+
+    require_triton()
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    r = subprocess.run([sys.executable, "-c", _INTERPRETED_SCISSOR], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    pairs, nearest = map(int, r.stdout.split()[-2:])
+    assert pairs >= 10 and nearest >= 6, r.stdout
+
+
 def _all_segmentations(t_: int):
     """Every way to cut frames 0..t_-1 into consecutive windows."""
     if t_ == 0:
@@ -342,9 +465,22 @@ def test_llava_scissor_on_a_gpu_screens_in_split_fp16_and_keeps_fp32s_pairs_and_
     c = x[::7].clone()
     c[3] = c[2]
     assert torch.equal(scissor._nearest(xc, c.cuda(), chunk=64).cpu(), (x @ c.T).argmax(1))
+    y = torch.nn.functional.normalize(torch.randn(300, 64, generator=g), dim=-1)
+    y[250] = y[60] = y[40]  # ties within a tile of columns and across tiles
+    assert torch.equal(scissor._nearest(y.cuda(), y.cuda()).cpu(),
+                       torch.where((torch.arange(300) == 250) | (torch.arange(300) == 60), 40, torch.arange(300)))
+    if scissor._fused(xc):  # the Triton kernels: the first column of the best screened product, the runner-up's
+        _, arg, second = scissor._nearest_screened(y.cuda(), y.cuda())
+        assert torch.equal(arg.long().cpu(), (y @ y.T).argmax(1)) and arg[250] == arg[60] == 40
+        assert torch.allclose(second.cpu(), (y @ y.T).fill_diagonal_(-3.0).amax(1), atol=1e-4)
     feats = torch.randn(8, 27, 27, 384, generator=torch.Generator().manual_seed(1))
     for r in (0.1, 0.35):
         gpu = compress("llava_scissor", feats.cuda(), r)
+        with monkeypatch.context() as m:
+            m.setattr(scissor, "_fused", lambda _x: False)  # the torch blocks instead of the kernels
+            blocks = compress("llava_scissor", feats.cuda(), r)
+        assert torch.equal(gpu.positions, blocks.positions), r
+        assert torch.allclose(gpu.tokens, blocks.tokens, atol=1e-5), r
         with monkeypatch.context() as m:
             m.setattr(scissor, "_scissor_pass", naive.scissor_pass)
             ref = compress("llava_scissor", feats.cuda(), r)
@@ -500,3 +636,64 @@ def test_tome_rows_places_and_flags_follow_a_token_by_token_reference():
         want_rows, want_pos, want_merged = naive.tome(x, k)
         assert pos.tolist() == want_pos and merged.tolist() == want_merged, (shape, k)
         assert torch.allclose(rows.double(), torch.tensor(want_rows, dtype=torch.float64), atol=1e-5), (shape, k)
+
+
+def _by_place(rows: torch.Tensor, pos: torch.Tensor, merged: torch.Tensor) -> tuple:
+    order = torch.argsort(pos)
+    return rows[order].double(), pos[order].tolist(), merged[order].tolist()
+
+
+def test_fastvid_rows_places_and_flags_follow_a_token_by_token_reference():
+    """FastVID's rows (to fp32 rounding), anchor places and merged flags equal a float64 reference that segments,
+    scores, assigns and merges one frame and token at a time, over segmentations by the c − 1 cuts, by τ and both,
+    anchor frames every p-th or all of them (a share above the anchors' tokens), one frame and K of one row."""
+    import naive
+
+    from selector.compare.methods import _fastvid
+
+    g = torch.Generator().manual_seed(14)
+    scene = torch.randn(3, 1, 1, 6, generator=g)
+    cases = (((7, 3, 3, 6), 20, {}), ((7, 3, 3, 6), 9, {"c": 3, "p": 2}), ((8, 3, 2, 6), 30, {"c": 2, "tau": 0.97}),
+             ((6, 3, 3, 6), 40, {"c": 1, "p": 3, "knn": 2}), ((5, 2, 3, 6), 11, {"c": 1, "tau": -1.0, "alpha": 0.2}),
+             ((1, 3, 4, 6), 5, {}), ((6, 2, 2, 6), 1, {"c": 2}), ((8, 3, 2, 6), 10, {"c": 3, "tau": -1.0}),
+             ((5, 2, 3, 6), 12, {"c": 1, "tau": -1.0}))  # the last: a share exactly the anchor frames' tokens
+    for shape, k, knobs in cases:
+        t_ = shape[0]
+        which = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0])[:t_]  # scenes: frames alike within one, unlike across
+        x = scene[which].expand(*shape).clone() + 0.6 * torch.randn(*shape, generator=g)
+        rows, pos, merged = _by_place(*_fastvid(x, k, **knobs))
+        want_rows, want_pos, want_merged = naive.fastvid(x, k, **knobs)
+        assert len(pos) == k and pos == want_pos and merged == want_merged, (shape, k, knobs)
+        assert torch.allclose(rows, torch.tensor(want_rows, dtype=torch.float64), atol=1e-5), (shape, k, knobs)
+
+
+def test_holitom_rows_places_and_flags_follow_a_reference_that_tries_every_segmentation():
+    """HoliTom's rows (to fp32 rounding), places and merged flags equal a float64 reference that picks the static
+    windows among every segmentation of the frames and merges one group and token at a time, on clips with static
+    places in windows of several lengths, none at all, and so many static places that the merge is not applied."""
+    import naive
+
+    from selector.compare.holitom import holitom, static_windows
+
+    g = torch.Generator().manual_seed(15)
+    for shape, k, still, knobs in (((6, 3, 3, 5), 12, 0.1, {}), ((7, 2, 3, 5), 9, 0.15, {"knn": 2}),
+                                   ((5, 3, 3, 5), 20, 0.05, {"beta": 0.3, "tau": 0.9}), ((4, 2, 2, 5), 6, 2.0, {}),
+                                   ((5, 2, 2, 5), 18, 0.02, {}), ((1, 3, 3, 5), 4, 0.1, {})):
+        t_, h_, w_, d_ = shape
+        base = torch.randn(1, h_, w_, d_, generator=g)
+        noise = torch.randn(*shape, generator=g) * still  # small: the place stays alike from frame to frame
+        moving = torch.rand(t_, h_, w_, 1, generator=g) < 0.35  # these tokens change completely
+        x = torch.where(moving, torch.randn(*shape, generator=g), base + noise)
+        ks = [k]
+        if t_ > 1:  # K exactly the rows the static merge leaves (it applies), and one more (it does not)
+            unit = torch.nn.functional.normalize(x.reshape(t_, h_ * w_, d_), dim=-1)
+            sim = (unit[:-1] * unit[1:]).sum(-1)
+            tau = knobs.get("tau", 0.8)
+            left = t_ * h_ * w_ - sum(int((sim[s:e] > tau).all(0).sum()) * (e - s)
+                                      for s, e in static_windows(sim, tau) if e > s)
+            ks += [left, left + 1] if left < t_ * h_ * w_ else []
+        for k in ks:
+            rows, pos, merged = _by_place(*holitom(x, k, **knobs))
+            want_rows, want_pos, want_merged = naive.holitom(x, k, **knobs)
+            assert len(pos) == k and pos == want_pos and merged == want_merged, (shape, k)
+            assert torch.allclose(rows, torch.tensor(want_rows, dtype=torch.float64), atol=1e-5), (shape, k)

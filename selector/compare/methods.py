@@ -244,11 +244,8 @@ def _fastvid(tokens: torch.Tensor, k: int, c: int = 8, tau: float = 0.9, p: int 
     m = h_ * w_
     x = tokens.reshape(t_, m, d_)
     lengths = _dyseg(x.float().mean(1), c, float(tau))
+    # largest remainder gives a segment of L frames floor(k·L/T) or one more: never more than its L·m tokens
     seg_quota = _quota(torch.tensor(lengths, dtype=torch.float64), k, m * max(lengths))
-    # a segment never gets more than its tokens: move any excess to the longest others (a no-op unless tiny)
-    seg_quota = torch.minimum(seg_quota, torch.tensor(lengths) * m)
-    seg_quota += _quota(torch.tensor(lengths, dtype=torch.float64) * (seg_quota < torch.tensor(lengths) * m),
-                        k - int(seg_quota.sum()), m * max(lengths))
     # segments with the same length and the same anchor plan are processed together (batched)
     groups: dict[tuple, list[int]] = {}
     start = 0

@@ -23,9 +23,13 @@ between two fp32 computations in different orders, this one's and the reference'
 from __future__ import annotations
 
 import functools
+import os
+import warnings
 
 import torch
 import torch.nn.functional as F
+
+from ..settings import current
 
 MAX_EDGES = 4_000_000
 _STEPS = 8
@@ -115,12 +119,41 @@ def _rows_per_block(a: torch.Tensor, cols: int) -> int:
     return 2048 if not a.is_cuda else max(2048, (1 << 27) // max(1, cols))
 
 
+def _settle(a: torch.Tensor, b: torch.Tensor, r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, tau: float,
+            margin: float) -> tuple:
+    """The screened candidates (r, c, v) of rows of a and b settled against tau: those within `margin` of it
+    recomputed in fp32 and kept where above; (r, c, v, exact), `exact` marking the fp32 cosines."""
+    if margin == 0.0:
+        return r, c, v, torch.ones_like(v, dtype=torch.bool)
+    sure = v > tau + margin
+    band = torch.nonzero(~sure).flatten()
+    fine = (a[r[band]] * b[c[band]]).sum(-1)
+    v[band] = fine
+    keep = sure.clone()
+    keep[band[fine > tau]] = True
+    return r[keep], c[keep], v[keep], ~sure[keep]
+
+
+def _empty_pairs(device: torch.device) -> tuple:
+    e = torch.empty(0, dtype=torch.long, device=device)
+    return e, e, torch.empty(0, device=device), torch.empty(0, dtype=torch.bool, device=device)
+
+
 def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper_from: int | None = None,
                  chunk: int | None = None) -> tuple | None:
     """(i, j, cosine, exact) of the rows of a and b (unit rows) with fp32 cosine > tau; with `upper_from` = s, a is
     b[s:] and only pairs j > s + i come back (each pair once, none with itself). None past `limit` pairs. Where
-    `_screen` says so the products are screened in split fp16, the candidates within `_MARGIN` of tau recomputed
-    in fp32; `exact` says which cosines are fp32's (the others are the screened ones, more than tau + margin)."""
+    `_screen` says so the products are screened in split fp16 (by `_pairs_fused` where `_fused` says so), the
+    candidates within `_MARGIN` of tau recomputed in fp32; `exact` says which cosines are fp32's (the others are
+    the screened ones, more than tau + margin)."""
+    if _fused(a):
+        try:
+            got = _pairs_fused(a, b, tau, limit, upper_from)
+        except Exception as e:  # noqa: BLE001 -- a Triton that cannot build or run them here: the torch blocks
+            _kernels_failed(e)
+        else:
+            if got is not False:
+                return got
     src, dst, val, flags, count = [], [], [], [], 0
     screen = _screen(a)
     margin = _MARGIN if screen else 0.0
@@ -146,17 +179,7 @@ def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper
         if upper_from is not None:
             keep = c > r
             r, c = r[keep], c[keep]
-        v = block[r, c]
-        r, c = r + i, c + j0
-        exact = torch.ones_like(v, dtype=torch.bool)
-        if screen:
-            sure = v > tau + margin
-            band = torch.nonzero(~sure).flatten()
-            fine = (a[r[band]] * b[c[band]]).sum(-1)
-            v[band] = fine
-            keep = sure.clone()
-            keep[band[fine > tau]] = True
-            r, c, v, exact = r[keep], c[keep], v[keep], ~sure[keep]
+        r, c, v, exact = _settle(a, b, r + i, c + j0, block[r, c], tau, margin)
         count += r.shape[0]
         if count > limit:
             return None
@@ -165,17 +188,98 @@ def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper
         val.append(v)
         flags.append(exact)
     if not src:
-        e = torch.empty(0, dtype=torch.long, device=a.device)
-        return e, e, torch.empty(0, device=a.device), torch.empty(0, dtype=torch.bool, device=a.device)
+        return _empty_pairs(a.device)
     return torch.cat(src), torch.cat(dst), torch.cat(val), torch.cat(flags)
+
+
+# tiles of the Triton kernels (`scissor_kernels`): (BM, BN, BK, warps, stages)
+PAIRS_TILE = (128, 128, 32, 8, 4)
+NEAREST_TILE = (64, 128, 32, 4, 4)
+
+
+@functools.cache
+def _triton_present() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_KERNELS = {"failed": None}  # the first error of the kernels in this process, if any
+
+
+def _fused(x: torch.Tensor) -> bool:
+    """Whether x's products are screened by the Triton kernels (`scissor_kernels`): where they are screened in
+    split fp16, on a GPU (or in Triton's interpreter, TRITON_INTERPRET=1) with Triton present, unless
+    ENTROPY_SELECT_TRITON=0 or they failed once in this process."""
+    return (_screen(x) and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") and _triton_present()
+            and current().triton and _KERNELS["failed"] is None)
+
+
+def _kernels_failed(error: Exception) -> None:
+    """The kernels could not be built or run here: say so once; the torch blocks screen from now on."""
+    _KERNELS["failed"] = error
+    warnings.warn(f"LLaVA-Scissor's Triton kernels failed here ({type(error).__name__}: {str(error)[:300]}); "
+                  "the torch path screens the products instead (same results, slower)", RuntimeWarning, stacklevel=3)
+
+
+def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x = hi + lo as two contiguous fp16 tensors (`_split`'s parts)."""
+    hi = x.half()
+    return hi.contiguous(), (x - hi.float()).half().contiguous()
+
+
+def _cdiv(n: int, d: int) -> int:
+    return -(-n // d)
+
+
+def _pairs_fused(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int,
+                 upper_from: int | None = None) -> tuple | None | bool:
+    """`_pairs_above` by `pairs_kernel` (on any device Triton runs on, its interpreter's CPU included): one launch,
+    one wait for the candidates' count, then settled as there; pairs in (i, j) order. False where the candidates
+    outgrew their buffer (limit + 1/8 + 1024) although the pairs may not (the caller goes block by block)."""
+    from . import scissor_kernels as kern
+
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        return _empty_pairs(a.device)
+    bm, bn, bk, warps, stages = PAIRS_TILE
+    ah, al = _halves(a)
+    bh, bl = _halves(b)
+    cap = limit + limit // 8 + 1024
+    out_r = torch.empty(cap, dtype=torch.int32, device=a.device)
+    out_c = torch.empty(cap, dtype=torch.int32, device=a.device)
+    out_v = torch.empty(cap, dtype=torch.float32, device=a.device)
+    count = torch.zeros(1, dtype=torch.int64, device=a.device)
+    grid = (_cdiv(a.shape[0], bm), _cdiv(b.shape[0], bn))
+    kern.pairs_kernel[grid](ah, al, bh, bl, a.shape[0], b.shape[0], a.shape[1], tau - _MARGIN,
+                            0 if upper_from is None else upper_from, out_r, out_c, out_v, count, cap,
+                            UPPER=upper_from is not None, BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
+    n = int(count.item())
+    if n > cap:
+        return False
+    r, c, v = out_r[:n].long(), out_c[:n].long(), out_v[:n]
+    order = torch.argsort(r * b.shape[0] + c)
+    r, c, v, exact = _settle(a, b, r[order], c[order], v[order], tau, _MARGIN)
+    return None if r.shape[0] > limit else (r, c, v, exact)
 
 
 def _nearest(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """For each unit row of x, the index of the most similar unit row of c (fp32 cosine; ties: the first). Where
     `_screen` says so the products are screened in split fp16 and the rows within twice the margin of each row's
-    best recomputed in fp32."""
+    best recomputed in fp32 (with the Triton kernel where `_fused` says so: `_nearest_fused`)."""
     if not _screen(x):
         return (x @ c.T).argmax(1)
+    if _fused(x):
+        try:
+            return _nearest_fused(x, c)
+        except Exception as e:  # noqa: BLE001 -- as in `_pairs_above`
+            _kernels_failed(e)
+    return _nearest_blocks(x, c, chunk)
+
+
+def _nearest_blocks(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """`_nearest` screened block by block in torch."""
     xs, cs = _split(x, second=False), _split(c, second=True)
     chunk = chunk or _rows_per_block(x, c.shape[0])
     out = []
@@ -190,6 +294,35 @@ def _nearest(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -> torc
         out.append(torch.full((n,), c.shape[0], device=x.device, dtype=torch.long).scatter_reduce(
             0, r[top], j[top], reduce="amin"))
     return torch.cat(out)
+
+
+def _nearest_screened(x: torch.Tensor, c: torch.Tensor) -> tuple:
+    """For each row of x, by `nearest_kernel`: the largest split-fp16 product with the rows of c, the first column
+    giving it, and the largest product of the other columns."""
+    from . import scissor_kernels as kern
+
+    bm, bn, bk, warps, stages = NEAREST_TILE
+    xh, xl = _halves(x)
+    ch, cl = _halves(c)
+    n = x.shape[0]
+    best = torch.empty(n, dtype=torch.float32, device=x.device)
+    arg = torch.empty(n, dtype=torch.int32, device=x.device)
+    second = torch.empty(n, dtype=torch.float32, device=x.device)
+    kern.nearest_kernel[(_cdiv(n, bm),)](xh, xl, ch, cl, n, c.shape[0], x.shape[1], best, arg, second,
+                                         BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
+    return best, arg, second
+
+
+def _nearest_fused(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """`_nearest` by `nearest_kernel`: a row whose best screened product leads every other by more than twice the
+    margin has that column as its fp32 best too (each screened product is within the margin of fp32's); the other
+    rows go through `_nearest_blocks`."""
+    best, arg, second = _nearest_screened(x, c)
+    out = arg.long()
+    close = torch.nonzero(second >= best - 2 * _MARGIN).flatten()
+    if close.numel():
+        out[close] = _nearest_blocks(x[close], c)
+    return out
 
 
 class _TokenPairs:
