@@ -14,7 +14,9 @@ The search is exact and shares its work across τ:
   above `floor` are found once (`_TokenPairs`) and each τ computes only the rows of components with several tokens.
 - on a GPU, products are screened in split fp16 (each unit row the sum of two fp16 rows, three fp16 products summed
   in fp32: within ~1e-5 of fp32's) and those within `_MARGIN` of τ recomputed in fp32; the last step's nearest
-  component likewise.
+  component likewise. With Triton two kernels (`scissor_kernels`) do the screening tile by tile and return only
+  the candidates (one wait per pass instead of one per block); without it, with ENTROPY_SELECT_TRITON=0, or where
+  they fail (said once), torch does it block by block.
 Every τ gives the components, counts and refusals (too many edges) of the pass that recomputes every edge in fp32
 (tests/naive.py `scissor_pass`); pairs whose cosine lies within fp32's rounding (~1e-6) of τ may fall either way
 between two fp32 computations in different orders, this one's and the reference's.
