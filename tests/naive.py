@@ -175,21 +175,32 @@ def scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: 
     component averages computed afresh (both directions), no shortcut; the reference of the fast pass."""
     import torch.nn.functional as F
 
-    from selector.compare.scissor import _edges, _labels
-
     t_, m, d_ = xs.shape
-    e = _edges(xs, tau, max_edges)
-    if e is None:
+    above = torch.bmm(xs, xs.transpose(1, 2)) > tau  # every frame's edges, both directions, each token with itself
+    if int(above.sum()) > max_edges:
         return None
-    _, inv = torch.unique(_labels(e[0], e[1], t_ * m), return_inverse=True)
+    f, i, j = torch.nonzero(above, as_tuple=True)
+    _, inv = torch.unique(_min_labels(f * m + i, f * m + j, t_ * m), return_inverse=True)
     n1 = int(inv.max()) + 1
     reps = torch.zeros(n1, d_, device=xs.device).index_add_(0, inv, frames.reshape(-1, d_))
     reps = F.normalize(reps / torch.bincount(inv, minlength=n1)[:, None], dim=-1)
-    e = _edges(reps, tau, max_edges)
-    if e is None:
+    above = reps @ reps.T > tau
+    if int(above.sum()) > max_edges:
         return None
-    uniq, inv2 = torch.unique(_labels(e[0], e[1], n1), return_inverse=True)
+    i, j = torch.nonzero(above, as_tuple=True)
+    uniq, inv2 = torch.unique(_min_labels(i, j, n1), return_inverse=True)
     return inv2[inv], len(uniq)
+
+
+def _min_labels(src: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:
+    """Each node's smallest reachable index over the edges src → dst (given both ways): one hop per round until
+    nothing changes."""
+    label = torch.arange(n, device=src.device)
+    while True:
+        new = label.scatter_reduce(0, src, label[dst], reduce="amin")
+        if torch.equal(new, label):
+            return label
+        label = new
 
 
 def _unit(v: list[float]) -> list[float]:

@@ -282,6 +282,33 @@ def test_fast_llava_scissor_gives_the_rows_of_the_faithful_search(features, scre
         assert torch.equal(fast.positions, slow.positions) and torch.equal(fast.tokens, slow.tokens), (features, r)
 
 
+def test_scissor_spatial_step_without_the_frames_similarities_gives_the_same_components_and_refusals():
+    """The spatial step where the frames' similarities are too many to keep (computed frame by frame, `_edges`)
+    gives the components, counts and refusals (too many edges) of the one thresholding the similarities computed
+    once, over chunks of one and several frames."""
+    from selector.compare import scissor
+
+    xs = torch.nn.functional.normalize(torch.randn(7, 25, 16, generator=torch.Generator().manual_seed(8)), dim=-1)
+    sims = torch.bmm(xs, xs.transpose(1, 2))
+    seen = set()
+    for tau in (-0.2, 0.1, 0.3, 0.5, 0.99):
+        for max_edges in (10**6, int((sims > tau).sum()), int((sims > tau).sum()) - 1):
+            want = scissor._spatial(xs, tau, max_edges, sims)
+            for chunk in (25, 60, 2048):  # one frame, two frames, all frames per product
+                e = scissor._edges(xs, tau, max_edges, chunk)
+                if want is None:
+                    assert e is None, (tau, max_edges, chunk)
+                    seen.add("refused")
+                    continue
+                labels = scissor._labels(e[0], e[1], xs.shape[0] * xs.shape[1])
+                _, inv = torch.unique(labels, return_inverse=True)
+                assert torch.equal(inv, want[0]) and int(inv.max()) + 1 == want[1], (tau, chunk)
+                seen.add("counted")
+            got = scissor._spatial(xs, tau, max_edges, None)
+            assert (got is None) == (want is None) and (got is None or torch.equal(got[0], want[0])), tau
+    assert seen == {"refused", "counted"}
+
+
 def _pair_set(a: torch.Tensor, b: torch.Tensor) -> set:
     return set(zip(a.tolist(), b.tolist(), strict=True))
 

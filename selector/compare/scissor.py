@@ -84,27 +84,19 @@ def _labels(src: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _edges(x: torch.Tensor, tau: float, max_edges: int, chunk: int = 2048) -> tuple | None:
-    """Edges (i, j) of cosine > tau between the unit rows of x (N, D), or of each frame of x (T, M, D) with
-    frame-offset indices; None past max_edges (a tau this low joins nearly everything)."""
+    """Edges (i, j) of cosine > tau within each frame of the unit rows x (T, M, D), both directions and each token
+    with itself, as frame-offset indices; None past max_edges (a tau this low joins nearly everything). The spatial
+    step where the frames' similarities are too many to keep."""
     src, dst, edges = [], [], 0
-    if x.ndim == 3:
-        t_, m, _ = x.shape
-        step = max(1, (chunk * chunk) // max(1, m * m))
-        for f in range(0, t_, step):
-            e = torch.nonzero(torch.bmm(x[f:f + step], x[f:f + step].transpose(1, 2)) > tau)
-            edges += e.shape[0]
-            if edges > max_edges:
-                return None
-            src.append((e[:, 0] + f) * m + e[:, 1])
-            dst.append((e[:, 0] + f) * m + e[:, 2])
-    else:
-        for i in range(0, x.shape[0], chunk):
-            e = torch.nonzero(x[i:i + chunk] @ x.T > tau)
-            edges += e.shape[0]
-            if edges > max_edges:
-                return None
-            src.append(e[:, 0] + i)
-            dst.append(e[:, 1])
+    t_, m, _ = x.shape
+    step = max(1, (chunk * chunk) // max(1, m * m))
+    for f in range(0, t_, step):
+        e = torch.nonzero(torch.bmm(x[f:f + step], x[f:f + step].transpose(1, 2)) > tau)
+        edges += e.shape[0]
+        if edges > max_edges:
+            return None
+        src.append((e[:, 0] + f) * m + e[:, 1])
+        dst.append((e[:, 0] + f) * m + e[:, 2])
     return torch.cat(src), torch.cat(dst)
 
 
