@@ -480,3 +480,42 @@ def holitom(tokens: torch.Tensor, k: int, tau: float = 0.8, beta: float = 0.6,
             out.append((places[c], row, bool(got) or means))
     out.sort()
     return [r for _, r, _ in out], [p_ for p_, _, _ in out], [f for _, _, f in out]
+
+
+def llava_scissor(tokens: torch.Tensor, k: int) -> tuple[list[list[float]], list[int]]:
+    """LLaVA-Scissor with exactly k rows (selector/compare/scissor.py `llava_scissor` states the rules): τ by the
+    8-step bisection over [−1, 1] with `scissor_pass` above, then one token at a time in float64: the k largest
+    components (ties: the earlier first token), each one's average, every token joining the most similar average
+    (cosine; ties: the first), a row (average + its tokens) / (n + 1) at its component's first token. (rows,
+    places) in the order of their places."""
+    import torch.nn.functional as F
+
+    t_, h_, w_, d_ = tokens.shape
+    n = t_ * h_ * w_
+    frames = tokens.reshape(t_, h_ * w_, d_).float()
+    xs = F.normalize(frames, dim=-1)
+    lo, hi, best = -1.0, 1.0, None
+    for _ in range(8):
+        mid = (lo + hi) / 2
+        out = scissor_pass(xs, frames, mid)
+        if out is not None and out[1] >= k:
+            best, hi = out, mid
+        else:
+            lo = mid
+    comp = best[0].tolist() if best is not None else list(range(n))
+    x = tokens.reshape(n, d_).double().tolist()
+    members: dict[int, list[int]] = {}
+    for i, c in enumerate(comp):
+        members.setdefault(c, []).append(i)
+    kept = sorted(members.values(), key=lambda ms: (-len(ms), ms[0]))[:k]
+    kept.sort(key=lambda ms: ms[0])
+    avgs = [[sum(x[i][c] for i in ms) / len(ms) for c in range(d_)] for ms in kept]
+    units = [_unit(a) for a in avgs]
+    owned: list[list[int]] = [[] for _ in kept]
+    for i in range(n):
+        u = _unit(x[i])
+        sims = [sum(a * b for a, b in zip(u, v, strict=True)) for v in units]
+        owned[max(range(len(kept)), key=lambda j: (sims[j], -j))].append(i)
+    rows = [[(a[c] + sum(x[i][c] for i in got)) / (len(got) + 1) for c in range(d_)] for a, got in zip(avgs, owned,
+                                                                                                      strict=True)]
+    return rows, [ms[0] for ms in kept]

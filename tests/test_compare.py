@@ -724,3 +724,31 @@ def test_holitom_rows_places_and_flags_follow_a_reference_that_tries_every_segme
             want_rows, want_pos, want_merged = naive.holitom(x, k, **knobs)
             assert len(pos) == k and pos == want_pos and merged == want_merged, (shape, k)
             assert torch.allclose(rows, torch.tensor(want_rows, dtype=torch.float64), atol=1e-5), (shape, k)
+
+
+def test_llava_scissor_rows_and_places_follow_a_token_by_token_reference():
+    """LLaVA-Scissor's rows (to fp32 rounding) and places equal a reference that searches τ with the pass that
+    recomputes every edge and then, in float64 one token at a time, keeps the K largest components (ties: the
+    earlier first token), averages them, lets every token join its most similar average and makes each row
+    (average + its tokens) / (n + 1): on clips of a few repeated patterns (large components of unequal sizes, some
+    tied, more components than K) and of noise (nearly every token alone), K below and above the number of patterns
+    (where no τ of the search reaches K: every token its own component)."""
+    import naive
+
+    from selector.compare.scissor import llava_scissor
+
+    g = torch.Generator().manual_seed(17)
+    patterns = torch.randn(5, 6, generator=g)
+    for kind, shape, k in (("patterns", (3, 4, 4, 6), 3), ("patterns", (3, 4, 4, 6), 8), ("noise", (2, 3, 4, 6), 10),
+                           ("patterns", (4, 3, 3, 6), 1), ("noise", (1, 3, 3, 6), 9), ("patterns", (3, 4, 4, 6), 4),
+                           ("patterns", (3, 4, 4, 6), 6)):  # the last: 11 components, sizes tied, for K = 6
+        t_, h_, w_, d_ = shape
+        if kind == "patterns":
+            which = torch.randint(0, 5, (t_, h_, w_), generator=g)
+            x = patterns[which] + 0.05 * torch.randn(*shape, generator=g)
+        else:
+            x = torch.randn(*shape, generator=g)
+        rows, pos, merged = llava_scissor(x, k)
+        want_rows, want_pos = naive.llava_scissor(x, k)
+        assert pos.tolist() == want_pos and len(want_pos) == k and bool(merged.all()), (kind, shape, k)
+        assert torch.allclose(rows.double(), torch.tensor(want_rows, dtype=torch.float64), atol=1e-5), (kind, k)
