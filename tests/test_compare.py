@@ -344,6 +344,11 @@ def test_token_pairs_are_every_pair_above_the_floor_once(monkeypatch):
         c = x[::7].clone()
         c[3] = c[2]  # a tie: the first wins
         assert torch.equal(scissor._nearest(x, c, chunk=64), (x @ c.T).argmax(1)), screen
+        # pairs of rows ~1e-5 apart in cosine to each row of x: both within the margin of the best, in every block
+        twins = torch.nn.functional.normalize(c + 3e-4 * torch.randn(c.shape, generator=g), dim=-1)
+        c2 = torch.cat([c, twins])
+        fp32 = torch.stack([(x * c2[j]).sum(-1) for j in range(len(c2))], 1).argmax(1)
+        assert torch.equal(scissor._nearest(x, c2, chunk=64), fp32), screen
 
 
 _INTERPRETED_SCISSOR = """
