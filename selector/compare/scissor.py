@@ -14,9 +14,9 @@ The search is exact and shares its work across τ:
   above `floor` are found once (`_TokenPairs`) and each τ computes only the rows of components with several tokens.
 - on a GPU, products are screened in split fp16 (each unit row the sum of two fp16 rows, three fp16 products summed
   in fp32: within ~1e-5 of fp32's) and those within `_MARGIN` of τ recomputed in fp32; the last step's nearest
-  component likewise. With Triton two kernels (`scissor_kernels`) do the screening tile by tile and return only
-  the candidates (one wait per pass instead of one per block); without it, with ENTROPY_SELECT_TRITON=0, or where
-  they fail (said once), torch does it block by block.
+  component likewise. With Triton a kernel (`scissor_kernels`) screens the pairs tile by tile and returns only the
+  candidates (one wait per pass instead of one per block); without it, with ENTROPY_SELECT_TRITON=0, or where it
+  fails (said once), torch does it block by block.
 Every τ gives the components, counts and refusals (too many edges) of the pass that recomputes every edge in fp32
 (tests/naive.py `scissor_pass`); pairs whose cosine lies within fp32's rounding (~1e-6) of τ may fall either way
 between two fp32 computations in different orders, this one's and the reference's.
@@ -186,9 +186,9 @@ def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper
     return torch.cat(src), torch.cat(dst), torch.cat(val), torch.cat(flags)
 
 
-# tiles of the Triton kernels (`scissor_kernels`): (BM, BN, BK, warps, stages)
-PAIRS_TILE = (128, 128, 32, 8, 4)
-NEAREST_TILE = (64, 128, 32, 4, 4)
+# the tile of `pairs_kernel`: (BM, BN, BK, warps, stages) (H100, the pairs of 46,656 tokens above 0.086: 27.6 ms;
+# 30.6 with BK = 32 and 4 stages, 71.8 with BN = 256)
+PAIRS_TILE = (128, 128, 64, 8, 3)
 
 
 @functools.cache
@@ -200,21 +200,21 @@ def _triton_present() -> bool:
     return True
 
 
-_KERNELS = {"failed": None}  # the first error of the kernels in this process, if any
+_KERNELS = {"failed": None}  # the first error of the kernel in this process, if any
 
 
 def _fused(x: torch.Tensor) -> bool:
-    """Whether x's products are screened by the Triton kernels (`scissor_kernels`): where they are screened in
+    """Whether x's pairs are screened by the Triton kernel (`scissor_kernels`): where they are screened in
     split fp16, on a GPU (or in Triton's interpreter, TRITON_INTERPRET=1) with Triton present, unless
-    ENTROPY_SELECT_TRITON=0 or they failed once in this process."""
+    ENTROPY_SELECT_TRITON=0 or it failed once in this process."""
     return (_screen(x) and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") and _triton_present()
             and current().triton and _KERNELS["failed"] is None)
 
 
 def _kernels_failed(error: Exception) -> None:
-    """The kernels could not be built or run here: say so once; the torch blocks screen from now on."""
+    """The kernel could not be built or run here: say so once; the torch blocks screen from now on."""
     _KERNELS["failed"] = error
-    warnings.warn(f"LLaVA-Scissor's Triton kernels failed here ({type(error).__name__}: {str(error)[:300]}); "
+    warnings.warn(f"LLaVA-Scissor's Triton kernel failed here ({type(error).__name__}: {str(error)[:300]}); "
                   "the torch path screens the products instead (same results, slower)", RuntimeWarning, stacklevel=3)
 
 
@@ -261,19 +261,9 @@ def _pairs_fused(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int,
 def _nearest(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """For each unit row of x, the index of the most similar unit row of c (fp32 cosine; ties: the first). Where
     `_screen` says so the products are screened in split fp16 and the rows within twice the margin of each row's
-    best recomputed in fp32 (with the Triton kernel where `_fused` says so: `_nearest_fused`)."""
+    best recomputed in fp32."""
     if not _screen(x):
         return (x @ c.T).argmax(1)
-    if _fused(x):
-        try:
-            return _nearest_fused(x, c)
-        except Exception as e:  # noqa: BLE001 -- as in `_pairs_above`
-            _kernels_failed(e)
-    return _nearest_blocks(x, c, chunk)
-
-
-def _nearest_blocks(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """`_nearest` screened block by block in torch."""
     xs, cs = _split(x, second=False), _split(c, second=True)
     chunk = chunk or _rows_per_block(x, c.shape[0])
     out = []
@@ -288,35 +278,6 @@ def _nearest_blocks(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) 
         out.append(torch.full((n,), c.shape[0], device=x.device, dtype=torch.long).scatter_reduce(
             0, r[top], j[top], reduce="amin"))
     return torch.cat(out)
-
-
-def _nearest_screened(x: torch.Tensor, c: torch.Tensor) -> tuple:
-    """For each row of x, by `nearest_kernel`: the largest split-fp16 product with the rows of c, the first column
-    giving it, and the largest product of the other columns."""
-    from . import scissor_kernels as kern
-
-    bm, bn, bk, warps, stages = NEAREST_TILE
-    xh, xl = _halves(x)
-    ch, cl = _halves(c)
-    n = x.shape[0]
-    best = torch.empty(n, dtype=torch.float32, device=x.device)
-    arg = torch.empty(n, dtype=torch.int32, device=x.device)
-    second = torch.empty(n, dtype=torch.float32, device=x.device)
-    kern.nearest_kernel[(_cdiv(n, bm),)](xh, xl, ch, cl, n, c.shape[0], x.shape[1], best, arg, second,
-                                         BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
-    return best, arg, second
-
-
-def _nearest_fused(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """`_nearest` by `nearest_kernel`: a row whose best screened product leads every other by more than twice the
-    margin has that column as its fp32 best too (each screened product is within the margin of fp32's); the other
-    rows go through `_nearest_blocks`."""
-    best, arg, second = _nearest_screened(x, c)
-    out = arg.long()
-    close = torch.nonzero(second >= best - 2 * _MARGIN).flatten()
-    if close.numel():
-        out[close] = _nearest_blocks(x[close], c)
-    return out
 
 
 class _TokenPairs:

@@ -1,10 +1,9 @@
-"""Triton kernels of LLaVA-Scissor's screening on a GPU (imported only where Triton is present; `scissor` says when).
+"""Triton kernel of LLaVA-Scissor's screening on a GPU (imported only where Triton is present; `scissor` says when).
 
-Both multiply split-fp16 rows (a = hi + lo, products hi·hi' + hi·lo' + lo·hi' summed in fp32, as `scissor._split`)
-tile by tile and keep only what the search needs, so no block of products is written to memory:
-   pairs    every (i, j) whose screened product exceeds `cut`, appended to three flat outputs at positions taken
-            from one counter (one atomic add per tile, positions by a prefix count within the tile)
-   nearest  per row, the first column of the largest screened product, that product and the largest of the others
+`pairs_kernel` multiplies split-fp16 rows (a = hi + lo, products hi·hi' + hi·lo' + lo·hi' summed in fp32, as
+`scissor._split`) tile by tile and keeps every (i, j) whose screened product exceeds `cut`, appended to three flat
+outputs at positions taken from one counter (one atomic add per tile, positions by a prefix count within the tile):
+no block of products is written to memory.
 """
 
 import os
@@ -74,28 +73,3 @@ def pairs_kernel(ah_ptr, al_ptr, bh_ptr, bl_ptr, n_a, n_b, D, cut, upper_from, o
             tl.store(out_r + pos, rr, mask=ok)
             tl.store(out_c + pos, cc, mask=ok)
             tl.store(out_v + pos, acc, mask=ok)
-
-
-@triton.jit(do_not_specialize=["n_a", "n_b"])
-def nearest_kernel(ah_ptr, al_ptr, bh_ptr, bl_ptr, n_a, n_b, D, best_v, best_i, second_v,
-                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    pid_m = tl.program_id(0)
-    rm = pid_m * BM + tl.arange(0, BM)
-    best = tl.full((BM,), float("-inf"), dtype=tl.float32)
-    second = tl.full((BM,), float("-inf"), dtype=tl.float32)
-    arg = tl.zeros((BM,), dtype=tl.int32)
-    for n0 in range(0, n_b, BN):
-        rn = n0 + tl.arange(0, BN)
-        acc = _split_dot(ah_ptr, al_ptr, bh_ptr, bl_ptr, rm, rn, n_a, n_b, D, BM, BN, BK)
-        acc = tl.where((rn < n_b)[None, :], acc, float("-inf"))
-        t_max = tl.max(acc, axis=1)
-        t_arg = tl.argmax(acc, axis=1, tie_break_left=True)
-        t_second = tl.max(tl.where(tl.arange(0, BN)[None, :] == t_arg[:, None], float("-inf"), acc), axis=1)
-        better = t_max > best  # a tie keeps the earlier column, and counts as a second best
-        second = tl.where(better, tl.maximum(best, t_second), tl.maximum(second, t_max))
-        arg = tl.where(better, n0 + t_arg, arg)
-        best = tl.where(better, t_max, best)
-    ok = rm < n_a
-    tl.store(best_v + rm, best, mask=ok)
-    tl.store(best_i + rm, arg, mask=ok)
-    tl.store(second_v + rm, second, mask=ok)
