@@ -339,6 +339,7 @@ def test_token_pairs_are_every_pair_above_the_floor_once(monkeypatch):
             s3, d3 = pairs.above(tau)
             assert _pair_set(s3, d3) == {p for p in want if sims[p] > tau}, (screen, tau)
         assert scissor._pairs_above(x, x, 0.6, len(want) - 1, upper_from=0, chunk=64) is None
+        assert len(scissor._pairs_above(x, x, 0.6, len(want), upper_from=0, chunk=64)[0]) == len(want)  # at the limit
         s2, d2, _, _ = scissor._pairs_above(x[:50], x, 0.6, 10**6, chunk=16)  # rows against all, self included
         assert _pair_set(s2, d2) == _pair_set(*torch.nonzero(sims[:50] > 0.6, as_tuple=True))
         c = x[::7].clone()
