@@ -209,7 +209,14 @@ def test_bad_inputs_are_named():
     for args, kw, msg in ((("nope", x, 0.5), {}, "unknown method 'nope'"), (("random", x, 0), {}, "retention"),
                           (("random", x, 0.5), {"seed": "a"}, "seed must be an int"),
                           (("random", x, 0.5), {"colour": 1}, "random takes no option colour"),
-                          (("tome", x[..., 0], 0.5), {}, r"\(T, H, W, D\)"),
+                          (("tome", x[..., 0], 0.5), {}, r"\(T, H, W, D\) tensor, got \(2, 3, 3\)$"),
+                          (("tome", x.tolist(), 0.5), {}, r"\(T, H, W, D\) tensor, got list$"),
+                          (("tome", x[:0], 0.5), {}, r"non-empty \(T, H, W, D\) tensor, got \(0, 3, 3, 4\)$"),
+                          (("tome", x.long(), 0.5), {}, "float tensor, got torch.int64"),
+                          ((7, x, 0.5), {}, "unknown method 7; the methods are " + ", ".join(METHODS) + "$"),
+                          (("random", x, True), {}, r"retention must be in \(0, 1\], got True$"),
+                          (("random", x, "0.5"), {}, r"retention must be in \(0, 1\], got '0.5'$"),
+                          (("random", x, 1.5), {}, r"got 1.5$"),
                           (("tome", x * float("nan"), 0.5), {}, "NaN")):
         with pytest.raises(SelectorError, match=msg):
             compress(*args, **kw)
