@@ -208,7 +208,9 @@ def test_bad_inputs_are_named():
     x = tensor((2, 3, 3, 4), 0)
     for args, kw, msg in ((("nope", x, 0.5), {}, "unknown method 'nope'"), (("random", x, 0), {}, "retention"),
                           (("random", x, 0.5), {"seed": "a"}, "seed must be an int"),
-                          (("random", x, 0.5), {"colour": 1}, "random takes no option colour"),
+                          (("random", x, 0.5), {"colour": 1, "size": 2},
+                           r"^random takes no option colour, size \(its options: seed\)$"),
+                          (("tome", x, 0.5), {"seed": 1}, "^tome takes no option seed$"),
                           (("tome", x[..., 0], 0.5), {}, r"\(T, H, W, D\) tensor, got \(2, 3, 3\)$"),
                           (("tome", x.tolist(), 0.5), {}, r"\(T, H, W, D\) tensor, got list$"),
                           (("tome", x[:0], 0.5), {}, r"non-empty \(T, H, W, D\) tensor, got \(0, 3, 3, 4\)$"),
