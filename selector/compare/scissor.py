@@ -45,11 +45,16 @@ _STEPS = 8
 _MARGIN = 1e-4
 
 
+def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x = hi + lo as two contiguous fp16 tensors (`_split`'s parts, the kernel's operands)."""
+    hi = x.half()
+    return hi.contiguous(), (x - hi.float()).half().contiguous()
+
+
 def _split(x: torch.Tensor, second: bool) -> torch.Tensor:
     """The rows of x as [hi, lo, hi] (`second` False) or [hi, hi, lo] (True) in fp16: the product of a first and a
     second split is hi·hi' + hi·lo' + lo·hi'."""
-    hi = x.half()
-    lo = (x - hi.float()).half()
+    hi, lo = _halves(x)
     return torch.cat([hi, hi, lo] if second else [hi, lo, hi], dim=1)
 
 
@@ -216,12 +221,6 @@ def _kernels_failed(error: Exception) -> None:
     _KERNELS["failed"] = error
     warnings.warn(f"LLaVA-Scissor's Triton kernel failed here ({type(error).__name__}: {str(error)[:300]}); "
                   "the torch path screens the products instead (same results, slower)", RuntimeWarning, stacklevel=3)
-
-
-def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x = hi + lo as two contiguous fp16 tensors (`_split`'s parts)."""
-    hi = x.half()
-    return hi.contiguous(), (x - hi.float()).half().contiguous()
 
 
 def _cdiv(n: int, d: int) -> int:
