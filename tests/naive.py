@@ -176,12 +176,10 @@ def scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: 
     import torch.nn.functional as F
 
     t_, m, d_ = xs.shape
-    above = torch.bmm(xs, xs.transpose(1, 2)) > tau  # every frame's edges, both directions, each token with itself
-    if int(above.sum()) > max_edges:
+    first = spatial_step(xs, tau, max_edges)
+    if first is None:
         return None
-    f, i, j = torch.nonzero(above, as_tuple=True)
-    _, inv = torch.unique(_min_labels(f * m + i, f * m + j, t_ * m), return_inverse=True)
-    n1 = int(inv.max()) + 1
+    inv, n1 = first
     reps = torch.zeros(n1, d_, device=xs.device).index_add_(0, inv, frames.reshape(-1, d_))
     reps = F.normalize(reps / torch.bincount(inv, minlength=n1)[:, None], dim=-1)
     above = reps @ reps.T > tau
@@ -190,6 +188,19 @@ def scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: 
     i, j = torch.nonzero(above, as_tuple=True)
     uniq, inv2 = torch.unique(_min_labels(i, j, n1), return_inverse=True)
     return inv2[inv], len(uniq)
+
+
+def spatial_step(xs: torch.Tensor, tau: float, max_edges: int = 4_000_000) -> tuple | None:
+    """LLaVA-Scissor's spatial step at tau: the components of every frame's graph "cosine > tau" (unit rows xs,
+    (T, M, D)), numbered by their first token, and their number; None past max_edges edges (both directions, each
+    token with itself)."""
+    t_, m, _ = xs.shape
+    above = torch.bmm(xs, xs.transpose(1, 2)) > tau  # every frame's edges, both directions, each token with itself
+    if int(above.sum()) > max_edges:
+        return None
+    f, i, j = torch.nonzero(above, as_tuple=True)
+    _, inv = torch.unique(_min_labels(f * m + i, f * m + j, t_ * m), return_inverse=True)
+    return inv, int(inv.max()) + 1
 
 
 def _min_labels(src: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:

@@ -291,31 +291,70 @@ def test_fast_llava_scissor_gives_the_rows_of_the_faithful_search(features, scre
         assert torch.equal(fast.positions, slow.positions) and torch.equal(fast.tokens, slow.tokens), (features, r)
 
 
-def test_scissor_spatial_step_without_the_frames_similarities_gives_the_same_components_and_refusals():
-    """The spatial step where the frames' similarities are too many to keep (computed frame by frame, `_edges`)
-    gives the components, counts and refusals (too many edges) of the one thresholding the similarities computed
-    once, over chunks of one and several frames."""
+def test_scissor_spatial_step_from_one_forest_gives_the_components_counts_and_refusals_of_every_edge():
+    """The spatial step at any τ, cut from one maximum spanning forest per frame, gives the components (numbered by
+    their first token), counts and refusals (too many edges) of the graph of every edge above τ, with the frames'
+    similarities kept or recomputed a few frames at a time (one frame, two, all per product), frames with tied
+    similarities (repeated tokens) included."""
+    import naive
+
     from selector.compare import scissor
 
-    xs = torch.nn.functional.normalize(torch.randn(7, 25, 16, generator=torch.Generator().manual_seed(8)), dim=-1)
+    g = torch.Generator().manual_seed(8)
+    xs = torch.nn.functional.normalize(torch.randn(7, 25, 16, generator=g), dim=-1)
+    xs[2, 5:9] = xs[2, 3]  # a clique of one token
+    xs[4, ::3] = xs[4, 1]
     sims = torch.bmm(xs, xs.transpose(1, 2))
     seen = set()
-    for tau in (-0.2, 0.1, 0.3, 0.5, 0.99):
+    for tau in (-0.2, 0.1, 0.3, 0.5, 0.99, 1.0):
         for max_edges in (10**6, int((sims > tau).sum()), int((sims > tau).sum()) - 1):
-            want = scissor._spatial(xs, tau, max_edges, sims)
-            for chunk in (25, 60, 2048):  # one frame, two frames, all frames per product
-                e = scissor._edges(xs, tau, max_edges, chunk)
-                if want is None:
-                    assert e is None, (tau, max_edges, chunk)
-                    seen.add("refused")
-                    continue
-                labels = scissor._labels(e[0], e[1], xs.shape[0] * xs.shape[1])
-                _, inv = torch.unique(labels, return_inverse=True)
-                assert torch.equal(inv, want[0]) and int(inv.max()) + 1 == want[1], (tau, chunk)
-                seen.add("counted")
-            got = scissor._spatial(xs, tau, max_edges, None)
-            assert (got is None) == (want is None) and (got is None or torch.equal(got[0], want[0])), tau
+            want = naive.spatial_step(xs, tau, max_edges)
+            seen.add("refused" if want is None else "counted")
+            for kept, chunk in ((64 << 20, 2048), (0, 25), (0, 60), (0, 2048)):
+                sp = scissor._Spatial(xs, max_edges, kept=kept, chunk=chunk)
+                assert (sp.sims is None) == (kept == 0)
+                got = sp(tau)
+                assert (got is None) == (want is None) and sp.count(tau) == (None if want is None else want[1])
+                n = naive.spatial_step(xs, tau, 10**9)[1]  # the count without the refusal
+                assert sp.count(tau, n + 1) == n and sp.count(tau, n) == (None if want is None else n)
+                if want is not None:
+                    assert torch.equal(got.inv, want[0]) and got.count == want[1], (tau, kept, chunk)
+                    # each component's first token, in order, and every other token once
+                    firsts = [int(torch.nonzero(want[0] == c)[0]) for c in range(want[1])]
+                    assert got.firsts.tolist() == firsts
+                    assert sorted(got.rest.tolist()) == got.rest.tolist() == sorted(set(range(175)) - set(firsts))
     assert seen == {"refused", "counted"}
+
+
+def test_scissor_forest_is_a_maximum_spanning_tree_of_each_frame():
+    """Each frame's tree spans the frame from its first token (every token reaches it), and no similarity outside
+    the tree beats the lightest tree edge on the path it closes (the cut property): a maximum spanning tree."""
+    from selector.compare import scissor
+
+    xs = torch.nn.functional.normalize(torch.randn(3, 30, 8, generator=torch.Generator().manual_seed(4)), dim=-1)
+    sims = torch.bmm(xs, xs.transpose(1, 2))
+    parent, weight = scissor._forest(xs, sims)
+    total = 0.0
+    for f in range(3):
+        p = parent[f * 30:(f + 1) * 30] - f * 30
+        w = weight[f * 30:(f + 1) * 30]
+        assert p[0] == 0 and w[0] == -torch.inf and bool((w[1:] > -2).all())
+        for t in range(30):
+            u, hops = t, 0
+            while u != 0:
+                assert sims[f, u, p[u]] == w[u]
+                u, hops = int(p[u]), hops + 1
+                assert hops < 30
+        total += float(w[1:].sum())
+        # Prim's in plain Python over the same similarities: the same total weight
+        inside, best = {0}, 0.0
+        while len(inside) < 30:
+            v, s = max(((j, float(sims[f, i, j])) for i in inside for j in range(30) if j not in inside),
+                       key=lambda e: e[1])
+            inside.add(v)
+            best += s
+        total -= best
+    assert abs(total) < 1e-4
 
 
 def _pair_set(a: torch.Tensor, b: torch.Tensor) -> set:
@@ -323,9 +362,9 @@ def _pair_set(a: torch.Tensor, b: torch.Tensor) -> set:
 
 
 def test_token_pairs_are_every_pair_above_the_floor_once(monkeypatch):
-    """The pairs found once per clip, screened in split fp16 (as on a GPU) or not at all, are exactly the pairs i < j whose fp32
-    cosine exceeds the floor, with that cosine (or, not recomputed, one more than floor + margin), and give the
-    pairs above any higher τ; the nearest row of a screened product is fp32's."""
+    """The pairs found once per clip, screened in fp16 (as on a GPU) or not at all, are exactly the pairs i < j
+    whose fp32 cosine exceeds the floor, with that cosine (or, not recomputed, one more than floor + margin), and
+    give the pairs above any higher τ; the nearest row of a screened product is fp32's."""
     from selector.compare import scissor
 
     g = torch.Generator().manual_seed(5)
@@ -339,7 +378,8 @@ def test_token_pairs_are_every_pair_above_the_floor_once(monkeypatch):
         monkeypatch.setattr(scissor, "_screen", lambda _x, s=screen: s)
         src, dst, val, exact = scissor._pairs_above(x, x, 0.6, 10**6, upper_from=0, chunk=64)
         assert _pair_set(src, dst) == want
-        margin = scissor._MARGIN if screen else 0.0
+        margin = scissor._margin(64) if screen else 0.0
+        assert margin == (1e-3 + 64 * 6e-8 if screen else 0.0)
         assert torch.allclose(val[exact], sims[src, dst][exact], atol=1e-6)
         assert bool((val[~exact] > 0.6 + margin).all()) and torch.allclose(val, sims[src, dst], atol=margin)
         assert bool(exact.all()) or screen
@@ -386,7 +426,8 @@ for tau in (0.6, 0.1):
     assert pair_set(src, dst) == want and len(want) > 100, tau
     assert torch.equal(src * 200 + dst, torch.sort(src * 200 + dst).values)  # in (i, j) order
     assert torch.allclose(val[exact], sims[src, dst][exact], atol=1e-6)
-    assert bool((val[~exact] > tau + scissor._MARGIN).all()) and torch.allclose(val, sims[src, dst], atol=1e-4)
+    margin = scissor._margin(64)
+    assert bool((val[~exact] > tau + margin).all()) and torch.allclose(val, sims[src, dst], atol=margin)
     s2, d2, _, _ = scissor._pairs_above(x[:50], x, tau, 10**6)  # rows against all, self included
     assert pair_set(s2, d2) == pair_set(*torch.nonzero(sims[:50] > tau, as_tuple=True)), tau
     s3, d3, _, _ = scissor._pairs_above(x[130:], x, tau, 10**6, upper_from=130)
@@ -402,6 +443,20 @@ for r in (0.05, 0.35, 0.5):
     slow = compress("llava_scissor", feats, r)
     scissor._scissor_pass = pass_
     assert torch.equal(fast.positions, slow.positions) and torch.equal(fast.tokens, slow.tokens), r
+# the forest kernel: trees whose cuts give every τ's components, as the torch trees do (ties included)
+xs = torch.nn.functional.normalize(torch.randn(5, 40, 16, generator=g), dim=-1)
+xs[1, 10:20] = xs[1, 3]
+xs[3, ::2] = xs[3, 1]
+sims = torch.bmm(xs, xs.transpose(1, 2))
+parent, weight = scissor._forest_fused(sims)
+p2, w2 = scissor._prim(sims)
+assert torch.equal(torch.sort(weight).values, torch.sort(w2.flatten()).values)  # one maximum tree weight set
+sp = scissor._Spatial(xs)
+assert torch.equal(sp.parent, parent) and torch.equal(sp.weight, weight)
+for tau in (-0.5, 0.0, 0.2, 0.5, 0.9, 1.0):
+    got, want = sp(tau), naive.spatial_step(xs, tau)
+    assert torch.equal(got[0], want[0]) and got[1] == want[1] == sp.count(tau), tau
+assert scissor._KERNELS["failed"] is None
 print(launches.count("pairs"))
 """
 
@@ -467,11 +522,11 @@ def _saved(windows, above):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_llava_scissor_on_a_gpu_screens_in_split_fp16_and_keeps_fp32s_pairs_and_rows(monkeypatch):
-    """On a GPU the pairs and nearest rows, screened in split fp16, are fp32's; the whole method keeps the places that the
-    τ-search recomputing every edge in fp32 keeps, and the CPU's; rows equal the reference's to fp32 rounding (CUDA's
-    index_add sums in no fixed order; a token nearly as close to two components may join either on another
-    device)."""
+def test_llava_scissor_on_a_gpu_screens_in_fp16_and_keeps_fp32s_pairs_and_rows(monkeypatch):
+    """On a GPU the pairs and nearest rows, screened in fp16, are fp32's; the kernels' fp32 products are torch's to
+    fp32 rounding; the whole method keeps the places that the torch blocks, the τ-search recomputing every edge in
+    fp32 and the CPU keep; rows equal the reference's to fp32 rounding (CUDA's index_add sums in no fixed order; a
+    token nearly as close to two components may join either on another device)."""
     import naive
 
     from selector.compare import scissor
@@ -483,7 +538,7 @@ def test_llava_scissor_on_a_gpu_screens_in_split_fp16_and_keeps_fp32s_pairs_and_
     xc = x.cuda()
     src, dst, val, exact = scissor._pairs_above(xc, xc, 0.6, 10**6, upper_from=0, chunk=64)
     assert _pair_set(src.cpu(), dst.cpu()) == _pair_set(*torch.nonzero(torch.triu(sims > 0.6, 1), as_tuple=True))
-    assert torch.allclose(val.cpu(), sims[src.cpu(), dst.cpu()], atol=scissor._MARGIN)
+    assert torch.allclose(val.cpu(), sims[src.cpu(), dst.cpu()], atol=scissor._margin(64))
     c = x[::7].clone()
     c[3] = c[2]
     assert torch.equal(scissor._nearest(xc, c.cuda(), chunk=64).cpu(), (x @ c.T).argmax(1))
@@ -491,11 +546,19 @@ def test_llava_scissor_on_a_gpu_screens_in_split_fp16_and_keeps_fp32s_pairs_and_
     y[250] = y[60] = y[40]  # ties within a tile of columns and across tiles
     assert torch.equal(scissor._nearest(y.cuda(), y.cuda()).cpu(),
                        torch.where((torch.arange(300) == 250) | (torch.arange(300) == 60), 40, torch.arange(300)))
+    r_, c_ = torch.randint(0, 200, (2, 5000), generator=g)
+    assert scissor._fused(xc)
+    dots = scissor._dots(xc, xc, r_.cuda(), c_.cuda()).cpu()
+    assert torch.allclose(dots, (x[r_] * x[c_]).sum(-1), atol=1e-6) and not torch.equal(r_, c_)
+    frames = xc.reshape(8, 25, 64)
+    sims = torch.bmm(frames, frames.mT)
+    _, weight = scissor._forest(frames, sims)  # the forest kernel: the weights of every maximum spanning tree
+    assert torch.equal(torch.sort(weight).values, torch.sort(scissor._prim(sims)[1].flatten()).values)
     feats = torch.randn(8, 27, 27, 384, generator=torch.Generator().manual_seed(1))
     for r in (0.1, 0.35):
         gpu = compress("llava_scissor", feats.cuda(), r)
         with monkeypatch.context() as m:
-            m.setattr(scissor, "_fused", lambda _x: False)  # the torch blocks instead of the kernel
+            m.setattr(scissor, "_pairs_fused", lambda *_a, **_k: False)  # the torch blocks instead of the kernel
             blocks = compress("llava_scissor", feats.cuda(), r)
         assert torch.equal(gpu.positions, blocks.positions), r
         assert torch.allclose(gpu.tokens, blocks.tokens, atol=1e-5), r
@@ -581,6 +644,7 @@ def test_holitom_centre_rows_follow_the_beta_rule():
 def test_scissor_pass_with_k_settles_the_count_against_k_by_bounds_or_exactly():
     """With k, a pass may answer with a bound on the count instead of the count: always on the count's side of k,
     and the components it defers are the full pass's; the bounds settle some passes (both sides) without labels."""
+    import naive
     import torch.nn.functional as F
 
     from selector.compare import scissor
@@ -591,7 +655,7 @@ def test_scissor_pass_with_k_settles_the_count_against_k_by_bounds_or_exactly():
     kinds = set()
     for tau in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7):
         full = scissor._scissor_pass(xs, frames, tau)
-        spatial = scissor._spatial(xs, tau, 10**6, None)[1]
+        spatial = naive.spatial_step(xs, tau)[1]
         for k in (1, 20, 40, 60, 80, 100, 144):
             out = scissor._scissor_pass(xs, frames, tau, k=k)
             assert (out[1] >= k) == (full[1] >= k), (tau, k)

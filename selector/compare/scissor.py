@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,38 +36,31 @@ from ..settings import current
 
 MAX_EDGES = 4_000_000
 _STEPS = 8
-# How far a split-fp16 product of two unit vectors a, b can be from fp32's. a = hi + lo exactly in fp32, hi = fp16(a),
-# lo = a - hi rounded to fp16 (|lo| <= u|a|, u = 2⁻¹¹; rounded by u|lo| or, subnormal, by 2⁻²⁵); a·b is taken as
-# hi·hi' + hi·lo' + lo·hi' with exact fp16 products summed in fp32. Left out: lo·lo' (<= u² Σ|a_i b_i| <= u²) and
-# lo's rounding (<= 2(u² + 2⁻²⁵ √D)), below 3e-6 for D <= 4096; the rest is fp32 summation of 3D terms instead of
-# D, the order of fp32's own rounding (measured: at most 1.3e-5 from cuBLAS fp32 over 191 M products of random
-# 1152-d rows). Products screened above τ − margin are the candidates; those above τ + margin are above τ in fp32
-# too, the rest are recomputed in fp32.
-_MARGIN = 1e-4
+# How far an fp16 product of two unit rows a, b of length d can be from fp32's: rounding each factor to fp16 moves it
+# by at most u|a_i| (u = 2⁻¹¹; a subnormal by 2⁻²⁵), so the exact product of the rounded rows is within
+# 2u(1 + u) Σ|a_i b_i| <= 9.8e-4 of a·b (Σ|a_i b_i| <= |a||b| = 1), subnormals adding at most 2·2⁻²⁵ √d (4e-6 for
+# d <= 4096); fp32 sums the d products, at most d·2⁻²⁴ off even one by one. Products screened above τ − margin are
+# the candidates; those above τ + margin are above τ in fp32 too, the rest are recomputed in fp32.
 
 
-def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x = hi + lo as two contiguous fp16 tensors (`_split`'s parts, the kernel's operands)."""
-    hi = x.half()
-    return hi.contiguous(), (x - hi.float()).half().contiguous()
+def _margin(d: int) -> float:
+    """How far a screened (fp16) product of two unit rows of length d may be from fp32's."""
+    return 1e-3 + 6e-8 * d
 
 
-def _split(x: torch.Tensor, second: bool) -> torch.Tensor:
-    """The rows of x as [hi, lo, hi] (`second` False) or [hi, hi, lo] (True) in fp16: the product of a first and a
-    second split is hi·hi' + hi·lo' + lo·hi'."""
-    hi, lo = _halves(x)
-    return torch.cat([hi, hi, lo] if second else [hi, lo, hi], dim=1)
+def _fp16(x: torch.Tensor) -> torch.Tensor:
+    return x.half().contiguous()
 
 
-def _split_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b.T of split rows, summed in fp32 (on a CPU, where fp16 products into fp32 are missing, in fp32)."""
+def _mm16(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b.T of fp16 rows, summed in fp32 (on a CPU, where fp16 products into fp32 are missing, in fp32)."""
     if a.is_cuda:
         return torch.mm(a, b.T, out_dtype=torch.float32)
     return a.float() @ b.float().T
 
 
 @functools.cache
-def _split_works(device: torch.device) -> bool:
+def _fp16_works(device: torch.device) -> bool:
     """Whether this GPU multiplies fp16 into fp32 (torch.mm's out_dtype)."""
     try:
         one = torch.ones(1, 16, device=device, dtype=torch.float16)
@@ -88,28 +82,151 @@ def _labels(src: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:
         label = new
 
 
-def _edges(x: torch.Tensor, tau: float, max_edges: int, chunk: int = 2048) -> tuple | None:
-    """Edges (i, j) of cosine > tau within each frame of the unit rows x (T, M, D), both directions and each token
-    with itself, as frame-offset indices; None past max_edges (a tau this low joins nearly everything). The spatial
-    step where the frames' similarities are too many to keep."""
-    src, dst, edges = [], [], 0
-    t_, m, _ = x.shape
+def _frame_sims(xs: torch.Tensor, chunk: int = 2048):
+    """The frames' (f, M, M) cosine similarities of the unit rows xs (T, M, D), a few frames at a time (at most
+    chunk² products per piece): (first frame, similarities) pairs."""
+    t_, m, _ = xs.shape
     step = max(1, (chunk * chunk) // max(1, m * m))
     for f in range(0, t_, step):
-        e = torch.nonzero(torch.bmm(x[f:f + step], x[f:f + step].transpose(1, 2)) > tau)
-        edges += e.shape[0]
-        if edges > max_edges:
+        yield f, torch.bmm(xs[f:f + step], xs[f:f + step].transpose(1, 2))
+
+
+def _prim(sims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`scissor_kernels.forest_kernel` in torch: each frame's maximum spanning tree over its (f, M, M) similarities,
+    grown from its first token; (parent within the frame, similarity of the tree edge; the root's -inf)."""
+    f_, m, _ = sims.shape
+    at = torch.arange(f_, device=sims.device)
+    best = sims[:, 0].clone()  # each token's best link into the tree so far
+    parent = torch.zeros(f_, m, dtype=torch.long, device=sims.device)
+    done = torch.zeros(f_, m, dtype=torch.bool, device=sims.device)
+    done[:, 0] = True
+    for _ in range(m - 1):
+        v = best.masked_fill(done, -torch.inf).argmax(1)  # the token with the best link joins
+        done[at, v] = True
+        row = sims[at, v]
+        better = (row > best) & ~done  # a joined token's link stays the one it joined by
+        best = torch.where(better, row, best)
+        parent = torch.where(better, v[:, None], parent)
+    best[:, 0] = -torch.inf
+    return parent, best
+
+
+_FOREST_BLOCK = 8192  # the kernel keeps a frame's row in registers: frames of at most this many tokens
+
+
+def _forest(xs: torch.Tensor, sims: torch.Tensor | None, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """A maximum spanning forest of the frames' similarity graphs (one tree per frame): each token's parent (flat
+    index) and the similarity of its tree edge (roots: -inf). The edges above any τ join the tokens the graph
+    "cosine > τ" joins (a cut of the forest is a single-linkage clustering). Without `sims`, the similarities
+    are computed a few frames at a time (`_frame_sims`)."""
+    t_, m, _ = xs.shape
+    pieces = [(0, sims)] if sims is not None else _frame_sims(xs, chunk)
+    parents, weights = [], []
+    for f, s in pieces:
+        if _fused(s) and m <= _FOREST_BLOCK:
+            try:
+                parent, weight = _forest_fused(s.contiguous())
+            except Exception as e:  # noqa: BLE001 -- as in `_pairs_above`
+                _kernels_failed(e)
+            else:
+                parents.append(parent + f * m)
+                weights.append(weight)
+                continue
+        parent, weight = _prim(s)
+        parents.append((parent + m * torch.arange(f, f + s.shape[0], device=xs.device)[:, None]).flatten())
+        weights.append(weight.flatten())
+    return torch.cat(parents), torch.cat(weights)
+
+
+def _forest_fused(sims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from . import scissor_kernels as kern
+
+    f_, m, _ = sims.shape
+    parent = torch.empty(f_ * m, dtype=torch.long, device=sims.device)
+    weight = torch.empty(f_ * m, dtype=torch.float32, device=sims.device)
+    block = max(16, 1 << (m - 1).bit_length())
+    kern.forest_kernel[(f_,)](sims, parent, weight, m, BLOCK=block, num_warps=4 if block <= 1024 else 8)
+    return parent, weight
+
+
+class _Step(NamedTuple):
+    """The spatial step at one τ: each token's component (numbered by first token), their number, each
+    component's first token, and the tokens that are not first in theirs."""
+
+    inv: torch.Tensor
+    count: int
+    firsts: torch.Tensor
+    rest: torch.Tensor
+
+
+class _Spatial:
+    """The spatial step at any τ: the components of each frame's graph "cosine > τ", from one maximum spanning
+    forest (`_forest`); the number of edges (both directions, each token with itself) counted per τ, for the
+    refusal past max_edges."""
+
+    def __init__(self, xs: torch.Tensor, max_edges: int = MAX_EDGES, kept: int = 64 << 20, chunk: int = 2048):
+        t_, m, _ = xs.shape
+        self.xs, self.max_edges, self.chunk = xs, max_edges, chunk
+        # the similarities kept for every τ where they are at most `kept` (≤ 256 MB), else recomputed per τ
+        self.sims = torch.bmm(xs, xs.transpose(1, 2)) if t_ * m * m <= kept else None
+        self.parent, self.weight = _forest(xs, self.sims, chunk)
+        self.sorted = torch.sort(self.weight).values.cpu()  # the counts at every τ without a wait for the GPU
+        self.steps: dict[float, tuple | None] = {}
+        # the edges only decrease with τ: refused at and below `no`, not at and above `ok`
+        self.no, self.ok = -torch.inf, (-torch.inf if t_ * m * m <= max_edges else torch.inf)
+
+    def edges(self, tau: float) -> int:
+        if self.sims is not None:
+            return int(torch.count_nonzero(self.sims > tau))
+        count = 0
+        for _, s in _frame_sims(self.xs, self.chunk):
+            count += int(torch.count_nonzero(s > tau))
+            if count > self.max_edges:
+                break
+        return count
+
+    def refused(self, tau: float) -> bool:
+        """Whether the edges at tau are more than max_edges."""
+        if self.no < tau < self.ok:
+            if self.edges(tau) > self.max_edges:
+                self.no = tau
+            else:
+                self.ok = tau
+        return tau <= self.no
+
+    def count(self, tau: float, k: int | None = None) -> int | None:
+        """The number of components at tau (the tokens less the tree edges above tau), or None (too many edges);
+        with k, a count below k comes back unchecked (for a search, too many edges and too few components are the
+        same answer)."""
+        n = int(torch.searchsorted(self.sorted, torch.tensor([tau]), right=True))
+        return None if (k is None or n >= k) and self.refused(tau) else n
+
+    def __call__(self, tau: float) -> tuple | None:
+        """(component of each token, number of components) at tau, or None (too many edges); components numbered
+        by their first token."""
+        if tau not in self.steps:
+            self.steps[tau] = self._step(tau)
+        return self.steps[tau]
+
+    def _step(self, tau: float) -> tuple | None:
+        n = self.count(tau)
+        if n is None:
             return None
-        src.append((e[:, 0] + f) * m + e[:, 1])
-        dst.append((e[:, 0] + f) * m + e[:, 2])
-    return torch.cat(src), torch.cat(dst)
+        at = torch.arange(self.parent.numel(), device=self.parent.device)
+        up = torch.where(self.weight > tau, self.parent, at)  # each token's parent within its component, roots up
+        for _ in range(self.xs.shape[1].bit_length()):  # pointer doubling: a tree's depth is below M
+            up = up[up]
+        label = torch.full_like(at, at.numel()).scatter_reduce(0, up, at, reduce="amin")[up]  # the first token
+        lead = label == at
+        inv = (torch.cumsum(lead, 0) - 1)[label]
+        return _Step(inv, n, torch.nonzero(lead).flatten(), torch.nonzero(~lead).flatten())
 
 
 def _screen(x: torch.Tensor) -> bool:
     """Whether products on x's device are screened in split fp16: on a GPU that multiplies fp16 into fp32; not on a
     CPU, where the candidates' recomputation costs more than lower-precision products save (measured: the token
     pairs of 16×27×27×384 random features took 0.94 s screened in bf16 against 0.4–0.55 s in fp32)."""
-    return x.is_cuda and _split_works(x.device)
+    return x.is_cuda and _fp16_works(x.device)
 
 
 def _rows_per_block(a: torch.Tensor, cols: int) -> int:
@@ -126,11 +243,31 @@ def _settle(a: torch.Tensor, b: torch.Tensor, r: torch.Tensor, c: torch.Tensor, 
         return r, c, v, torch.ones_like(v, dtype=torch.bool)
     sure = v > tau + margin
     band = torch.nonzero(~sure).flatten()
-    fine = (a[r[band]] * b[c[band]]).sum(-1)
+    fine = _dots(a, b, r[band], c[band])
     v[band] = fine
     keep = sure.clone()
-    keep[band[fine > tau]] = True
-    return r[keep], c[keep], v[keep], ~sure[keep]
+    keep[band] = fine > tau
+    at = torch.nonzero(keep).flatten()
+    return r[at], c[at], v[at], ~sure[at]
+
+
+def _dots(a: torch.Tensor, b: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """The fp32 products a[r] · b[c] (by `scissor_kernels.dots_kernel` where `_fused` says so, else by torch a
+    slice of pairs at a time)."""
+    if r.numel() == 0:
+        return torch.empty(0, device=a.device)
+    if _fused(a):
+        try:
+            from . import scissor_kernels as kern
+
+            out = torch.empty(r.numel(), device=a.device)
+            kern.dots_kernel[(_cdiv(r.numel(), 32),)](a.contiguous(), b.contiguous(), r, c, out, r.numel(),
+                                                      a.shape[1], BP=32, BD=128, num_warps=4)
+            return out
+        except Exception as e:  # noqa: BLE001 -- as in `_pairs_above`
+            _kernels_failed(e)
+    return torch.cat([(a[r[p]] * b[c[p]]).sum(-1) for p in torch.arange(r.numel(), device=r.device).split(1 << 16)])
+
 
 
 def _empty_pairs(device: torch.device) -> tuple:
@@ -155,14 +292,13 @@ def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper
                 return got
     src, dst, val, flags, count = [], [], [], [], 0
     screen = _screen(a)
-    margin = _MARGIN if screen else 0.0
+    margin = _margin(a.shape[1]) if screen else 0.0
     if screen:
-        b_ = _split(b, second=True)
-        a_ = _split(a, second=False)
+        a_, b_ = _fp16(a), _fp16(b)
     chunk = chunk or _rows_per_block(a, b.shape[0])
     for i in range(0, a.shape[0], chunk):
         j0 = 0 if upper_from is None else upper_from + i
-        block = _split_mm(a_[i:i + chunk], b_[j0:]) if screen else a[i:i + chunk] @ b[j0:].T
+        block = _mm16(a_[i:i + chunk], b_[j0:]) if screen else a[i:i + chunk] @ b[j0:].T
         if upper_from is not None:
             block[:, :block.shape[0]].diagonal().fill_(-2.0)  # each row with itself
         cut = tau - margin
@@ -193,7 +329,7 @@ def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper
 
 # the tile of `pairs_kernel`: (BM, BN, BK, warps, stages) (H100, the pairs of 46,656 tokens above 0.086: 27.6 ms;
 # 30.6 with BK = 32 and 4 stages, 71.8 with BN = 256)
-PAIRS_TILE = (128, 128, 64, 8, 3)
+PAIRS_TILE = (128, 128, 64, 8, 3, 8)
 
 
 @functools.cache
@@ -236,46 +372,56 @@ def _pairs_fused(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int,
 
     if a.shape[0] == 0 or b.shape[0] == 0:
         return _empty_pairs(a.device)
-    bm, bn, bk, warps, stages = PAIRS_TILE
-    ah, al = _halves(a)
-    bh, bl = _halves(b)
+    bm, bn, bk, warps, stages, group = PAIRS_TILE
+    margin = _margin(a.shape[1])
+    ah, bh = _fp16(a), _fp16(b)
     cap = limit + limit // 8 + 1024
     out_r = torch.empty(cap, dtype=torch.int32, device=a.device)
     out_c = torch.empty(cap, dtype=torch.int32, device=a.device)
     out_v = torch.empty(cap, dtype=torch.float32, device=a.device)
     count = torch.zeros(1, dtype=torch.int64, device=a.device)
-    grid = (_cdiv(a.shape[0], bm), _cdiv(b.shape[0], bn))
-    kern.pairs_kernel[grid](ah, al, bh, bl, a.shape[0], b.shape[0], a.shape[1], tau - _MARGIN,
+    grid = (_cdiv(a.shape[0], bm) * _cdiv(b.shape[0], bn),)
+    kern.pairs_kernel[grid](ah, bh, a.shape[0], b.shape[0], a.shape[1], tau - margin,
                             0 if upper_from is None else upper_from, out_r, out_c, out_v, count, cap,
-                            UPPER=upper_from is not None, BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
+                            UPPER=upper_from is not None, BM=bm, BN=bn, BK=bk, GROUP=group,
+                            EVEN_K=a.shape[1] % bk == 0, num_warps=warps, num_stages=stages)
     n = int(count.item())
     if n > cap:
         return False
     r, c, v = out_r[:n].long(), out_c[:n].long(), out_v[:n]
     order = torch.argsort(r * b.shape[0] + c)
-    r, c, v, exact = _settle(a, b, r[order], c[order], v[order], tau, _MARGIN)
+    r, c, v, exact = _settle(a, b, r[order], c[order], v[order], tau, margin)
     return None if r.shape[0] > limit else (r, c, v, exact)
 
 
 def _nearest(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """For each unit row of x, the index of the most similar unit row of c (fp32 cosine; ties: the first). Where
-    `_screen` says so the products are screened in split fp16 and the rows within twice the margin of each row's
-    best recomputed in fp32."""
+    `_screen` says so the products are screened (`_split`): a row whose screened best is the only column within
+    twice the margin of it has that column (fp32's best is within that band); the other rows recompute the
+    columns of their band in fp32."""
     if not _screen(x):
         return (x @ c.T).argmax(1)
-    xs, cs = _split(x, second=False), _split(c, second=True)
+    xs, cs = _fp16(x), _fp16(c)
     chunk = chunk or _rows_per_block(x, c.shape[0])
+    band = 2 * _margin(x.shape[1])
     out = []
     for i in range(0, x.shape[0], chunk):
-        block = _split_mm(xs[i:i + chunk], cs)
-        near = torch.nonzero(block >= block.amax(1, keepdim=True) - 2 * _MARGIN)
-        r, j = near[:, 0], near[:, 1]
-        v = (x[r + i] * c[j]).sum(-1)
+        block = _mm16(xs[i:i + chunk], cs)
         n = block.shape[0]
-        best = torch.full((n,), -3.0, device=x.device).scatter_reduce(0, r, v, reduce="amax")
-        top = v == best[r]
-        out.append(torch.full((n,), c.shape[0], device=x.device, dtype=torch.long).scatter_reduce(
-            0, r[top], j[top], reduce="amin"))
+        top, owner = block.max(1)
+        block.scatter_(1, owner[:, None], -torch.inf)
+        rows = torch.nonzero(block.amax(1) >= top - band).flatten()  # another column within the band
+        if rows.numel():
+            sub = block[rows].scatter_(1, owner[rows, None], top[rows, None])
+            near = torch.nonzero(sub >= top[rows, None] - band)
+            r, j = rows[near[:, 0]], near[:, 1]
+            v = _dots(x, c, r + i, j)
+            best = torch.full((n,), -3.0, device=x.device).scatter_reduce(0, r, v, reduce="amax")
+            top_ = v == best[r]
+            first = torch.full((n,), c.shape[0], device=x.device, dtype=torch.long).scatter_reduce(
+                0, r[top_], j[top_], reduce="amin")
+            owner[rows] = first[rows]
+        out.append(owner)
     return torch.cat(out)
 
 
@@ -287,7 +433,7 @@ class _TokenPairs:
     def __init__(self, xs: torch.Tensor, floor: float, limit: int = MAX_EDGES):
         self.flat = xs.reshape(-1, xs.shape[-1])
         self.floor, self.limit = floor, limit
-        self.margin = _MARGIN if _screen(self.flat) else 0.0
+        self.margin = _margin(self.flat.shape[1]) if _screen(self.flat) else 0.0
         self.found = False
         self._pairs: tuple | None = None
 
@@ -307,46 +453,29 @@ class _TokenPairs:
     def above(self, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The pairs (i, j) whose fp32 cosine exceeds tau (>= floor)."""
         s, d, v, exact = self.pairs
-        keep = torch.where(exact, v > tau, v > tau + self.margin)
-        unsure = torch.nonzero(~exact & (v > tau - self.margin) & ~keep).flatten()
-        if unsure.numel():
-            fine = (self.flat[s[unsure]] * self.flat[d[unsure]]).sum(-1)
-            keep[unsure[fine > tau]] = True
-        return s[keep], d[keep]
+        unsure = torch.nonzero(~exact & (v > tau - self.margin) & (v <= tau + self.margin)).flatten()
+        if unsure.numel():  # recomputed in fp32 once, for this τ and the next
+            v[unsure] = _dots(self.flat, self.flat, s[unsure], d[unsure])
+            exact[unsure] = True
+        at = torch.nonzero(torch.where(exact, v > tau, v > tau + self.margin)).flatten()
+        return s[at], d[at]
 
 
-def _spatial(xs: torch.Tensor, tau: float, max_edges: int, sims: torch.Tensor | None) -> tuple | None:
-    """The spatial step at tau: (component of each token, number of components), or None (too many edges)."""
-    t_, m, _ = xs.shape
-    if sims is None:
-        e = _edges(xs, tau, max_edges)
-    else:
-        above = sims > tau
-        if int(above.sum()) > max_edges:  # counted before the indices are made
-            return None
-        hit = torch.nonzero(above)
-        e = (hit[:, 0] * m + hit[:, 1]), (hit[:, 0] * m + hit[:, 2])
-    if e is None:
-        return None
-    _, inv = torch.unique(_labels(e[0], e[1], t_ * m), return_inverse=True)
-    return inv, int(inv.max()) + 1
-
-
-def _temporal_edges(reps: torch.Tensor, inv: torch.Tensor, tau: float, max_edges: int,
+def _temporal_edges(reps: torch.Tensor, inv: torch.Tensor, size: torch.Tensor, tau: float, max_edges: int,
                     tokens: _TokenPairs | None) -> tuple | None:
-    """Edges (both directions) of cosine > tau between the component averages `reps` (unit rows), each pair
-    counted once against max_edges; pairs of one-token components come from `tokens` where it covers tau."""
+    """Edges (both directions) of cosine > tau between the component averages `reps` (unit rows) of components of
+    `size` tokens, each pair counted once against max_edges; pairs of one-token components come from `tokens` where
+    it covers tau."""
     n1 = reps.shape[0]
     if tokens is not None and tau >= tokens.floor:
-        size = torch.bincount(inv, minlength=n1)
         several = torch.nonzero(size > 1).flatten()
         if tokens.pays(n1, several.numel()) and tokens.pairs is not None:
             s, d = tokens.above(tau)
             single = size == 1
             cs, cd = inv[s], inv[d]
-            both = single[cs] & single[cd]
+            both = torch.nonzero(single[cs] & single[cd]).flatten()
             src, dst = [cs[both]], [cd[both]]
-            count = src[0].numel()
+            count = both.numel()
             if count > max_edges:
                 return None
             if several.numel():
@@ -357,10 +486,10 @@ def _temporal_edges(reps: torch.Tensor, inv: torch.Tensor, tau: float, max_edges
                     return None
                 r, c = got[0], got[1]
                 r = several[r]
-                ok = (r != c) & (single[c] | (c > r))
+                ok = torch.nonzero((r != c) & (single[c] | (c > r))).flatten()
                 src.append(r[ok])
                 dst.append(c[ok])
-                count += int(ok.sum())
+                count += ok.numel()
                 if count > max_edges:
                     return None
             s, d = torch.cat(src), torch.cat(dst)
@@ -379,30 +508,32 @@ def _components(e: tuple, n: int, inv: torch.Tensor) -> tuple:
 
 
 def _scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges: int = MAX_EDGES,
-                  sims: torch.Tensor | None = None, k: int | None = None, spatial: dict | None = None,
+                  k: int | None = None, spatial: _Spatial | None = None,
                   tokens: _TokenPairs | None = None) -> tuple | None:
-    """The two SCC steps at tau: spatial within every frame (all frames in one graph of disjoint parts), then
-    temporal over all frames' component averages; returns (component of each token, number of components) or
-    None (too many edges). `sims`: the frames' (T, M, M) cosine similarities, computed once for every tau;
-    `spatial`: spatial steps already taken, by tau; `tokens`: the token pairs above some floor.
+    """The two SCC steps at tau: spatial within every frame (`spatial`, built here if not given), then temporal
+    over all frames' component averages; returns (component of each token, number of components) or None (too
+    many edges). `tokens`: the token pairs above some floor.
     With `k`, what the search needs to compare the count with k, computed no further than that: when the spatial
     step leaves fewer than k components the temporal one (which only joins) cannot reach k, and (None, that count)
     comes back; when the temporal edges alone settle it (n averages and E edges leave at least n − E components;
     with i of them isolated, at most i + (n − i) // 2) the count is that bound (on the same side of k) and the
     components a function that computes them."""
     t_, m, d_ = xs.shape
-    if spatial is not None and tau in spatial:
-        first = spatial[tau]
-    else:
-        first = _spatial(xs, tau, max_edges, sims)
+    spatial = spatial or _Spatial(xs, max_edges)
+    if k is not None:
+        n1 = spatial.count(tau, k)
+        if n1 is not None and n1 < k:
+            return None, n1
+    first = spatial(tau)
     if first is None:
         return None
-    inv, n1 = first
-    if k is not None and n1 < k:
-        return None, n1
-    reps = torch.zeros(n1, d_, device=xs.device).index_add_(0, inv, frames.reshape(-1, d_))
-    reps = F.normalize(reps / torch.bincount(inv, minlength=n1)[:, None], dim=-1)
-    e = _temporal_edges(reps, inv, tau, max_edges, tokens)
+    inv, n1 = first.inv, first.count
+    flat = frames.reshape(-1, d_)
+    size = torch.bincount(inv, minlength=n1)
+    # each component's sum: its first token, then the others added in order (what adding all to zeros gives)
+    reps = flat[first.firsts].index_add_(0, inv[first.rest], flat[first.rest])
+    reps = F.normalize(reps / size[:, None], dim=-1)
+    e = _temporal_edges(reps, inv, size, tau, max_edges, tokens)
     if e is None:
         return None
     if k is not None:
@@ -424,13 +555,12 @@ def llava_scissor(tokens: torch.Tensor, k: int) -> tuple:
     m = h_ * w_
     frames = tokens.reshape(t_, m, d_).float()
     xs = F.normalize(frames, dim=-1)
-    sims = torch.bmm(xs, xs.transpose(1, 2)) if t_ * m * m <= 64 << 20 else None  # ≤ 256 MB, reused by every τ
-    spatial: dict[float, tuple | None] = {}
+    spatial = _Spatial(xs)
     lo, hi = -1.0, 1.0  # the spatial count alone: the lowest τ of the grid where it reaches k
     for _ in range(_STEPS):
         mid = (lo + hi) / 2
-        spatial[mid] = _spatial(xs, mid, MAX_EDGES, sims)
-        if spatial[mid] is not None and spatial[mid][1] >= k:
+        count = spatial.count(mid, k)
+        if count is not None and count >= k:
             hi = mid
         else:
             lo = mid
@@ -439,7 +569,7 @@ def llava_scissor(tokens: torch.Tensor, k: int) -> tuple:
     best = None
     for _ in range(_STEPS):
         mid = (lo + hi) / 2
-        out = _scissor_pass(xs, frames, mid, sims=sims, k=k, spatial=spatial, tokens=pairs)
+        out = _scissor_pass(xs, frames, mid, k=k, spatial=spatial, tokens=pairs)
         if out is not None and out[1] >= k:
             best, hi = out, mid
         else:
