@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -67,6 +68,11 @@ def _fp16_works(device: torch.device) -> bool:
         return bool(torch.mm(one, one.T, out_dtype=torch.float32).item() == 16.0)
     except (RuntimeError, NotImplementedError, TypeError):
         return False
+
+
+def _counts(index: torch.Tensor, n: int) -> torch.Tensor:
+    """How often each of 0..n-1 occurs in index (bincount without its wait for the largest index on a GPU)."""
+    return torch.zeros(n, dtype=torch.long, device=index.device).scatter_add_(0, index, torch.ones_like(index))
 
 
 def _labels(src: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:
@@ -151,12 +157,12 @@ def _forest_fused(sims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class _Step(NamedTuple):
     """The spatial step at one τ: each token's component (numbered by first token), their number, each
-    component's first token, and the tokens that are not first in theirs."""
+    component's first token, and whether each token is the first in its component."""
 
     inv: torch.Tensor
     count: int
     firsts: torch.Tensor
-    rest: torch.Tensor
+    lead: torch.Tensor
 
 
 class _Spatial:
@@ -219,7 +225,7 @@ class _Spatial:
         label = torch.full_like(at, at.numel()).scatter_reduce(0, up, at, reduce="amin")[up]  # the first token
         lead = label == at
         inv = (torch.cumsum(lead, 0) - 1)[label]
-        return _Step(inv, n, torch.nonzero(lead).flatten(), torch.nonzero(~lead).flatten())
+        return _Step(inv, n, torch.nonzero(lead).flatten(), lead)
 
 
 def _screen(x: torch.Tensor) -> bool:
@@ -229,10 +235,18 @@ def _screen(x: torch.Tensor) -> bool:
     return x.is_cuda and _fp16_works(x.device)
 
 
-def _rows_per_block(a: torch.Tensor, cols: int) -> int:
-    """Rows of a per block of products: 2048 on a CPU (cache-sized); on a GPU as many as keep a block within 2²⁷
-    entries (512 MB in fp32), since every block costs a wait for its pair count."""
-    return 2048 if not a.is_cuda else max(2048, (1 << 27) // max(1, cols))
+def _rows_per_block(a: torch.Tensor, cols: int, entries: int = 1 << 27) -> int:
+    """Rows of a per block of products: 2048 on a CPU (cache-sized); on a GPU as many as keep a block within
+    `entries` (2²⁷: 512 MB in fp32), since every block costs a wait for the host."""
+    return 2048 if not a.is_cuda else max(2048, entries // max(1, cols))
+
+
+def _roomy(x: torch.Tensor) -> bool:
+    """Whether x's GPU has 24 GB free: room for blocks of 2³⁰ products (4 GB) and their scans."""
+    try:
+        return x.is_cuda and torch.cuda.mem_get_info(x.device)[0] >= 24 << 30
+    except RuntimeError:
+        return False
 
 
 def _settle(a: torch.Tensor, b: torch.Tensor, r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, tau: float,
@@ -402,7 +416,7 @@ def _nearest(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -> torc
     if not _screen(x):
         return (x @ c.T).argmax(1)
     xs, cs = _fp16(x), _fp16(c)
-    chunk = chunk or _rows_per_block(x, c.shape[0])
+    chunk = chunk or _rows_per_block(x, c.shape[0], 1 << 30 if _roomy(x) else 1 << 27)
     band = 2 * _margin(x.shape[1])
     out = []
     for i in range(0, x.shape[0], chunk):
@@ -461,12 +475,12 @@ class _TokenPairs:
         return s[at], d[at]
 
 
-def _temporal_edges(reps: torch.Tensor, inv: torch.Tensor, size: torch.Tensor, tau: float, max_edges: int,
+def _temporal_edges(reps: Callable[[], torch.Tensor], inv: torch.Tensor, size: torch.Tensor, tau: float, max_edges: int,
                     tokens: _TokenPairs | None) -> tuple | None:
-    """Edges (both directions) of cosine > tau between the component averages `reps` (unit rows) of components of
-    `size` tokens, each pair counted once against max_edges; pairs of one-token components come from `tokens` where
-    it covers tau."""
-    n1 = reps.shape[0]
+    """Edges (both directions) of cosine > tau between the averages (unit rows, `reps()`, computed only where
+    needed) of components of `size` tokens, each pair counted once against max_edges; pairs of one-token components
+    come from `tokens` where it covers tau."""
+    n1 = size.numel()
     if tokens is not None and tau >= tokens.floor:
         several = torch.nonzero(size > 1).flatten()
         if tokens.pays(n1, several.numel()) and tokens.pairs is not None:
@@ -481,7 +495,7 @@ def _temporal_edges(reps: torch.Tensor, inv: torch.Tensor, size: torch.Tensor, t
             if several.numel():
                 # rows of the several-token components against every component; a pair of two such is kept once
                 # (raw hits: at most twice the pairs, plus each row with itself)
-                got = _pairs_above(reps[several], reps, tau, 2 * max_edges + several.numel())
+                got = _pairs_above(reps()[several], reps(), tau, 2 * max_edges + several.numel())
                 if got is None:
                     return None
                 r, c = got[0], got[1]
@@ -494,7 +508,7 @@ def _temporal_edges(reps: torch.Tensor, inv: torch.Tensor, size: torch.Tensor, t
                     return None
             s, d = torch.cat(src), torch.cat(dst)
             return torch.cat([s, d]), torch.cat([d, s])
-    got = _pairs_above(reps, reps, tau, max_edges, upper_from=0)
+    got = _pairs_above(reps(), reps(), tau, max_edges, upper_from=0)
     if got is None:
         return None
     s, d = got[0], got[1]
@@ -528,11 +542,17 @@ def _scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges:
     if first is None:
         return None
     inv, n1 = first.inv, first.count
-    flat = frames.reshape(-1, d_)
-    size = torch.bincount(inv, minlength=n1)
-    # each component's sum: its first token, then the others added in order (what adding all to zeros gives)
-    reps = flat[first.firsts].index_add_(0, inv[first.rest], flat[first.rest])
-    reps = F.normalize(reps / size[:, None], dim=-1)
+    size = _counts(inv, n1)
+
+    @functools.cache
+    def reps() -> torch.Tensor:
+        """The components' averages as unit rows: each component's sum its first token, then the others added in
+        order (what adding all to zeros gives)."""
+        flat = frames.reshape(-1, d_)
+        rest = torch.nonzero(~first.lead).flatten()
+        sums = flat[first.firsts].index_add_(0, inv[rest], flat[rest])
+        return F.normalize(sums / size[:, None], dim=-1)
+
     e = _temporal_edges(reps, inv, size, tau, max_edges, tokens)
     if e is None:
         return None
@@ -540,7 +560,7 @@ def _scissor_pass(xs: torch.Tensor, frames: torch.Tensor, tau: float, max_edges:
         least = n1 - e[0].numel() // 2  # each pair once per direction
         if least >= k:
             return (lambda: _components(e, n1, inv)), least
-        iso = int((torch.bincount(e[0], minlength=n1) == 0).sum())
+        iso = int((_counts(e[0], n1) == 0).sum())
         most = iso + (n1 - iso) // 2
         if most < k:
             return None, most
@@ -578,7 +598,7 @@ def llava_scissor(tokens: torch.Tensor, k: int) -> tuple:
         best = (torch.arange(t_ * m, device=tokens.device), t_ * m)
     comp, n = best[0]() if callable(best[0]) else best
     flat = frames.reshape(-1, d_)
-    size = torch.bincount(comp, minlength=n)
+    size = _counts(comp, n)
     first = torch.full((n,), t_ * m, dtype=torch.long, device=tokens.device).scatter_reduce(
         0, comp, torch.arange(t_ * m, device=tokens.device), reduce="amin")
     # the k largest, ties to the earlier anchor: one sort on (−size, first), first < t·m + 1
@@ -586,7 +606,7 @@ def llava_scissor(tokens: torch.Tensor, k: int) -> tuple:
     avg = torch.zeros(n, d_, device=tokens.device).index_add_(0, comp, flat) / size.clamp_min(1)[:, None]
     rep = avg[keep]
     owner = _nearest(F.normalize(flat, dim=-1), F.normalize(rep, dim=-1))
-    counts = torch.bincount(owner, minlength=len(keep)).to(rep.dtype)
+    counts = _counts(owner, len(keep)).to(rep.dtype)
     rows = (rep + torch.zeros_like(rep).index_add_(0, owner, flat)) / (counts + 1)[:, None]
     merged = torch.ones(len(keep), dtype=torch.bool, device=tokens.device)
     return rows.to(tokens.dtype), first[keep], merged
