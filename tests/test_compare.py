@@ -489,6 +489,45 @@ def test_llava_scissor_kernel_that_fails_gives_way_to_the_torch_path_with_one_wa
     assert _pair_set(again[0], again[1]) == _pair_set(*torch.nonzero(x[:30] @ x.T > 0.3, as_tuple=True))
 
 
+def test_llava_scissor_forest_and_dots_kernels_that_fail_give_way_to_torch(monkeypatch):
+    """The frames' trees and the fp32 products of pairs, where their kernel fails, come from torch with one warning
+    each time a kernel first fails: the same components and products."""
+    import naive
+    from conftest import require_triton
+
+    from selector.compare import scissor
+
+    require_triton()
+    from selector.compare import scissor_kernels
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(scissor, "_screen", lambda _x: True)
+    monkeypatch.setitem(scissor._KERNELS, "failed", None)
+
+    def broken(*_a, **_k):
+        raise RuntimeError("out of resources: shared memory")
+
+    monkeypatch.setattr(scissor, "_forest_fused", broken)
+    xs = torch.nn.functional.normalize(torch.randn(3, 20, 8, generator=torch.Generator().manual_seed(2)), dim=-1)
+    with pytest.warns(RuntimeWarning, match="Triton kernel failed here.*shared memory"):
+        sp = scissor._Spatial(xs)
+    for tau in (0.0, 0.3, 0.6):
+        got, want = sp(tau), naive.spatial_step(xs, tau)
+        assert torch.equal(got.inv, want[0]) and got.count == want[1], tau
+    monkeypatch.setitem(scissor._KERNELS, "failed", None)
+
+    class Unlaunchable:
+        def __getitem__(self, _grid):
+            return broken
+
+    monkeypatch.setattr(scissor_kernels, "dots_kernel", Unlaunchable())
+    x = xs.reshape(60, 8)
+    r, c = torch.arange(60), torch.arange(60).flip(0)
+    with pytest.warns(RuntimeWarning, match="Triton kernel failed here.*shared memory"):
+        got = scissor._dots(x, x, r, c)
+    assert torch.allclose(got, (x * x.flip(0)).sum(-1), atol=1e-6) and not scissor._fused(x)
+
+
 def test_llava_scissor_kernel_in_triton_interpreter_keeps_fp32s_pairs_and_rows():
     """LLaVA-Scissor's Triton kernel (split-fp16 pairs above τ − margin), run by Triton's interpreter on the CPU:
     every pair i < j with fp32 cosine above τ once, in (i, j) order, with fp32's cosine or one above τ + margin;

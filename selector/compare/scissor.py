@@ -7,16 +7,18 @@ averaged), then over all frames' averages; every token then joins its most simil
 rows τ is searched by bisection (8 steps over [-1, 1]) for the fewest components >= K, and the K largest are kept.
 
 The search is exact and shares its work across τ:
-- the frames' similarities are computed once and thresholded at every τ (the spatial step);
+- the spatial step's components at every τ come from one maximum spanning forest of the frames' similarities
+  (`_Spatial`): the components of "cosine > τ" are those of the tree edges above τ (single linkage), so a count is
+  the number of tree edges at or below τ, and a step's labels a few rounds of pointer doubling up the trees;
 - the spatial count only grows with τ, so a bisection on it alone finds the lowest τ any temporal step can run at
   (`floor`): a temporal step runs only where the spatial one leaves at least K components;
 - the temporal step compares component averages; an average of one token is that token, so the pairs of tokens
   above `floor` are found once (`_TokenPairs`) and each τ computes only the rows of components with several tokens.
-- on a GPU, products are screened in split fp16 (each unit row the sum of two fp16 rows, three fp16 products summed
-  in fp32: within ~1e-5 of fp32's) and those within `_MARGIN` of τ recomputed in fp32; the last step's nearest
-  component likewise. With Triton a kernel (`scissor_kernels`) screens the pairs tile by tile and returns only the
-  candidates (one wait per pass instead of one per block); without it, with ENTROPY_SELECT_TRITON=0, or where it
-  fails (said once), torch does it block by block.
+- on a GPU, products are screened in fp16 (summed in fp32: within `_margin` of fp32's) and those within the margin
+  of τ recomputed in fp32; the last step's nearest component likewise. With Triton, kernels (`scissor_kernels`)
+  grow the frames' trees, screen the pairs tile by tile returning only the candidates (one wait per pass instead of
+  one per block) and recompute the candidates; without it, with ENTROPY_SELECT_TRITON=0, or where one fails (said
+  once), torch does the same block by block.
 Every τ gives the components, counts and refusals (too many edges) of the pass that recomputes every edge in fp32
 (tests/naive.py `scissor_pass`); pairs whose cosine lies within fp32's rounding (~1e-6) of τ may fall either way
 between two fp32 computations in different orders, this one's and the reference's.
@@ -208,8 +210,7 @@ class _Spatial:
         return None if (k is None or n >= k) and self.refused(tau) else n
 
     def __call__(self, tau: float) -> tuple | None:
-        """(component of each token, number of components) at tau, or None (too many edges); components numbered
-        by their first token."""
+        """The step at tau (`_Step`: components numbered by their first token), or None (too many edges)."""
         if tau not in self.steps:
             self.steps[tau] = self._step(tau)
         return self.steps[tau]
@@ -229,7 +230,7 @@ class _Spatial:
 
 
 def _screen(x: torch.Tensor) -> bool:
-    """Whether products on x's device are screened in split fp16: on a GPU that multiplies fp16 into fp32; not on a
+    """Whether products on x's device are screened in fp16: on a GPU that multiplies fp16 into fp32; not on a
     CPU, where the candidates' recomputation costs more than lower-precision products save (measured: the token
     pairs of 16×27×27×384 random features took 0.94 s screened in bf16 against 0.4–0.55 s in fp32)."""
     return x.is_cuda and _fp16_works(x.device)
@@ -293,8 +294,8 @@ def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper
                  chunk: int | None = None) -> tuple | None:
     """(i, j, cosine, exact) of the rows of a and b (unit rows) with fp32 cosine > tau; with `upper_from` = s, a is
     b[s:] and only pairs j > s + i come back (each pair once, none with itself). None past `limit` pairs. Where
-    `_screen` says so the products are screened in split fp16 (by `_pairs_fused` where `_fused` says so), the
-    candidates within `_MARGIN` of tau recomputed in fp32; `exact` says which cosines are fp32's (the others are
+    `_screen` says so the products are screened in fp16 (by `_pairs_fused` where `_fused` says so), the
+    candidates within `_margin` of tau recomputed in fp32; `exact` says which cosines are fp32's (the others are
     the screened ones, more than tau + margin)."""
     if _fused(a):
         try:
@@ -359,18 +360,18 @@ _KERNELS = {"failed": None}  # the first error of the kernel in this process, if
 
 
 def _fused(x: torch.Tensor) -> bool:
-    """Whether x's pairs are screened by the Triton kernel (`scissor_kernels`): where they are screened in
-    split fp16, on a GPU (or in Triton's interpreter, TRITON_INTERPRET=1) with Triton present, unless
-    ENTROPY_SELECT_TRITON=0 or it failed once in this process."""
+    """Whether the Triton kernels (`scissor_kernels`) do x's work: where products are screened in fp16, on a GPU
+    (or in Triton's interpreter, TRITON_INTERPRET=1) with Triton present, unless ENTROPY_SELECT_TRITON=0 or one
+    failed once in this process."""
     return (_screen(x) and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") and _triton_present()
             and current().triton and _KERNELS["failed"] is None)
 
 
 def _kernels_failed(error: Exception) -> None:
-    """The kernel could not be built or run here: say so once; the torch blocks screen from now on."""
+    """A kernel could not be built or run here: say so once; torch does their work from now on."""
     _KERNELS["failed"] = error
     warnings.warn(f"LLaVA-Scissor's Triton kernel failed here ({type(error).__name__}: {str(error)[:300]}); "
-                  "the torch path screens the products instead (same results, slower)", RuntimeWarning, stacklevel=3)
+                  "the torch path does its work instead (same results, slower)", RuntimeWarning, stacklevel=3)
 
 
 def _cdiv(n: int, d: int) -> int:
@@ -410,7 +411,7 @@ def _pairs_fused(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int,
 
 def _nearest(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """For each unit row of x, the index of the most similar unit row of c (fp32 cosine; ties: the first). Where
-    `_screen` says so the products are screened (`_split`): a row whose screened best is the only column within
+    `_screen` says so the products are screened in fp16: a row whose screened best is the only column within
     twice the margin of it has that column (fp32's best is within that band); the other rows recompute the
     columns of their band in fp32."""
     if not _screen(x):
