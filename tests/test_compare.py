@@ -456,6 +456,12 @@ assert torch.equal(sp.parent, parent) and torch.equal(sp.weight, weight)
 for tau in (-0.5, 0.0, 0.2, 0.5, 0.9, 1.0):
     got, want = sp(tau), naive.spatial_step(xs, tau)
     assert torch.equal(got[0], want[0]) and got[1] == want[1] == sp.count(tau), tau
+# the fp32 products of given pairs and the nearest rows (repeated columns: ties, the first wins)
+r, c = torch.randint(0, 200, (2, 300), generator=g)
+assert torch.allclose(scissor._dots(x, x, r, c), (x[r] * x[c]).sum(-1), atol=1e-6)
+assert scissor._dots(x, x, r[:0], c[:0]).shape == (0,)
+cols = torch.cat([x[::9], x[::9][:3]])
+assert torch.equal(scissor._nearest(x, cols), (x @ cols.T).argmax(1))
 assert scissor._KERNELS["failed"] is None
 print(launches.count("pairs"))
 """
