@@ -284,7 +284,6 @@ def _dots(a: torch.Tensor, b: torch.Tensor, r: torch.Tensor, c: torch.Tensor) ->
     return torch.cat([(a[r[p]] * b[c[p]]).sum(-1) for p in torch.arange(r.numel(), device=r.device).split(1 << 16)])
 
 
-
 def _empty_pairs(device: torch.device) -> tuple:
     e = torch.empty(0, dtype=torch.long, device=device)
     return e, e, torch.empty(0, device=device), torch.empty(0, dtype=torch.bool, device=device)
