@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -284,7 +285,9 @@ def test_fast_llava_scissor_gives_the_rows_of_the_faithful_search(features, scre
         x = extract(example_video(), features, 8).tokens
     monkeypatch.setattr(scissor, "_screen", lambda _x: screen)
     for r in (0.05, 0.35, 0.5):
-        fast = compress("llava_scissor", x, r)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no kernel is tried (and fails) on a CPU without the interpreter
+            fast = compress("llava_scissor", x, r)
         with monkeypatch.context() as m:
             m.setattr(scissor, "_scissor_pass", naive.scissor_pass)
             slow = compress("llava_scissor", x, r)
@@ -307,7 +310,8 @@ def test_scissor_spatial_step_from_one_forest_gives_the_components_counts_and_re
     sims = torch.bmm(xs, xs.transpose(1, 2))
     seen = set()
     for tau in (-0.2, 0.1, 0.3, 0.5, 0.99, 1.0):
-        for max_edges in (10**6, int((sims > tau).sum()), int((sims > tau).sum()) - 1):
+        # ... and a limit that the first frame's edges alone reach exactly, passed by the later frames'
+        for max_edges in (10**6, int((sims > tau).sum()), int((sims > tau).sum()) - 1, int((sims[0] > tau).sum())):
             want = naive.spatial_step(xs, tau, max_edges)
             seen.add("refused" if want is None else "counted")
             for kept, chunk in ((64 << 20, 2048), (0, 25), (0, 60), (0, 2048)):
@@ -355,6 +359,26 @@ def test_scissor_forest_is_a_maximum_spanning_tree_of_each_frame():
             best += s
         total -= best
     assert abs(total) < 1e-4
+
+
+def test_scissor_pairs_at_exactly_tau_are_not_above_it(monkeypatch):
+    """A cosine exactly τ (here 0.5 and 0.25, exact in fp32 and fp16) is not above τ: not a pair, not an edge of the
+    spatial step, screened or not, while one a little above is."""
+    from selector.compare import scissor
+
+    x = torch.zeros(4, 8)
+    x[0, 0] = 1.0
+    x[1, 0], x[1, 1] = 0.5, 0.75 ** 0.5  # x0·x1 = 0.5 exactly
+    x[2, 0], x[2, 2] = 0.25, 0.9375 ** 0.5  # x0·x2 = 0.25 exactly
+    x[3, 0], x[3, 3] = 0.5 + 2 ** -10, (1 - (0.5 + 2 ** -10) ** 2) ** 0.5
+    for screen in (True, False):
+        monkeypatch.setattr(scissor, "_screen", lambda _x, s=screen: s)
+        for tau, want in ((0.5, {(0, 3)}), (0.25, {(0, 1), (0, 3), (1, 3)})):
+            src, dst, _, _ = scissor._pairs_above(x, x, tau, 100, upper_from=0)
+            got = _pair_set(src, dst)
+            assert got & {(0, 1), (0, 2), (0, 3)} == want & {(0, 1), (0, 2), (0, 3)}, (screen, tau, got)
+    sp = scissor._Spatial(x[None])
+    assert sp(0.5).count == 3 and sp(0.5 + 2 ** -9).count == 4  # 0 and 3 joined above 0.5, not above 0.502
 
 
 def _pair_set(a: torch.Tensor, b: torch.Tensor) -> set:
