@@ -269,10 +269,11 @@ def test_cli_writes_one_row_per_method_and_retention(tmp_path):
                                                   ("random", True), ("random", False)],
                          ids=["dinov2-s-fp32", "efficientnet-lite0-split", "random-split", "random-fp32"])
 def test_fast_llava_scissor_gives_the_rows_of_the_faithful_search(features, screen, monkeypatch):
-    """The fast search (frame similarities once, the temporal step skipped where the spatial one already leaves
-    fewer than K components, the token pairs above the lowest reachable τ found once, each pair once, products
-    screened in split fp16 as on a GPU or not) gives the rows of the τ-search that recomputes every edge in fp32, on real features of
-    the bundled clip and on random ones (nearly every token its own component) at several retentions."""
+    """The fast search (the spatial step from one forest, the temporal step skipped where the spatial one already
+    leaves fewer than K components, the token pairs above the lowest reachable τ found once, each pair once,
+    products screened in fp16 as on a GPU or not) gives the rows of the τ-search that recomputes every edge in fp32,
+    on real features of the bundled clip and on random ones (nearly every token its own component) at several
+    retentions, with no warning on a CPU."""
     import naive
 
     from selector.compare import scissor
@@ -433,7 +434,7 @@ import naive
 from selector.compare import compress, scissor
 
 assert not scissor._fused(torch.zeros(2, 2))  # a CPU tensor is screened in fp32, by torch
-scissor._screen = lambda _x: True  # as on a GPU: split fp16, here by the kernels in Triton's interpreter
+scissor._screen = lambda _x: True  # as on a GPU: fp16, here by the kernels in Triton's interpreter
 assert scissor._fused(torch.zeros(2, 2))
 launches = []
 _pf = scissor._pairs_fused
@@ -559,10 +560,11 @@ def test_llava_scissor_forest_and_dots_kernels_that_fail_give_way_to_torch(monke
 
 
 def test_llava_scissor_kernel_in_triton_interpreter_keeps_fp32s_pairs_and_rows():
-    """LLaVA-Scissor's Triton kernel (split-fp16 pairs above τ − margin), run by Triton's interpreter on the CPU:
-    every pair i < j with fp32 cosine above τ once, in (i, j) order, with fp32's cosine or one above τ + margin;
-    rows against other rows; the limit (also past the candidates' buffer); the whole method's rows and places
-    those of the τ-search recomputing every edge in fp32, with the kernel launched."""
+    """LLaVA-Scissor's Triton kernels (fp16 pairs above τ − margin, the frames' trees, fp32 products), run by
+    Triton's interpreter on the CPU: every pair i < j with fp32 cosine above τ once, in (i, j) order, with fp32's
+    cosine or one above τ + margin; rows against other rows; the limit (also past the candidates' buffer); the whole
+    method's rows and places those of the τ-search recomputing every edge in fp32, with the kernel launched; the
+    trees' components at every τ; the products of given pairs; the nearest rows."""
     import os
 
     from conftest import require_triton
