@@ -127,19 +127,15 @@ def _forest(xs: torch.Tensor, sims: torch.Tensor | None, chunk: int = 2048) -> t
     index) and the similarity of its tree edge (roots: -inf). The edges above any τ join the tokens the graph
     "cosine > τ" joins (a cut of the forest is a single-linkage clustering). Without `sims`, the similarities
     are computed a few frames at a time (`_frame_sims`)."""
-    t_, m, _ = xs.shape
+    m = xs.shape[1]
     pieces = [(0, sims)] if sims is not None else _frame_sims(xs, chunk)
     parents, weights = [], []
     for f, s in pieces:
-        if _fused(s) and m <= _FOREST_BLOCK:
-            try:
-                parent, weight = _forest_fused(s.contiguous())
-            except Exception as e:  # noqa: BLE001 -- as in `_pairs_above`
-                _kernels_failed(e)
-            else:
-                parents.append(parent + f * m)
-                weights.append(weight)
-                continue
+        got = _kernel(_forest_fused, s.contiguous()) if _fused(s) and m <= _FOREST_BLOCK else _FAILED
+        if got is not _FAILED:
+            parents.append(got[0] + f * m)
+            weights.append(got[1])
+            continue
         parent, weight = _prim(s)
         parents.append((parent + m * torch.arange(f, f + s.shape[0], device=xs.device)[:, None]).flatten())
         weights.append(weight.flatten())
@@ -271,17 +267,19 @@ def _dots(a: torch.Tensor, b: torch.Tensor, r: torch.Tensor, c: torch.Tensor) ->
     slice of pairs at a time)."""
     if r.numel() == 0:
         return torch.empty(0, device=a.device)
-    if _fused(a):
-        try:
-            from . import scissor_kernels as kern
-
-            out = torch.empty(r.numel(), device=a.device)
-            kern.dots_kernel[(_cdiv(r.numel(), 32),)](a.contiguous(), b.contiguous(), r, c, out, r.numel(),
-                                                      a.shape[1], BP=32, BD=128, num_warps=4)
-            return out
-        except Exception as e:  # noqa: BLE001 -- as in `_pairs_above`
-            _kernels_failed(e)
+    got = _kernel(_dots_fused, a, b, r, c) if _fused(a) else _FAILED
+    if got is not _FAILED:
+        return got
     return torch.cat([(a[r[p]] * b[c[p]]).sum(-1) for p in torch.arange(r.numel(), device=r.device).split(1 << 16)])
+
+
+def _dots_fused(a: torch.Tensor, b: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    from . import scissor_kernels as kern
+
+    out = torch.empty(r.numel(), device=a.device)
+    kern.dots_kernel[(_cdiv(r.numel(), 32),)](a.contiguous(), b.contiguous(), r, c, out, r.numel(), a.shape[1],
+                                              BP=32, BD=128, num_warps=4)
+    return out
 
 
 def _empty_pairs(device: torch.device) -> tuple:
@@ -296,14 +294,9 @@ def _pairs_above(a: torch.Tensor, b: torch.Tensor, tau: float, limit: int, upper
     `_screen` says so the products are screened in fp16 (by `_pairs_fused` where `_fused` says so), the
     candidates within `_margin` of tau recomputed in fp32; `exact` says which cosines are fp32's (the others are
     the screened ones, more than tau + margin)."""
-    if _fused(a):
-        try:
-            got = _pairs_fused(a, b, tau, limit, upper_from)
-        except Exception as e:  # noqa: BLE001 -- a Triton that cannot build or run them here: the torch blocks
-            _kernels_failed(e)
-        else:
-            if got is not False:
-                return got
+    got = _kernel(_pairs_fused, a, b, tau, limit, upper_from) if _fused(a) else _FAILED
+    if got is not _FAILED and got is not False:
+        return got
     src, dst, val, flags, count = [], [], [], [], 0
     screen = _screen(a)
     margin = _margin(a.shape[1]) if screen else 0.0
@@ -367,11 +360,19 @@ def _fused(x: torch.Tensor) -> bool:
             and current().triton and _KERNELS["failed"] is None)
 
 
-def _kernels_failed(error: Exception) -> None:
-    """A kernel could not be built or run here: say so once; torch does their work from now on."""
-    _KERNELS["failed"] = error
-    warnings.warn(f"LLaVA-Scissor's Triton kernel failed here ({type(error).__name__}: {str(error)[:300]}); "
-                  "the torch path does its work instead (same results, slower)", RuntimeWarning, stacklevel=3)
+_FAILED = object()
+
+
+def _kernel(launch, *args):
+    """launch(*args), one of the `_*_fused` launchers, or _FAILED where its kernel could not be built or run here:
+    said once (a RuntimeWarning), and torch does the kernels' work from then on in this process."""
+    try:
+        return launch(*args)
+    except Exception as error:  # noqa: BLE001 -- a Triton that cannot build or run them here
+        _KERNELS["failed"] = error
+        warnings.warn(f"LLaVA-Scissor's Triton kernel failed here ({type(error).__name__}: {str(error)[:300]}); "
+                      "the torch path does its work instead (same results, slower)", RuntimeWarning, stacklevel=4)
+        return _FAILED
 
 
 def _cdiv(n: int, d: int) -> int:
